@@ -1,0 +1,34 @@
+"""Aggregate functions: fold click events into per-platform counters.
+
+``aggregate_event`` is the Pub/Sub-triggered CloudEvent function;
+``aggregate_http`` is the scheduled drain (Cloud Scheduler, or ``/tasks/update_stats``).
+"""
+
+import flask
+import functions_framework
+from aggregation import build_drainer, build_folder, fold_pushed
+from cloudevents.http import CloudEvent
+
+from shared import config
+from shared.clients import Lazy
+from shared.http import json_errors, json_response
+
+settings = config.load(config.PROJECT)
+folder = Lazy(lambda: build_folder(settings))
+drainer = Lazy(lambda: build_drainer(settings, folder.get()))
+
+
+@functions_framework.cloud_event
+def aggregate_event(cloud_event: CloudEvent) -> None:
+    fold_pushed(folder.get(), cloud_event.data)
+
+
+@functions_framework.http
+@json_errors
+def aggregate_http(request: flask.Request) -> flask.Response:
+    result, pulled = drainer.get().drain()
+    summary = {"pulled": pulled, "counted": result.counted, "duplicates": result.duplicates,
+               "poison": result.poison, "failed": len(result.failed)}
+    if result.failed:
+        return json_response({"status": "error", "msg": "some events left for redelivery", **summary}, 503)
+    return json_response({"status": "Updated", **summary})

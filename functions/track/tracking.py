@@ -1,0 +1,72 @@
+"""The click: find the campaign, publish the event, choose where to send the browser."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from google.cloud import firestore, pubsub_v1
+from route_cache import RouteCache
+
+from shared.config import Settings
+from shared.events import ClickEvent
+from shared.logs import get_logger
+from shared.models import parse_campaign_id
+from shared.publishing import ClickPublisher, batch_settings
+from shared.store import CampaignStore
+
+log = get_logger("track")
+
+# The original layout (/track/<id>) and a function URL of its own (/<id>).
+_TRACK_PATH = re.compile(r"^(?:/track)?/([^/]+)/?$")
+
+
+@dataclass(frozen=True, slots=True)
+class ClickRequest:
+    path: str
+    platform: str | None
+    user_agent: str = ""
+    referrer: str = ""
+
+
+def campaign_id_from_path(path: str) -> int | None:
+    match = _TRACK_PATH.match(path)
+    return parse_campaign_id(match.group(1)) if match else None
+
+
+class Tracker:
+    def __init__(self, routes: RouteCache, publisher: ClickPublisher, fallback_url: str) -> None:
+        self.routes = routes
+        self.publisher = publisher
+        self.fallback_url = fallback_url
+
+    def click(self, request: ClickRequest) -> str:
+        """The redirect target; every link that cannot be counted goes to the fallback."""
+        campaign_id = campaign_id_from_path(request.path)
+        if campaign_id is None:
+            return self.fallback_url
+        try:
+            route = self.routes.get(campaign_id)
+        except Exception:
+            log.exception("campaign lookup failed", extra={"campaign_id": campaign_id, "platform": request.platform})
+            return self.fallback_url
+        if route is None or request.platform not in route.platforms:
+            return self.fallback_url
+        event = ClickEvent.new(
+            campaign_id, request.platform, user_agent=request.user_agent, referrer=request.referrer
+        )
+        self.publisher.publish(event)
+        return route.destination(request.platform)
+
+
+def build_tracker(settings: Settings) -> Tracker:
+    store = CampaignStore(firestore.Client(project=settings.project), settings.counter_shards)
+    routes = RouteCache(
+        store.get_route,
+        maxsize=settings.cache_max_size,
+        ttl=settings.cache_ttl_seconds,
+        negative_ttl=settings.negative_cache_ttl_seconds,
+    )
+    client = pubsub_v1.PublisherClient(batch_settings=batch_settings(settings.publish_max_latency_seconds))
+    topic = client.topic_path(settings.project, settings.clicks_topic)
+    return Tracker(routes, ClickPublisher(client, topic, settings.publish_timeout_seconds), settings.fallback_url)

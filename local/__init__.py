@@ -1,0 +1,1 @@
+"""Running o7tracker on one machine: the Google emulators and the three functions."""

@@ -1,0 +1,210 @@
+"""Start and stop the official Firestore and Pub/Sub emulators.
+
+Each emulator is a JVM under gcloud's wrapper scripts, so each is started in
+a session of its own and stopped by process group; killing only the wrapper
+would orphan the JVM, which keeps its port.
+
+``python -m local.emulators -- CMD ...`` runs CMD with both emulators up on
+free ports and the client variables set, then stops them: the test command.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PROJECT = "demo-o7tracker"
+INSTALL_HINT = """\
+The Google Cloud emulators are needed (Google Cloud CLI with its emulator components, and Java 17+).
+Install them with
+    gcloud components install cloud-firestore-emulator pubsub-emulator beta
+or, where gcloud came from Debian packages,
+    sudo apt-get install google-cloud-cli-firestore-emulator google-cloud-cli-pubsub-emulator"""
+READY_TIMEOUT_SECONDS = 60.0
+
+
+class EmulatorError(RuntimeError):
+    pass
+
+
+@dataclass
+class Emulator:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        stop_process_group(self.process)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace_seconds: float = 10.0) -> None:
+    """Stop a process started with ``start_new_session=True`` and everything it spawned."""
+    if process.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            # the wrapper may exit before its JVM; wait for the group to be gone
+            deadline = time.monotonic() + wait
+            while _group_alive(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not _group_alive(process.pid):
+                return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _command(name: str, port: int, project: str) -> list[str]:
+    host_port = f"--host-port=127.0.0.1:{port}"
+    if name == "firestore":
+        return ["gcloud", "emulators", "firestore", "start", host_port, f"--project={project}"]
+    return ["gcloud", "beta", "emulators", "pubsub", "start", host_port, f"--project={project}"]
+
+
+def launch(name: str, port: int, project: str, log_dir: Path) -> Emulator:
+    for tool in ("gcloud", "java"):
+        if shutil.which(tool) is None:
+            raise EmulatorError(f"'{tool}' is not on PATH.\n{INSTALL_HINT}")
+    if port_in_use(port):
+        raise EmulatorError(f"port {port} for the {name} emulator is already in use")
+    log_path = log_dir / f"{name}-emulator.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            _command(name, port, project), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    return Emulator(name, port, process, log_path)
+
+
+def wait_ready(emulator: Emulator, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if emulator.process.poll() is not None:
+            tail = emulator.log_path.read_text(errors="replace")[-2000:]
+            raise EmulatorError(f"the {emulator.name} emulator exited at start:\n{tail}\n{INSTALL_HINT}")
+        try:
+            with urllib.request.urlopen(f"http://{emulator.host}/", timeout=1) as answer:
+                if answer.read().strip() == b"Ok":
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    emulator.stop()
+    raise EmulatorError(f"the {emulator.name} emulator did not answer within {timeout:.0f}s; see {emulator.log_path}")
+
+
+@contextmanager
+def running(
+    firestore_port: int | None = None,
+    pubsub_port: int | None = None,
+    project: str = DEFAULT_PROJECT,
+    log_dir: Path | None = None,
+) -> Iterator[dict[str, str]]:
+    """Both emulators, started side by side; yields the environment the clients need."""
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="o7tracker-emulators-"))
+    with ExitStack() as stack:
+        emulators = []
+        for name, port in (("firestore", firestore_port), ("pubsub", pubsub_port)):
+            emulator = launch(name, port or free_port(), project, log_dir)
+            stack.callback(emulator.stop)
+            emulators.append(emulator)
+        for emulator in emulators:
+            wait_ready(emulator)
+        yield {
+            "FIRESTORE_EMULATOR_HOST": emulators[0].host,
+            "PUBSUB_EMULATOR_HOST": emulators[1].host,
+            "GOOGLE_CLOUD_PROJECT": project,
+        }
+
+
+def create_topic_and_subscription(project: str, topic: str, subscription: str) -> None:
+    """The click topic and the drain's pull subscription, as deploy.sh creates them."""
+    from google.api_core import exceptions as gexc
+    from google.cloud import pubsub_v1
+
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topic_path = publisher.topic_path(project, topic)
+    try:
+        publisher.create_topic(name=topic_path)
+    except gexc.AlreadyExists:
+        pass
+    try:
+        subscriber.create_subscription(
+            name=subscriber.subscription_path(project, subscription), topic=topic_path, ack_deadline_seconds=60
+        )
+    except gexc.AlreadyExists:
+        pass
+    finally:
+        subscriber.close()
+
+
+def wipe_firestore(host: str, project: str) -> None:
+    """Delete every document in the emulator's default database."""
+    url = f"http://{host}/emulator/v1/projects/{project}/databases/(default)/documents"
+    with urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10):
+        pass
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        print("usage: python -m local.emulators -- COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    try:
+        with running() as env:
+            print(f"emulators up: firestore {env['FIRESTORE_EMULATOR_HOST']}, "
+                  f"pubsub {env['PUBSUB_EMULATOR_HOST']}", file=sys.stderr)
+            command = subprocess.Popen(argv, env={**os.environ, **env})
+            try:
+                return command.wait()
+            except KeyboardInterrupt:
+                command.send_signal(signal.SIGINT)
+                return command.wait()
+    except EmulatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,99 @@
+"""``./run.sh``: the whole tracker on this machine, in the foreground until Ctrl-C.
+
+Starts the Firestore and Pub/Sub emulators, creates the click topic and
+subscription, and serves the three functions behind :mod:`local.gateway` on
+``PORT``. On Ctrl-C (or SIGTERM) it stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+
+from local import emulators
+from shared import config
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_THREADS = 32  # clicks mostly wait on Pub/Sub; threads let them wait together
+
+
+class Stop(Exception):
+    pass
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise emulators.EmulatorError(f"the function server exited with status {process.returncode}")
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer means it is serving
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    raise emulators.EmulatorError(f"the function server did not answer on {url} within {timeout:.0f}s")
+
+
+def main() -> int:
+    port = int(os.environ.get("PORT", "8080"))
+    firestore_port = int(os.environ.get("FIRESTORE_PORT", port + 1))
+    pubsub_port = int(os.environ.get("PUBSUB_PORT", port + 2))
+    busy = [p for p in (port, firestore_port, pubsub_port) if emulators.port_in_use(p)]
+    if busy:
+        print(f"error: port(s) {', '.join(map(str, busy))} already in use; is o7tracker already running? "
+              "Stop it, or choose other ports with PORT, FIRESTORE_PORT and PUBSUB_PORT.", file=sys.stderr)
+        return 1
+    project = os.environ.get(config.PROJECT) or emulators.DEFAULT_PROJECT
+    settings = config.Settings.from_env({**os.environ, config.PROJECT: project})
+    env = {**os.environ, config.PROJECT: project, config.AUTH_USER: settings.auth_user,
+           config.AUTH_PASSWORD: settings.auth_password or "admin"}
+    if not settings.auth_password:
+        print("note: AUTH_PASSWORD not set; the local admin API uses admin/admin", file=sys.stderr)
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        with emulators.running(firestore_port, pubsub_port, project) as emulator_env:
+            env.update(emulator_env)
+            os.environ.update(emulator_env)
+            emulators.create_topic_and_subscription(project, settings.clicks_topic, settings.clicks_subscription)
+            server = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--bind", f"{os.environ.get('HOST', '127.0.0.1')}:{port}",
+                 "--workers", "1", "--threads", str(SERVER_THREADS), "--chdir", str(ROOT),
+                 "local.gateway:create_gateway()"],
+                env=env, start_new_session=True,
+            )
+            wait_http(f"http://127.0.0.1:{port}/", server)
+            print(f"o7tracker running on http://127.0.0.1:{port}  (track: /track/<id>?platform=Android, "
+                  f"admin: /admin/campaigns, drain: /tasks/update_stats); Ctrl-C stops it", file=sys.stderr)
+            server.wait()
+            print("error: the function server exited", file=sys.stderr)
+            return 1
+    except Stop as stop:
+        print(f"{stop}: stopping o7tracker", file=sys.stderr)
+        return 0
+    except emulators.EmulatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish cleaning up on a second Ctrl-C
+        if server is not None:
+            emulators.stop_process_group(server)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""Code shared by the track, admin and aggregate functions.
+
+Deployment copies this package next to each function's ``main.py``.
+"""

@@ -1,0 +1,39 @@
+"""One small error hierarchy; each error carries the HTTP status it maps to."""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """An error whose message is safe to show to the caller."""
+
+    status: int = 500
+
+    def __init__(self, msg: str, status: int | None = None) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        if status is not None:
+            self.status = status
+
+
+class BadRequest(AppError):
+    status = 400
+
+
+class Unauthorized(AppError):
+    status = 401
+
+
+class NotFound(AppError):
+    status = 404
+
+
+class MethodNotAllowed(AppError):
+    status = 405
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+
+
+class InvalidEvent(ValueError):
+    """A click event that can never be counted (a poison message)."""

@@ -1,0 +1,89 @@
+"""The click event: what the track function publishes and the aggregator folds."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from shared.errors import InvalidEvent
+from shared.models import MAX_CAMPAIGN_ID
+from shared.platforms import is_platform
+
+SCHEMA_VERSION = 1
+_CLICK_ID = re.compile(r"[0-9a-f]{32}")
+MAX_HEADER_CHARS = 512  # user agent and referrer are kept for replay, not unbounded
+
+
+@dataclass(frozen=True, slots=True)
+class ClickEvent:
+    click_id: str
+    campaign_id: int
+    platform: str
+    ts: datetime
+    user_agent: str = ""
+    referrer: str = ""
+    bot: bool = False
+
+    @classmethod
+    def new(
+        cls,
+        campaign_id: int,
+        platform: str,
+        *,
+        user_agent: str = "",
+        referrer: str = "",
+        bot: bool = False,
+        now: datetime | None = None,
+    ) -> ClickEvent:
+        return cls(
+            click_id=uuid.uuid4().hex,
+            campaign_id=campaign_id,
+            platform=platform,
+            ts=now or datetime.now(timezone.utc),
+            user_agent=user_agent[:MAX_HEADER_CHARS],
+            referrer=referrer[:MAX_HEADER_CHARS],
+            bot=bot,
+        )
+
+    def fields(self) -> dict[str, Any]:
+        """Every field as plain JSON values, for the wire and for log lines."""
+        data = asdict(self)
+        data["ts"] = self.ts.isoformat()
+        data["v"] = SCHEMA_VERSION
+        return data
+
+    def encode(self) -> bytes:
+        return json.dumps(self.fields(), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ClickEvent:
+        """Parse and validate one event; anything malformed raises :class:`InvalidEvent`."""
+        try:
+            raw = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidEvent(f"not JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise InvalidEvent("not a JSON object")
+        click_id = raw.get("click_id")
+        if not isinstance(click_id, str) or not _CLICK_ID.fullmatch(click_id):
+            raise InvalidEvent("click_id must be 32 lowercase hex digits")
+        campaign_id = raw.get("campaign_id")
+        if type(campaign_id) is not int or not 0 < campaign_id <= MAX_CAMPAIGN_ID:
+            raise InvalidEvent("campaign_id must be a positive integer")
+        platform = raw.get("platform")
+        if not is_platform(platform):
+            raise InvalidEvent(f"unsupported platform {platform!r}")
+        try:
+            ts = datetime.fromisoformat(raw["ts"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidEvent("ts must be an ISO 8601 timestamp") from None
+        if ts.tzinfo is None:
+            raise InvalidEvent("ts must carry a time zone")
+        user_agent, referrer, bot = raw.get("user_agent", ""), raw.get("referrer", ""), raw.get("bot", False)
+        if not isinstance(user_agent, str) or not isinstance(referrer, str) or not isinstance(bot, bool):
+            raise InvalidEvent("user_agent and referrer must be strings, bot a boolean")
+        return cls(click_id, campaign_id, platform, ts.astimezone(timezone.utc), user_agent, referrer, bot)

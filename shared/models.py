@@ -1,0 +1,140 @@
+"""Campaigns as stored and shown, and validation of what the admin API accepts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.errors import BadRequest
+from shared.platforms import COUNTER_FIELDS, PLATFORMS, is_platform
+
+MAX_CAMPAIGN_ID = 2**53 - 1  # the largest integer a JavaScript client keeps exact
+MAX_URL_LENGTH = 2048
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+_READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", *COUNTER_FIELDS})
+_WRITABLE_FIELDS = ("redirect_url", "platforms", "platform_urls")
+
+Counters = dict[str, int]
+
+
+def zero_counters() -> Counters:
+    return dict.fromkeys(COUNTER_FIELDS, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What the track function needs of a campaign: small, as it is cached by the thousand."""
+
+    redirect_url: str
+    platforms: frozenset[str]
+    platform_urls: Mapping[str, str]
+
+    def destination(self, platform: str) -> str:
+        return self.platform_urls.get(platform, self.redirect_url)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: int
+    redirect_url: str
+    platforms: list[str]
+    created_at: datetime
+    updated_at: datetime
+    platform_urls: dict[str, str] = field(default_factory=dict)
+    counters: Counters = field(default_factory=zero_counters)
+
+    def route(self) -> Route:
+        return Route(self.redirect_url, frozenset(self.platforms), dict(self.platform_urls))
+
+    def to_json(self) -> dict[str, Any]:
+        """The original o7tracker's shape, plus ``platform_urls`` and ``bot_click_count``."""
+        return {
+            "id": self.id,
+            "redirect_url": self.redirect_url,
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+            "platforms": list(self.platforms),
+            "platform_urls": dict(self.platform_urls),
+            **{name: self.counters.get(name, 0) for name in COUNTER_FIELDS},
+        }
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_campaign_id(raw: str | None) -> int | None:
+    """The id in a path, or None when it cannot name a campaign."""
+    if not raw or not raw.isascii() or not raw.isdigit() or len(raw) > 16:
+        return None
+    value = int(raw)
+    return value if 0 < value <= MAX_CAMPAIGN_ID else None
+
+
+def validate_url(value: object, name: str) -> str:
+    """An absolute http(s) URL with a host: never ``javascript:``, ``data:`` or relative."""
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"'{name}' must be a non-empty string")
+    if len(value) > MAX_URL_LENGTH:
+        raise BadRequest(f"'{name}' is longer than {MAX_URL_LENGTH} characters")
+    if _CONTROL_OR_SPACE.search(value):
+        raise BadRequest(f"'{name}' must not contain spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise BadRequest(f"'{name}' is not a valid URL") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise BadRequest(f"'{name}' must be an absolute http or https URL")
+    return value
+
+
+def validate_platforms(value: object) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise BadRequest(f"'platforms' must be a non-empty list, some of {list(PLATFORMS)}")
+    unsupported = [p for p in value if not is_platform(p)]
+    if unsupported:
+        raise BadRequest(f"unsupported platform(s) {unsupported!r}; supported: {list(PLATFORMS)}")
+    return list(dict.fromkeys(value))  # duplicates dropped, order kept
+
+
+def validate_platform_urls(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise BadRequest("'platform_urls' must be an object of platform to URL")
+    unsupported = [p for p in value if not is_platform(p)]
+    if unsupported:
+        raise BadRequest(f"unsupported platform(s) {unsupported!r} in 'platform_urls'")
+    return {p: validate_url(url, f"platform_urls.{p}") for p, url in value.items()}
+
+
+_VALIDATORS = {
+    "redirect_url": lambda v: validate_url(v, "redirect_url"),
+    "platforms": validate_platforms,
+    "platform_urls": validate_platform_urls,
+}
+
+
+def parse_campaign_fields(body: object, *, partial: bool) -> dict[str, Any]:
+    """The writable fields of a create (``partial=False``) or update body.
+
+    Read-only fields (id, timestamps, counters) are ignored so a client may
+    send back what it read; any other unknown field is an error, as it is
+    most likely a typo that would otherwise be silently dropped.
+    """
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    unknown = sorted(set(body) - _READ_ONLY_FIELDS - set(_WRITABLE_FIELDS))
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+    required = () if partial else ("redirect_url", "platforms")
+    missing = [name for name in required if name not in body]
+    if missing:
+        raise BadRequest(f"missing field(s): {', '.join(missing)}")
+    values = {name: _VALIDATORS[name](body[name]) for name in _WRITABLE_FIELDS if name in body}
+    if partial and not values:
+        raise BadRequest(f"nothing to update; send any of {', '.join(_WRITABLE_FIELDS)}")
+    return values

@@ -1,0 +1,25 @@
+"""The platforms a campaign can target: the single place to add one.
+
+Adding a platform is one entry here; its counter field is derived from the name.
+"""
+
+from __future__ import annotations
+
+PLATFORMS: tuple[str, ...] = ("Android", "IPhone", "WindowsPhone")
+
+TOTAL_FIELD = "click_count"
+BOT_FIELD = "bot_click_count"
+
+
+def counter_field(platform: str) -> str:
+    """Name of the per-platform counter, as the original o7tracker spelled it."""
+    return f"{platform.lower()}_click_count"
+
+
+PLATFORM_FIELDS: dict[str, str] = {p: counter_field(p) for p in PLATFORMS}
+COUNTER_FIELDS: tuple[str, ...] = (TOTAL_FIELD, *PLATFORM_FIELDS.values(), BOT_FIELD)
+
+
+def is_platform(name: object) -> bool:
+    """Case-sensitive, as in the original: ``android`` is not ``Android``."""
+    return isinstance(name, str) and name in PLATFORM_FIELDS
