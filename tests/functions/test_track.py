@@ -1,0 +1,174 @@
+"""The track function through functions-framework's test client, over both emulators."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from conftest import function_app
+from helpers import pulled_events
+
+from shared.logs import JsonFormatter
+from shared.store import CampaignStore
+
+FALLBACK = "https://fallback.example/"
+
+
+@pytest.fixture
+def store(db: Any) -> CampaignStore:
+    return CampaignStore(db, counter_shards=8)
+
+
+@pytest.fixture
+def campaign(store: CampaignStore) -> Any:
+    return store.create({
+        "redirect_url": "https://github.com/otobrglez/o7tracker",
+        "platforms": ["Android", "IPhone"],
+        "platform_urls": {"IPhone": "https://apps.apple.com/app/id1"},
+    })
+
+
+class Track:
+    def __init__(self, client: Any, module: Any) -> None:
+        self.client = client
+        self.main = module
+
+    def click(self, path: str, **headers: str) -> Any:
+        return self.client.get(path, headers=headers)
+
+
+@pytest.fixture
+def track(db: Any, pubsub_names: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Track:
+    monkeypatch.setenv("FALLBACK_URL", FALLBACK)
+    app = function_app("track", "track")
+    return Track(app.test_client(), sys.modules["main"])
+
+
+def test_a_click_redirects_uncached_and_publishes_one_event(
+    track: Track, campaign: Any, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    before = datetime.now(timezone.utc)
+    answer = track.click(f"/track/{campaign.id}?platform=Android", **{"User-Agent": "UA/1", "Referer": "https://ref/"})
+    assert answer.status_code == 307
+    assert answer.headers["Location"] == "https://github.com/otobrglez/o7tracker"
+    assert answer.headers["Cache-Control"] == "no-store"
+    [event] = pulled_events(project, pubsub_names[1])
+    assert (event.campaign_id, event.platform, event.user_agent, event.referrer) == (
+        campaign.id, "Android", "UA/1", "https://ref/")
+    assert before <= event.ts <= datetime.now(timezone.utc)
+    assert not event.bot and len(event.click_id) == 32
+
+
+def test_a_platform_url_wins_over_the_redirect_url(track: Track, campaign: Any) -> None:
+    answer = track.click(f"/track/{campaign.id}?platform=IPhone")
+    assert answer.headers["Location"] == "https://apps.apple.com/app/id1"
+
+
+def test_every_click_is_a_separate_event(
+    track: Track, campaign: Any, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    for platform in ("Android", "IPhone", "Android"):
+        assert track.click(f"/track/{campaign.id}?platform={platform}").status_code == 307
+    events = pulled_events(project, pubsub_names[1])
+    assert sorted(e.platform for e in events) == ["Android", "Android", "IPhone"]
+    assert len({e.click_id for e in events}) == 3
+
+
+@pytest.mark.parametrize("path", [
+    "/", "/track", "/track/", "/track/{id}", "/track/{id}?platform=", "/track/{id}?platform=android",
+    "/track/{id}?platform=BlackBerry", "/track/{id}?platform=WindowsPhone", "/track/abc?platform=Android",
+    "/track/-5?platform=Android", "/track/0?platform=Android", "/track/9007199254740992?platform=Android",
+    "/track/123?platform=Android", "/track/{id}/extra?platform=Android", "/elsewhere?platform=Android",
+])
+def test_links_that_cannot_count_go_to_the_fallback_and_publish_nothing(
+    track: Track, campaign: Any, project: str, pubsub_names: tuple[str, str], path: str
+) -> None:
+    answer = track.click(path.format(id=campaign.id))
+    assert answer.status_code == 307
+    assert answer.headers["Location"] == FALLBACK
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert pulled_events(project, pubsub_names[1]) == []
+
+
+def test_the_default_fallback_is_the_original_one(db: Any, pubsub_names: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FALLBACK_URL", raising=False)
+    answer = function_app("track", "track").test_client().get("/track/1?platform=Android")
+    assert answer.status_code == 307 and answer.headers["Location"] == "http://outfit7.com"
+
+
+def test_a_failed_publish_still_redirects_and_logs_a_replayable_line(
+    track: Track, campaign: Any, project: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CLICKS_TOPIC", "no-such-topic-" + str(time.time_ns()))  # the emulator answers NOT_FOUND
+    client = function_app("track", "track").test_client()
+    answer = client.get(f"/track/{campaign.id}?platform=IPhone", headers={"User-Agent": "UA/2"})
+    assert answer.status_code == 307
+    assert answer.headers["Location"] == "https://apps.apple.com/app/id1"
+    [record] = [r for r in caplog.records if r.getMessage() == "click event not published"]
+    line = json.loads(JsonFormatter().format(record))  # exactly what Cloud Logging receives
+    assert line["severity"] == "ERROR"
+    assert line["event"]["campaign_id"] == campaign.id
+    assert line["event"]["platform"] == "IPhone" and line["event"]["user_agent"] == "UA/2"
+    assert set(line["event"]) >= {"click_id", "ts", "referrer", "bot"}
+
+
+class CountingStore:
+    """The real store, with its reads counted."""
+
+    def __init__(self, store: CampaignStore) -> None:
+        self.store = store
+        self.reads = 0
+
+    def get_route(self, campaign_id: int) -> Any:
+        self.reads += 1
+        return self.store.get_route(campaign_id)
+
+
+def use_counting_cache(track: Track, store: CampaignStore, ttl: float) -> CountingStore:
+    from route_cache import RouteCache
+
+    counting = CountingStore(store)
+    tracker = track.main.tracker.get()
+    tracker.routes = RouteCache(counting.get_route, maxsize=100, ttl=ttl, negative_ttl=ttl)
+    return counting
+
+
+def test_the_cache_reads_firestore_once_per_campaign_per_ttl(track: Track, campaign: Any, store: CampaignStore) -> None:
+    counting = use_counting_cache(track, store, ttl=0.5)
+    for _ in range(5):
+        track.click(f"/track/{campaign.id}?platform=Android")
+        track.click("/track/424242?platform=Android")
+    assert counting.reads == 2  # one miss for each id, then hits
+    time.sleep(0.6)
+    track.click(f"/track/{campaign.id}?platform=Android")
+    assert counting.reads == 3
+
+
+def test_edits_and_deletes_reach_the_track_function_after_the_ttl(
+    track: Track, campaign: Any, store: CampaignStore
+) -> None:
+    use_counting_cache(track, store, ttl=0.5)
+    path = f"/track/{campaign.id}?platform=Android"
+    assert track.click(path).headers["Location"] == "https://github.com/otobrglez/o7tracker"
+    store.update(campaign.id, {"redirect_url": "https://edited.example/"})
+    assert track.click(path).headers["Location"] == "https://github.com/otobrglez/o7tracker"  # stale, by design
+    time.sleep(0.6)
+    assert track.click(path).headers["Location"] == "https://edited.example/"
+    store.delete(campaign.id)
+    time.sleep(0.6)
+    assert track.click(path).headers["Location"] == FALLBACK
+
+
+def test_an_unreachable_firestore_sends_to_the_fallback(track: Track, campaign: Any) -> None:
+    def broken(campaign_id: int) -> Any:
+        raise ConnectionError("firestore unavailable")  # a fault the emulator cannot produce on demand
+
+    from route_cache import RouteCache
+
+    track.main.tracker.get().routes = RouteCache(broken, maxsize=10, ttl=1, negative_ttl=1)
+    answer = track.click(f"/track/{campaign.id}?platform=Android")
+    assert answer.status_code == 307 and answer.headers["Location"] == FALLBACK

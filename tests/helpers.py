@@ -1,0 +1,68 @@
+"""Helpers for tests that need more than a fixture: pulling what was published, making clicks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import warnings
+from typing import Any
+
+from google.cloud import pubsub_v1
+
+from shared.events import ClickEvent
+
+
+def pull_all(project: str, subscription: str, *, ack: bool = True, max_messages: int = 1000) -> list[Any]:
+    """Every message currently on the subscription (one empty pull ends it).
+
+    Only for messages whose publish was already confirmed, so an immediate
+    answer is complete; the flag is deprecated for production pulls, not here.
+    """
+    subscriber = pubsub_v1.SubscriberClient()
+    path = subscriber.subscription_path(project, subscription)
+    request = {"subscription": path, "max_messages": max_messages, "return_immediately": True}
+    received: list[Any] = []
+    try:
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                response = subscriber.pull(request=request, timeout=10)
+            if not response.received_messages:
+                return received
+            received += response.received_messages
+            if ack:
+                subscriber.acknowledge(subscription=path, ack_ids=[m.ack_id for m in response.received_messages])
+    finally:
+        subscriber.close()
+
+
+def pulled_events(project: str, subscription: str) -> list[ClickEvent]:
+    return [ClickEvent.decode(m.message.data) for m in pull_all(project, subscription)]
+
+
+def publish(project: str, topic: str, payloads: list[bytes]) -> list[str]:
+    publisher = pubsub_v1.PublisherClient()
+    path = publisher.topic_path(project, topic)
+    return [f.result(timeout=30) for f in [publisher.publish(path, p) for p in payloads]]
+
+
+def push_envelope(data: bytes, message_id: str = "m-1") -> dict[str, Any]:
+    """The body Pub/Sub pushes, which functions-framework turns into a CloudEvent."""
+    return {
+        "message": {"data": base64.b64encode(data).decode(), "messageId": message_id, "attributes": {}},
+        "subscription": "projects/p/subscriptions/s",
+    }
+
+
+def push_cloud_event_headers(message_id: str = "m-1") -> dict[str, str]:
+    return {
+        "ce-id": message_id,
+        "ce-specversion": "1.0",
+        "ce-source": "//pubsub.googleapis.com/projects/p/topics/t",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "Content-Type": "application/json",
+    }
+
+
+def as_json(response: Any) -> Any:
+    return json.loads(response.get_data())

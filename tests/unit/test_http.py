@@ -1,0 +1,57 @@
+import base64
+
+import flask
+import pytest
+
+from shared.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized
+from shared.http import json_errors, read_json, require_basic_auth
+
+app = flask.Flask(__name__)
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.mark.parametrize("headers", [
+    {}, basic("admin", "wrong"), basic("Admin", "Secret"), basic("admin", "SECRET"), basic("", ""),
+    {"Authorization": "Bearer Secret"}, {"Authorization": "Basic !!!"}, basic("admin", "Secret "),
+])
+def test_wrong_or_missing_credentials_are_refused(headers: dict[str, str]) -> None:
+    with app.test_request_context(headers=headers):
+        with pytest.raises(Unauthorized):
+            require_basic_auth(flask.request, "admin", "Secret")
+
+
+def test_right_credentials_pass() -> None:
+    with app.test_request_context(headers=basic("admin", "Secret:with:colons")):
+        require_basic_auth(flask.request, "admin", "Secret:with:colons")
+
+
+def test_json_bodies_are_bounded_and_parsed() -> None:
+    with app.test_request_context(method="POST", data=b'{"a": 1}'):
+        assert read_json(flask.request, 100) == {"a": 1}
+    with app.test_request_context(method="POST", data=b"x" * 101):
+        with pytest.raises(PayloadTooLarge):
+            read_json(flask.request, 100)
+    with app.test_request_context(method="POST", data=b"{'a': 1}"):
+        with pytest.raises(BadRequest, match="malformed JSON"):
+            read_json(flask.request, 100)
+
+
+def test_errors_map_to_json_and_surprises_to_a_generic_500(caplog: pytest.LogCaptureFixture) -> None:
+    @json_errors
+    def handler(request: flask.Request) -> flask.Response:
+        if request.path == "/missing":
+            raise NotFound("campaign 1 not found")
+        raise KeyError("internal detail")
+
+    with app.test_request_context("/missing"):
+        answer = handler(flask.request)
+        assert answer.status_code == 404
+        assert answer.get_json() == {"status": "error", "msg": "campaign 1 not found"}
+    with app.test_request_context("/boom"):
+        answer = handler(flask.request)
+        assert answer.status_code == 500
+        assert "internal detail" not in answer.get_data(as_text=True)
+    assert any("unhandled error" in r.getMessage() and r.exc_info for r in caplog.records)

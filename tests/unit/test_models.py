@@ -1,0 +1,79 @@
+from datetime import datetime, timezone
+
+import pytest
+
+from shared.errors import BadRequest
+from shared.models import Campaign, parse_campaign_fields, parse_campaign_id, rfc3339, validate_url
+
+
+@pytest.mark.parametrize("url", [
+    "https://github.com/otobrglez/o7tracker",
+    "http://example.com",
+    "HTTPS://Example.com:8443/a?b=c#d",
+    "https://play.google.com/store/apps/details?id=com.outfit7.talkingtom",
+])
+def test_valid_urls_are_kept_as_given(url: str) -> None:
+    assert validate_url(url, "redirect_url") == url
+
+
+@pytest.mark.parametrize("url", [
+    "javascript:alert(1)", "data:text/html,hi", "/relative/path", "example.com", "https://",
+    "http:///nohost", "ftp://example.com/file", "https://exa mple.com", "https://example.com/\n",
+    "https://example.com:99999/", "", None, 42, ["https://example.com"], "https://e.com/" + "a" * 2048,
+])
+def test_invalid_urls_are_refused(url: object) -> None:
+    with pytest.raises(BadRequest):
+        validate_url(url, "redirect_url")
+
+
+def test_create_needs_url_and_platforms() -> None:
+    with pytest.raises(BadRequest, match="missing field"):
+        parse_campaign_fields({"redirect_url": "https://e.com"}, partial=False)
+    with pytest.raises(BadRequest, match="missing field"):
+        parse_campaign_fields({"platforms": ["Android"]}, partial=False)
+
+
+def test_platforms_are_validated_case_sensitively_and_deduplicated() -> None:
+    body = {"redirect_url": "https://e.com", "platforms": ["IPhone", "Android", "IPhone"]}
+    assert parse_campaign_fields(body, partial=False)["platforms"] == ["IPhone", "Android"]
+    for platforms in ([], ["android"], ["BlackBerry"], "Android", [1], None):
+        with pytest.raises(BadRequest):
+            parse_campaign_fields({"redirect_url": "https://e.com", "platforms": platforms}, partial=False)
+
+
+def test_update_ignores_read_only_fields_and_refuses_unknown_ones() -> None:
+    body = {"id": 5, "click_count": 99, "created_at": "x", "platforms": ["Android"]}
+    assert parse_campaign_fields(body, partial=True) == {"platforms": ["Android"]}
+    with pytest.raises(BadRequest, match="unknown field"):
+        parse_campaign_fields({"redirect_urll": "https://e.com"}, partial=True)
+    with pytest.raises(BadRequest, match="nothing to update"):
+        parse_campaign_fields({"click_count": 3}, partial=True)
+    with pytest.raises(BadRequest, match="JSON object"):
+        parse_campaign_fields(["https://e.com"], partial=True)
+
+
+def test_platform_urls_are_validated_like_redirect_url() -> None:
+    body = {"platform_urls": {"Android": "https://play.google.com/x"}}
+    assert parse_campaign_fields(body, partial=True) == body
+    for bad in ({"Android": "javascript:x"}, {"Symbian": "https://e.com"}, ["https://e.com"]):
+        with pytest.raises(BadRequest):
+            parse_campaign_fields({"platform_urls": bad}, partial=True)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("1", 1), ("5928566696968192", 5928566696968192), (str(2**53 - 1), 2**53 - 1),
+    (str(2**53), None), ("0", None), ("-1", None), ("abc", None), ("", None), (None, None),
+    ("١٢", None), ("1e3", None), ("12345678901234567890", None),
+])
+def test_campaign_ids_are_positive_and_javascript_safe(raw: str | None, expected: int | None) -> None:
+    assert parse_campaign_id(raw) == expected
+
+
+def test_json_has_the_original_fields() -> None:
+    moment = datetime(2016, 4, 10, 21, 47, 44, 519184, tzinfo=timezone.utc)
+    body = Campaign(7, "https://e.com", ["Android"], moment, moment).to_json()
+    assert body["created_at"] == "2016-04-10T21:47:44.519184Z" == rfc3339(moment)
+    for field in ("id", "redirect_url", "updated_at", "platforms", "click_count", "android_click_count",
+                  "iphone_click_count", "windowsphone_click_count"):
+        assert field in body
+    assert body["click_count"] == 0
