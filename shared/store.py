@@ -123,6 +123,16 @@ class CampaignStore:
                     campaign_total[name] += int(data.get(name, 0))
         return totals
 
+    def hourly(self, campaign_id: int) -> dict[datetime, Counters]:
+        """Per-hour counts (UTC hour start to counters), summed over shards, oldest first."""
+        series: dict[datetime, Counters] = {}
+        for snapshot in campaign_ref(self.db, campaign_id).collection(HOURLY).order_by("hour").stream():
+            data = snapshot.to_dict()
+            bucket = series.setdefault(data["hour"], zero_counters())
+            for name in COUNTER_FIELDS:
+                bucket[name] += int(data.get(name, 0))
+        return series
+
     @staticmethod
     def _campaign(campaign_id: int, data: dict[str, Any], counters: Counters) -> Campaign:
         return Campaign(

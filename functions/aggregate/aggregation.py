@@ -34,6 +34,8 @@ class Subscriber(Protocol):
 
     def acknowledge(self, *, subscription: str, ack_ids: list[str]) -> None: ...
 
+    def modify_ack_deadline(self, *, subscription: str, ack_ids: list[str], ack_deadline_seconds: int) -> None: ...
+
 
 class RetryLater(RuntimeError):
     """Raised by the push entry point so Pub/Sub redelivers what was not committed."""
@@ -57,7 +59,11 @@ def fold_pushed(folder: ClickFolder, envelope: dict[str, Any]) -> FoldResult:
 
 @dataclass
 class Drainer:
-    """Pulls the subscription's backlog in batches, folds each, acks only what is committed."""
+    """Pulls the subscription's backlog in batches, folds each, acks only what is committed.
+
+    A failed commit hands its messages straight back (ack deadline 0) and ends
+    the drain: Firestore is unwell, and the next scheduled run retries them.
+    """
 
     folder: ClickFolder
     subscriber: Subscriber
@@ -81,6 +87,13 @@ class Drainer:
                     subscription=self.subscription_path, ack_ids=[ack_ids[i] for i in result.acked]
                 )
             total.merge(result)
+            if result.failed:
+                self.subscriber.modify_ack_deadline(
+                    subscription=self.subscription_path,
+                    ack_ids=[ack_ids[i] for i in result.failed],
+                    ack_deadline_seconds=0,
+                )
+                break
         return total, pulled
 
     def _pull(self) -> list[Any]:
