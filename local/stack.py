@@ -7,13 +7,12 @@ subscription, and serves the three functions behind :mod:`local.gateway` on
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import FrameType
 
@@ -32,19 +31,22 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise Stop(signal.Signals(signum).name)
 
 
-def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_serving(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until the server answers any HTTP request (its redirect is not followed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise emulators.EmulatorError(f"the function server exited with status {process.returncode}")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=1).close()
+            connection.request("HEAD", "/")
+            connection.getresponse()
             return
-        except urllib.error.HTTPError:
-            return  # any HTTP answer means it is serving
-        except (urllib.error.URLError, OSError):
+        except OSError:
             time.sleep(0.1)
-    raise emulators.EmulatorError(f"the function server did not answer on {url} within {timeout:.0f}s")
+        finally:
+            connection.close()
+    raise emulators.EmulatorError(f"the function server did not answer on port {port} within {timeout:.0f}s")
 
 
 def main() -> int:
@@ -73,11 +75,11 @@ def main() -> int:
             emulators.create_topic_and_subscription(project, settings.clicks_topic, settings.clicks_subscription)
             server = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "--bind", f"{os.environ.get('HOST', '127.0.0.1')}:{port}",
-                 "--workers", "1", "--threads", str(SERVER_THREADS), "--chdir", str(ROOT),
+                 "--workers", "1", "--threads", str(SERVER_THREADS), "--no-control-socket", "--chdir", str(ROOT),
                  "local.gateway:create_gateway()"],
                 env=env, start_new_session=True,
             )
-            wait_http(f"http://127.0.0.1:{port}/", server)
+            wait_serving(port, server)
             print(f"o7tracker running on http://127.0.0.1:{port}  (track: /track/<id>?platform=Android, "
                   f"admin: /admin/campaigns, drain: /tasks/update_stats); Ctrl-C stops it", file=sys.stderr)
             server.wait()

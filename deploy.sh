@@ -1,0 +1,406 @@
+#!/usr/bin/env bash
+# Deploys o7tracker to a Google Cloud project with gcloud: the four gen2
+# functions and everything they rely on (Pub/Sub, Secret Manager, Firestore
+# TTL, Cloud Scheduler, service accounts). Safe to run again: each resource is
+# created only when missing, and the functions are redeployed.
+# Needs only bash and gcloud; see usage() for the settings.
+set -euo pipefail
+shopt -s inherit_errexit
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+usage() {
+  cat <<'EOF'
+Usage: ./deploy.sh [--project=ID] [--region=REGION] [--dry-run]
+       ./deploy.sh --help
+
+Deploys the track, admin, aggregate-event and aggregate-http functions (gen2,
+python312) and creates what they need when it is missing.
+
+  --project=ID     Google Cloud project (default: $GOOGLE_CLOUD_PROJECT)
+  --region=REGION  region of the functions and the scheduler job
+                   (default: $REGION, else europe-west1)
+  --dry-run        print the gcloud commands a deploy to an empty project
+                   would run, without running gcloud; the sources are still
+                   staged (in $DEPLOY_STAGE_DIR when set)
+  -h, --help       show this help
+
+Environment:
+  AUTH_PASSWORD        admin password, stored in Secret Manager as
+                       o7tracker-admin-password; required when that secret does
+                       not exist yet; when set, it becomes the secret's new
+                       version. Never printed.
+  AUTH_USER            admin user name (default: admin)
+  FALLBACK_URL         redirect for unknown links (default: http://outfit7.com)
+  CLICKS_TOPIC         click events topic (default: o7-clicks)
+  CLICKS_SUBSCRIPTION  pull subscription drained by aggregate-http
+                       (default: o7-clicks-aggregate)
+  DEAD_LETTER_TOPIC    where undeliverable events go (default: o7-clicks-dead-letter)
+  FIRESTORE_LOCATION   location of a newly created Firestore database
+                       (default: the region)
+  AGGREGATE_SCHEDULE   cron schedule of the drain (default: every minute)
+  AGGREGATE_TIMEOUT    timeout of aggregate-http and its scheduler attempt
+                       (default: 120s; keep it above AGGREGATE_MAX_SECONDS)
+  TRACK_CONCURRENCY    requests per track instance (default: 80)
+  DEPLOY_STAGE_DIR     where function sources are staged (default: a temporary
+                       directory, removed on exit)
+  CACHE_TTL_SECONDS, CACHE_MAX_SIZE, NEGATIVE_CACHE_TTL_SECONDS,
+  PUBLISH_TIMEOUT_SECONDS, PUBLISH_MAX_LATENCY_SECONDS, AGGREGATE_BATCH_SIZE,
+  AGGREGATE_MAX_SECONDS, COUNTER_SHARDS, DEDUP_RETENTION_DAYS, MAX_BODY_BYTES
+                       passed on to the functions that read them, when set
+EOF
+}
+
+# ---------------------------------------------------------------- settings --
+
+DRY_RUN=0
+PROJECT="${GOOGLE_CLOUD_PROJECT:-}"
+REGION="${REGION:-europe-west1}"
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) DRY_RUN=1 ;;
+    --project=*) PROJECT="${1#*=}" ;;
+    --project) [ $# -ge 2 ] || { echo "error: --project needs a value" >&2; exit 2; }; PROJECT="$2"; shift ;;
+    --region=*) REGION="${1#*=}" ;;
+    --region) [ $# -ge 2 ] || { echo "error: --region needs a value" >&2; exit 2; }; REGION="$2"; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "error: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+RUNTIME=python312
+CLICKS_TOPIC="${CLICKS_TOPIC:-o7-clicks}"
+CLICKS_SUBSCRIPTION="${CLICKS_SUBSCRIPTION:-o7-clicks-aggregate}"
+DEAD_LETTER_TOPIC="${DEAD_LETTER_TOPIC:-o7-clicks-dead-letter}"
+DEAD_LETTER_SUBSCRIPTION="$DEAD_LETTER_TOPIC-review"
+ADMIN_SECRET=o7tracker-admin-password
+AUTH_USER="${AUTH_USER:-admin}"
+FALLBACK_URL="${FALLBACK_URL:-http://outfit7.com}"
+FIRESTORE_LOCATION="${FIRESTORE_LOCATION:-$REGION}"
+AGGREGATE_SCHEDULE="${AGGREGATE_SCHEDULE:-* * * * *}"
+AGGREGATE_TIMEOUT="${AGGREGATE_TIMEOUT:-120s}"
+TRACK_CONCURRENCY="${TRACK_CONCURRENCY:-80}"
+SCHEDULER_JOB=o7tracker-aggregate
+RUNTIME_SA_NAME=o7tracker-functions
+SCHEDULER_SA_NAME=o7tracker-scheduler
+
+# The password is read once and kept out of the environment of every command.
+ADMIN_PASSWORD="${AUTH_PASSWORD:-}"
+unset AUTH_PASSWORD
+
+if [ -z "$PROJECT" ]; then
+  if [ "$DRY_RUN" = 0 ]; then
+    echo "error: no Google Cloud project: set GOOGLE_CLOUD_PROJECT or pass --project=ID" >&2
+    echo "       (or use --dry-run to only print the commands)" >&2
+    exit 1
+  fi
+  PROJECT='<project>'
+fi
+RUNTIME_SA="$RUNTIME_SA_NAME@$PROJECT.iam.gserviceaccount.com"
+SCHEDULER_SA="$SCHEDULER_SA_NAME@$PROJECT.iam.gserviceaccount.com"
+
+if [ "$DRY_RUN" = 0 ]; then
+  command -v gcloud >/dev/null || { echo "error: gcloud not found; install the Google Cloud CLI" >&2; exit 1; }
+  export CLOUDSDK_CORE_DISABLE_PROMPTS=1
+fi
+
+if [ -n "${DEPLOY_STAGE_DIR:-}" ]; then
+  STAGE_DIR="$DEPLOY_STAGE_DIR"
+  mkdir -p "$STAGE_DIR"
+else
+  STAGE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/o7tracker-deploy.XXXXXX")"
+  trap 'rm -rf "$STAGE_DIR"' EXIT
+fi
+
+# ----------------------------------------------------------------- helpers --
+
+step() { echo "==> $*" >&2; }
+
+# The arguments as one shell line, quoting only where needed:
+# --flag='a value', 'a word'.
+quote() {
+  local arg flag words=()
+  for arg in "$@"; do
+    flag=""
+    if [[ $arg =~ ^(--[-a-z0-9]+=)(.*)$ ]]; then
+      flag="${BASH_REMATCH[1]}"
+      arg="${BASH_REMATCH[2]}"
+    fi
+    if [[ $arg =~ ^[-A-Za-z0-9_./:=@,+%]+$ ]]; then
+      words+=("$flag$arg")
+    else
+      words+=("$flag'${arg//\'/\'\\\'\'}'")
+    fi
+  done
+  echo "${words[*]}"
+}
+
+# run CMD...: print the command, then run it unless this is a dry run.
+run() {
+  echo "+ $(quote "$@")"
+  if [ "$DRY_RUN" = 0 ]; then "$@"; fi
+}
+
+# exists CMD...: whether a describe command succeeds. A dry run prints it and
+# answers no, so it shows what a deploy to an empty project would create.
+exists() {
+  echo "+ $(quote "$@")"
+  [ "$DRY_RUN" = 0 ] && "$@" >/dev/null 2>&1
+}
+
+# capture VAR PLACEHOLDER CMD...: VAR=$(CMD), or PLACEHOLDER in a dry run;
+# returns the command's status.
+capture() {
+  local var="$1" placeholder="$2" output="" status=0
+  shift 2
+  echo "+ $(quote "$@")"
+  if [ "$DRY_RUN" = 0 ]; then output="$("$@")" || status=$?; else output="$placeholder"; fi
+  printf -v "$var" '%s' "$output"
+  return "$status"
+}
+
+# The gcloud forms of the above, always naming the project.
+gc() { run gcloud "$@" --project="$PROJECT"; }
+gc_exists() { exists gcloud "$@" --project="$PROJECT"; }
+gc_capture() { local var="$1" placeholder="$2"; shift 2; capture "$var" "$placeholder" gcloud "$@" --project="$PROJECT"; }
+
+# env_flag NAME=VALUE...: one --set-env-vars flag, plus each optional setting
+# named in OPTIONAL_SETTINGS that is set in this environment.
+env_flag() {
+  local pairs=("$@") name
+  for name in $OPTIONAL_SETTINGS; do
+    if [ -n "${!name:-}" ]; then pairs+=("$name=${!name}"); fi
+  done
+  local pair
+  for pair in "${pairs[@]}"; do
+    case "$pair" in *,*) echo "error: a comma in $pair cannot go into --set-env-vars" >&2; exit 1 ;; esac
+  done
+  local IFS=,
+  echo "--set-env-vars=${pairs[*]}"
+}
+
+# stage_function FOLDER DIR: the function folder plus the shared package, as
+# gcloud uploads it: main.py at the top, no bytecode caches.
+stage_function() {
+  local folder="$1" dir="$2"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  cp -R "$ROOT/functions/$folder/." "$dir/"
+  cp -R "$ROOT/shared" "$dir/shared"
+  find "$dir" -name __pycache__ -type d -prune -exec rm -rf {} +
+  find "$dir" -name '*.pyc' -type f -delete
+  echo "    staged functions/$folder + shared/ in $dir" >&2
+}
+
+# deploy_function NAME FOLDER ENTRY_POINT FLAGS...: stage, then deploy.
+deploy_function() {
+  local name="$1" folder="$2" entry="$3"
+  shift 3
+  stage_function "$folder" "$STAGE_DIR/$name"
+  gc functions deploy "$name" --gen2 --region="$REGION" --runtime="$RUNTIME" \
+    --source="$STAGE_DIR/$name" --entry-point="$entry" \
+    --service-account="$RUNTIME_SA" "$@"
+}
+
+# --------------------------------------------------------------- resources --
+
+enable_apis() {
+  step "APIs"
+  gc services enable cloudfunctions.googleapis.com run.googleapis.com \
+    cloudbuild.googleapis.com artifactregistry.googleapis.com eventarc.googleapis.com \
+    pubsub.googleapis.com firestore.googleapis.com secretmanager.googleapis.com \
+    cloudscheduler.googleapis.com iam.googleapis.com
+}
+
+ensure_firestore_database() {
+  step "Firestore database"
+  gc_exists firestore databases describe --database='(default)' ||
+    gc firestore databases create --database='(default)' --location="$FIRESTORE_LOCATION" --type=firestore-native
+}
+
+# Dedup records (clicks/{click_id}) expire through a TTL policy on expire_at.
+# The field is exempt from indexing: nothing queries it, and an index on an
+# ever-growing timestamp only costs writes.
+ensure_firestore_ttl() {
+  step "Firestore TTL on clicks.expire_at"
+  # A field with no settings of its own may not be found: it inherits indexes.
+  local inherits_indexes ttl_state
+  gc_capture inherits_indexes True firestore indexes fields describe expire_at \
+    --collection-group=clicks --format='value(indexConfig.usesAncestorConfig)' || inherits_indexes=True
+  if [ "$inherits_indexes" = True ]; then
+    gc firestore indexes fields update expire_at --collection-group=clicks --disable-indexes
+  fi
+  gc_capture ttl_state '' firestore indexes fields describe expire_at \
+    --collection-group=clicks --format='value(ttlConfig.state)' || ttl_state=''
+  case "$ttl_state" in
+    ACTIVE|CREATING) ;;
+    *) gc firestore fields ttls update expire_at --collection-group=clicks --enable-ttl ;;
+  esac
+}
+
+ensure_service_account() {
+  local name="$1" email="$2" display_name="$3"
+  gc_exists iam service-accounts describe "$email" ||
+    gc iam service-accounts create "$name" --display-name="$display_name"
+}
+
+ensure_service_accounts() {
+  step "service accounts"
+  ensure_service_account "$RUNTIME_SA_NAME" "$RUNTIME_SA" "o7tracker functions"
+  ensure_service_account "$SCHEDULER_SA_NAME" "$SCHEDULER_SA" "o7tracker scheduler (invokes aggregate-http)"
+  run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$RUNTIME_SA" \
+    --role=roles/datastore.user --condition=None --format=none
+}
+
+ensure_topic() {
+  gc_exists pubsub topics describe "$1" || gc pubsub topics create "$1"
+}
+
+ensure_topics() {
+  step "Pub/Sub topics"
+  ensure_topic "$CLICKS_TOPIC"
+  ensure_topic "$DEAD_LETTER_TOPIC"
+  # Events dead-lettered with no subscription on the topic would be dropped.
+  gc_exists pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION" ||
+    gc pubsub subscriptions create "$DEAD_LETTER_SUBSCRIPTION" --topic="$DEAD_LETTER_TOPIC" \
+      --message-retention-duration=7d --expiration-period=never
+  gc pubsub topics add-iam-policy-binding "$CLICKS_TOPIC" --member="serviceAccount:$RUNTIME_SA" \
+    --role=roles/pubsub.publisher --format=none
+}
+
+# The pull subscription that aggregate-http drains. Its events outlive a 7-day
+# outage; one that fails 10 deliveries goes to the dead-letter topic, which
+# the Pub/Sub service agent must be allowed to do.
+ensure_subscription() {
+  step "Pub/Sub subscription $CLICKS_SUBSCRIPTION"
+  gc_exists pubsub subscriptions describe "$CLICKS_SUBSCRIPTION" ||
+    gc pubsub subscriptions create "$CLICKS_SUBSCRIPTION" --topic="$CLICKS_TOPIC" \
+      --ack-deadline=60 --message-retention-duration=7d --expiration-period=never \
+      --dead-letter-topic="$DEAD_LETTER_TOPIC" --max-delivery-attempts=10
+  gc pubsub subscriptions add-iam-policy-binding "$CLICKS_SUBSCRIPTION" \
+    --member="serviceAccount:$RUNTIME_SA" --role=roles/pubsub.subscriber --format=none
+
+  local project_number pubsub_agent
+  capture project_number '<project-number>' gcloud projects describe "$PROJECT" --format='value(projectNumber)'
+  pubsub_agent="serviceAccount:service-$project_number@gcp-sa-pubsub.iam.gserviceaccount.com"
+  gc pubsub topics add-iam-policy-binding "$DEAD_LETTER_TOPIC" --member="$pubsub_agent" \
+    --role=roles/pubsub.publisher --format=none
+  gc pubsub subscriptions add-iam-policy-binding "$CLICKS_SUBSCRIPTION" --member="$pubsub_agent" \
+    --role=roles/pubsub.subscriber --format=none
+}
+
+# The admin password goes to gcloud on stdin only, never on a command line.
+store_password() {
+  local verb="$1"
+  shift
+  echo "+ printf '%s' <redacted> | $(quote gcloud secrets "$verb" "$@" --data-file=- --project="$PROJECT")"
+  if [ "$DRY_RUN" = 0 ]; then
+    printf '%s' "$ADMIN_PASSWORD" | gcloud secrets "$verb" "$@" --data-file=- --project="$PROJECT"
+  fi
+}
+
+ensure_admin_secret() {
+  step "admin password secret $ADMIN_SECRET"
+  if gc_exists secrets describe "$ADMIN_SECRET"; then
+    if [ -n "$ADMIN_PASSWORD" ]; then
+      store_password versions add "$ADMIN_SECRET"
+    fi
+  elif [ -n "$ADMIN_PASSWORD" ]; then
+    store_password create "$ADMIN_SECRET" --replication-policy=automatic
+  elif [ "$DRY_RUN" = 1 ]; then
+    echo "warning: AUTH_PASSWORD is unset; a real deploy fails if $ADMIN_SECRET does not exist yet" >&2
+  else
+    echo "error: secret $ADMIN_SECRET does not exist; set AUTH_PASSWORD to create it" >&2
+    exit 1
+  fi
+  gc secrets add-iam-policy-binding "$ADMIN_SECRET" --member="serviceAccount:$RUNTIME_SA" \
+    --role=roles/secretmanager.secretAccessor --format=none
+}
+
+deploy_track() {
+  step "function track"
+  local OPTIONAL_SETTINGS="CACHE_TTL_SECONDS CACHE_MAX_SIZE NEGATIVE_CACHE_TTL_SECONDS
+    PUBLISH_TIMEOUT_SECONDS PUBLISH_MAX_LATENCY_SECONDS COUNTER_SHARDS"
+  local env_vars
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "CLICKS_TOPIC=$CLICKS_TOPIC" "FALLBACK_URL=$FALLBACK_URL")"
+  deploy_function track track track --trigger-http --allow-unauthenticated \
+    --memory=512Mi --cpu=1 --concurrency="$TRACK_CONCURRENCY" "$env_vars"
+}
+
+# Open to the internet: the function checks HTTP basic auth itself.
+deploy_admin() {
+  step "function admin"
+  local OPTIONAL_SETTINGS="COUNTER_SHARDS MAX_BODY_BYTES"
+  local env_vars
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AUTH_USER=$AUTH_USER")"
+  deploy_function admin admin admin --trigger-http --allow-unauthenticated \
+    "$env_vars" --set-secrets="AUTH_PASSWORD=$ADMIN_SECRET:latest"
+}
+
+AGGREGATE_SETTINGS="AGGREGATE_BATCH_SIZE AGGREGATE_MAX_SECONDS COUNTER_SHARDS DEDUP_RETENTION_DAYS"
+
+# Counts each click as it is published; a failed commit is retried by Pub/Sub.
+deploy_aggregate_event() {
+  step "function aggregate-event"
+  local OPTIONAL_SETTINGS="$AGGREGATE_SETTINGS"
+  local env_vars
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT")"
+  deploy_function aggregate-event aggregate aggregate_event \
+    --trigger-topic="$CLICKS_TOPIC" --retry --trigger-service-account="$RUNTIME_SA" "$env_vars"
+  gc functions add-invoker-policy-binding aggregate-event --region="$REGION" \
+    --member="serviceAccount:$RUNTIME_SA" --format=none
+}
+
+# The scheduled drain of the pull subscription; only the scheduler may call it.
+deploy_aggregate_http() {
+  step "function aggregate-http"
+  local OPTIONAL_SETTINGS="$AGGREGATE_SETTINGS"
+  local env_vars
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "CLICKS_SUBSCRIPTION=$CLICKS_SUBSCRIPTION")"
+  deploy_function aggregate-http aggregate aggregate_http --trigger-http --no-allow-unauthenticated \
+    --timeout="$AGGREGATE_TIMEOUT" "$env_vars"
+  gc functions add-invoker-policy-binding aggregate-http --region="$REGION" \
+    --member="serviceAccount:$SCHEDULER_SA" --format=none
+}
+
+ensure_scheduler_job() {
+  step "Cloud Scheduler job $SCHEDULER_JOB"
+  local url
+  gc_capture url '<aggregate-http url>' functions describe aggregate-http --v2 --region="$REGION" \
+    --format='value(serviceConfig.uri)'
+  local flags=(--location="$REGION" --schedule="$AGGREGATE_SCHEDULE" --uri="$url" --http-method=POST
+    --oidc-service-account-email="$SCHEDULER_SA" --oidc-token-audience="$url"
+    --attempt-deadline="$AGGREGATE_TIMEOUT")
+  if gc_exists scheduler jobs describe "$SCHEDULER_JOB" --location="$REGION"; then
+    gc scheduler jobs update http "$SCHEDULER_JOB" "${flags[@]}"
+  else
+    gc scheduler jobs create http "$SCHEDULER_JOB" "${flags[@]}"
+  fi
+}
+
+# -------------------------------------------------------------------- main --
+
+main() {
+  if [ "$DRY_RUN" = 1 ]; then
+    step "dry run for project $PROJECT in $REGION: gcloud is not called"
+  else
+    step "deploying o7tracker to project $PROJECT in $REGION"
+  fi
+  enable_apis
+  ensure_firestore_database
+  ensure_firestore_ttl
+  ensure_service_accounts
+  ensure_topics
+  ensure_subscription
+  ensure_admin_secret
+  deploy_track
+  deploy_admin
+  deploy_aggregate_event
+  deploy_aggregate_http
+  ensure_scheduler_job
+  step "done"
+}
+
+main

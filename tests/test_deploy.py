@@ -1,0 +1,260 @@
+"""deploy.sh, offline: the dry run's commands and staging, and its refusals.
+
+``gcloud`` on the PATH is a fake that records every call, so no test here can
+reach Google Cloud; the dry-run tests assert it was never called at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy.sh"
+PROJECT = "demo-test"
+SECRET = "some-secret-value"
+SCHEDULER_SA = f"o7tracker-scheduler@{PROJECT}.iam.gserviceaccount.com"
+
+# name -> (entry point, folder under functions/, flags its deploy line must carry)
+FUNCTIONS = {
+    "track": ("track", "track", {"--trigger-http", "--allow-unauthenticated"}),
+    "admin": ("admin", "admin", {
+        "--trigger-http", "--allow-unauthenticated",
+        "--set-secrets=AUTH_PASSWORD=o7tracker-admin-password:latest",
+    }),
+    "aggregate-event": ("aggregate_event", "aggregate", {"--trigger-topic=o7-clicks", "--retry"}),
+    "aggregate-http": ("aggregate_http", "aggregate", {"--trigger-http", "--no-allow-unauthenticated"}),
+}
+# name -> settings its --set-env-vars must hold
+FUNCTION_ENV = {
+    "track": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "CLICKS_TOPIC=o7-clicks", "FALLBACK_URL=http://outfit7.com"},
+    "admin": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "AUTH_USER=admin"},
+    "aggregate-event": {f"GOOGLE_CLOUD_PROJECT={PROJECT}"},
+    "aggregate-http": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "CLICKS_SUBSCRIPTION=o7-clicks-aggregate"},
+}
+
+# A stand-in for gcloud: logs its arguments, keeps what it got on stdin for
+# the secret commands, notes whether AUTH_PASSWORD reached its environment,
+# answers describe commands as if nothing existed yet, and succeeds otherwise.
+FAKE_GCLOUD = """#!/bin/sh
+printf '%s\\n' "$*" >> "$FAKE_GCLOUD_DIR/calls"
+[ -z "${AUTH_PASSWORD:-}" ] || echo leaked >> "$FAKE_GCLOUD_DIR/env-leaks"
+case "$1 $2" in
+  "projects describe") echo 123456789; exit 0 ;;
+  "functions describe") echo https://aggregate-http-abc123-ew.a.run.app; exit 0 ;;
+  "secrets create"|"secrets versions") cat >> "$FAKE_GCLOUD_DIR/stdin"; exit 0 ;;
+esac
+for word in "$2" "$3" "$4"; do
+  if [ "$word" = describe ]; then exit 1; fi
+done
+exit 0
+"""
+
+
+@pytest.fixture
+def fake_gcloud(tmp_path: Path) -> Path:
+    """A directory holding the fake ``gcloud``; its calls land in ``calls`` beside it."""
+    directory = tmp_path / "fake-gcloud"
+    directory.mkdir()
+    script = directory / "gcloud"
+    script.write_text(FAKE_GCLOUD)
+    script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return directory
+
+
+def run_deploy(
+    fake_gcloud: Path, *args: str, env: dict[str, str] | None = None, script: Path = DEPLOY
+) -> subprocess.CompletedProcess[str]:
+    # A clean environment, so a developer's own settings cannot leak in.
+    environment = {
+        "PATH": f"{fake_gcloud}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+        "HOME": str(fake_gcloud),
+        "TMPDIR": str(fake_gcloud),
+        "FAKE_GCLOUD_DIR": str(fake_gcloud),
+        **(env or {}),
+    }
+    return subprocess.run(
+        [str(script), *args], cwd=script.parent, env=environment,
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def commands(stdout: str) -> list[list[str]]:
+    """The printed gcloud commands as argument lists, without the leading ``gcloud``."""
+    result = []
+    for line in stdout.splitlines():
+        if not line.startswith("+ "):
+            continue
+        words = shlex.split(line[2:])
+        if "|" in words:  # printf '%s' <redacted> | gcloud ...
+            words = words[words.index("|") + 1:]
+        assert words[0] == "gcloud", line
+        result.append(words[1:])
+    return result
+
+
+def find(cmds: list[list[str]], *prefix: str) -> list[list[str]]:
+    return [c for c in cmds if c[: len(prefix)] == list(prefix)]
+
+
+def the_one(cmds: list[list[str]], *prefix: str) -> set[str]:
+    found = find(cmds, *prefix)
+    assert len(found) == 1, f"expected one `gcloud {' '.join(prefix)}`, got {found}"
+    return set(found[0])
+
+
+def env_vars(flags: set[str]) -> set[str]:
+    values = [f.removeprefix("--set-env-vars=") for f in flags if f.startswith("--set-env-vars=")]
+    assert len(values) == 1, flags
+    return set(values[0].split(","))
+
+
+@pytest.fixture
+def dry_run(fake_gcloud: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    stage = tmp_path / "stage"
+    result = run_deploy(
+        fake_gcloud, "--dry-run",
+        env={"GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "DEPLOY_STAGE_DIR": str(stage)},
+    )
+    return result, stage
+
+
+def test_dry_run_prints_every_command_and_never_calls_gcloud(dry_run, fake_gcloud):
+    result, stage = dry_run
+    assert result.returncode == 0, result.stderr
+    assert not (fake_gcloud / "calls").exists(), "the dry run called gcloud"
+    cmds = commands(result.stdout)
+
+    for name, (entry_point, _, trigger_flags) in FUNCTIONS.items():
+        flags = the_one(cmds, "functions", "deploy", name)
+        assert {
+            "--gen2", "--runtime=python312", f"--entry-point={entry_point}", "--region=europe-west1",
+            f"--project={PROJECT}", f"--source={stage / name}",
+        } <= flags
+        assert trigger_flags <= flags, name
+        assert FUNCTION_ENV[name] <= env_vars(flags), name
+
+    assert find(cmds, "pubsub", "topics", "create", "o7-clicks")
+    assert find(cmds, "pubsub", "topics", "create", "o7-clicks-dead-letter")
+    assert {
+        "--topic=o7-clicks", "--ack-deadline=60", "--message-retention-duration=7d",
+        "--dead-letter-topic=o7-clicks-dead-letter", "--max-delivery-attempts=10",
+    } <= the_one(cmds, "pubsub", "subscriptions", "create", "o7-clicks-aggregate")
+
+    assert "--data-file=-" in the_one(cmds, "secrets", "create", "o7tracker-admin-password")
+    assert "<redacted>" in result.stdout
+
+    assert {"--collection-group=clicks", "--enable-ttl"} <= the_one(
+        cmds, "firestore", "fields", "ttls", "update", "expire_at")
+    assert {"--collection-group=clicks", "--disable-indexes"} <= the_one(
+        cmds, "firestore", "indexes", "fields", "update", "expire_at")
+
+    job = the_one(cmds, "scheduler", "jobs", "create", "http")
+    assert {
+        "--schedule=* * * * *", "--http-method=POST", "--location=europe-west1",
+        f"--oidc-service-account-email={SCHEDULER_SA}",
+    } <= job
+    assert f"--member=serviceAccount:{SCHEDULER_SA}" in the_one(
+        cmds, "functions", "add-invoker-policy-binding", "aggregate-http")
+
+    # Creation is guarded: a describe decides whether the resource is missing.
+    for kind in (("pubsub", "topics"), ("pubsub", "subscriptions"), ("secrets",)):
+        assert find(cmds, *kind, "describe")
+
+
+def test_dry_run_never_shows_the_password(dry_run):
+    result, _ = dry_run
+    assert SECRET not in result.stdout
+    assert SECRET not in result.stderr
+
+
+def test_dry_run_stages_each_function_with_the_shared_package(dry_run):
+    result, stage = dry_run
+    assert result.returncode == 0, result.stderr
+    for name, (entry_point, folder, _) in FUNCTIONS.items():
+        source = stage / name
+        for required in ("main.py", "requirements.txt", "shared/__init__.py", "shared/config.py"):
+            assert (source / required).is_file(), f"{name}: {required} not staged"
+        assert f"def {entry_point}(" in (source / "main.py").read_text()
+        for module in (ROOT / "functions" / folder).glob("*.py"):
+            assert (source / module.name).is_file(), f"{name}: {module.name} not staged"
+        assert not list(source.rglob("__pycache__")), name
+        assert not list(source.rglob("*.pyc")), name
+
+
+def test_staging_leaves_out_bytecode_caches(fake_gcloud, tmp_path):
+    """Against a copy of the repository with caches planted where Python leaves them."""
+    repo = tmp_path / "repo"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "functions", repo / "functions", ignore=ignore)
+    shutil.copytree(ROOT / "shared", repo / "shared", ignore=ignore)
+    shutil.copy2(DEPLOY, repo / "deploy.sh")
+    for cache in ("functions/track/__pycache__", "functions/aggregate/__pycache__", "shared/__pycache__"):
+        (repo / cache).mkdir()
+        (repo / cache / "main.cpython-312.pyc").write_bytes(b"\0")
+    (repo / "functions" / "admin" / "stray.pyc").write_bytes(b"\0")
+
+    stage = tmp_path / "stage"
+    result = run_deploy(
+        fake_gcloud, "--dry-run", script=repo / "deploy.sh",
+        env={"GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "DEPLOY_STAGE_DIR": str(stage)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (fake_gcloud / "calls").exists()
+    for name in FUNCTIONS:
+        assert (stage / name / "shared" / "config.py").is_file()
+    assert not list(stage.rglob("__pycache__"))
+    assert not list(stage.rglob("*.pyc"))
+
+
+def test_refuses_a_real_deploy_without_a_project(fake_gcloud):
+    result = run_deploy(fake_gcloud, env={"AUTH_PASSWORD": SECRET})
+    assert result.returncode != 0
+    assert "no Google Cloud project" in result.stderr
+    assert "GOOGLE_CLOUD_PROJECT" in result.stderr and "--project" in result.stderr
+    assert not (fake_gcloud / "calls").exists(), "gcloud was called without a project"
+    assert "+ " not in result.stdout
+
+
+def test_project_flag_and_help(fake_gcloud, tmp_path):
+    result = run_deploy(fake_gcloud, "--dry-run", "--project=from-flag",
+                        env={"DEPLOY_STAGE_DIR": str(tmp_path / "stage")})
+    assert result.returncode == 0, result.stderr
+    deploys = find(commands(result.stdout), "functions", "deploy")
+    assert len(deploys) == 4 and all("--project=from-flag" in c for c in deploys)
+
+    result = run_deploy(fake_gcloud, "--help")
+    assert result.returncode == 0 and "Usage: ./deploy.sh" in result.stdout
+    assert not (fake_gcloud / "calls").exists()
+
+
+def test_real_run_pipes_the_password_and_wires_the_scheduler(fake_gcloud, tmp_path):
+    """A full run against the fake gcloud, which reports every resource missing."""
+    result = run_deploy(fake_gcloud, env={
+        "GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"),
+    })
+    assert result.returncode == 0, result.stderr
+    calls = (fake_gcloud / "calls").read_text().splitlines()
+    assert all(SECRET not in call for call in calls)
+    assert SECRET not in result.stdout + result.stderr
+    assert (fake_gcloud / "stdin").read_text() == SECRET
+    assert not (fake_gcloud / "env-leaks").exists(), "AUTH_PASSWORD reached gcloud's environment"
+
+    def index(prefix: str) -> int:
+        return next(i for i, call in enumerate(calls) if call.startswith(prefix))
+
+    assert index("pubsub topics create o7-clicks ") < index("functions deploy aggregate-event ")
+    assert index("secrets create ") < index("functions deploy admin ")
+    assert index("functions deploy aggregate-http ") < index("scheduler jobs create http ")
+    url = "https://aggregate-http-abc123-ew.a.run.app"
+    job = calls[index("scheduler jobs create http ")].split()
+    assert f"--uri={url}" in job and f"--oidc-token-audience={url}" in job
+    agent = "serviceAccount:service-123456789@gcp-sa-pubsub.iam.gserviceaccount.com"
+    assert any(c.startswith("pubsub topics add-iam-policy-binding o7-clicks-dead-letter ") and agent in c
+               for c in calls)
