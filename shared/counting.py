@@ -81,7 +81,7 @@ def counter_deltas(events: Sequence[ClickEvent]) -> dict[str, int]:
     for event in events:
         if event.bot:
             deltas[BOT_FIELD] += 1
-        else:
+        elif event.platform is not None:
             deltas[TOTAL_FIELD] += 1
             deltas[PLATFORM_FIELDS[event.platform]] += 1
     return dict(deltas)

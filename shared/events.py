@@ -22,7 +22,7 @@ MAX_HEADER_CHARS = 512  # user agent and referrer are kept for replay, not unbou
 class ClickEvent:
     click_id: str
     campaign_id: int
-    platform: str
+    platform: str | None  # None only for a bot click that named no targeted platform
     ts: datetime
     user_agent: str = ""
     referrer: str = ""
@@ -32,7 +32,7 @@ class ClickEvent:
     def new(
         cls,
         campaign_id: int,
-        platform: str,
+        platform: str | None,
         *,
         user_agent: str = "",
         referrer: str = "",
@@ -74,8 +74,10 @@ class ClickEvent:
         campaign_id = raw.get("campaign_id")
         if type(campaign_id) is not int or not 0 < campaign_id <= MAX_CAMPAIGN_ID:
             raise InvalidEvent("campaign_id must be a positive integer")
-        platform = raw.get("platform")
-        if not is_platform(platform):
+        platform, bot = raw.get("platform"), raw.get("bot", False)
+        if not isinstance(bot, bool):
+            raise InvalidEvent("bot must be a boolean")
+        if not is_platform(platform) and not (bot and platform is None):
             raise InvalidEvent(f"unsupported platform {platform!r}")
         try:
             ts = datetime.fromisoformat(raw["ts"])
@@ -83,7 +85,7 @@ class ClickEvent:
             raise InvalidEvent("ts must be an ISO 8601 timestamp") from None
         if ts.tzinfo is None:
             raise InvalidEvent("ts must carry a time zone")
-        user_agent, referrer, bot = raw.get("user_agent", ""), raw.get("referrer", ""), raw.get("bot", False)
-        if not isinstance(user_agent, str) or not isinstance(referrer, str) or not isinstance(bot, bool):
-            raise InvalidEvent("user_agent and referrer must be strings, bot a boolean")
+        user_agent, referrer = raw.get("user_agent", ""), raw.get("referrer", "")
+        if not isinstance(user_agent, str) or not isinstance(referrer, str):
+            raise InvalidEvent("user_agent and referrer must be strings")
         return cls(click_id, campaign_id, platform, ts.astimezone(timezone.utc), user_agent, referrer, bot)

@@ -33,8 +33,9 @@ class Route:
     platforms: frozenset[str]
     platform_urls: Mapping[str, str]
 
-    def destination(self, platform: str) -> str:
-        return self.platform_urls.get(platform, self.redirect_url)
+    def destination(self, platform: str | None) -> str:
+        """The platform's own URL (an app store, say) if it has one, else the redirect URL."""
+        return self.platform_urls.get(platform, self.redirect_url) if platform else self.redirect_url
 
 
 @dataclass(frozen=True)

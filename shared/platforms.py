@@ -5,7 +5,10 @@ Adding a platform is one entry here; its counter field is derived from the name.
 
 from __future__ import annotations
 
-PLATFORMS: tuple[str, ...] = ("Android", "IPhone", "WindowsPhone")
+ANDROID = "Android"
+IPHONE = "IPhone"
+WINDOWS_PHONE = "WindowsPhone"
+PLATFORMS: tuple[str, ...] = (ANDROID, IPHONE, WINDOWS_PHONE)
 
 TOTAL_FIELD = "click_count"
 BOT_FIELD = "bot_click_count"

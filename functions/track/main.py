@@ -18,6 +18,7 @@ def track(request: flask.Request) -> flask.Response:
         platform=request.args.get("platform"),
         user_agent=request.headers.get("User-Agent", ""),
         referrer=request.headers.get("Referer", ""),
+        method=request.method,
     )
     location = tracker.get().click(click)
     return flask.Response(status=307, headers={"Location": location, "Cache-Control": "no-store"})

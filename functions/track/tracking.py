@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from classify import detect_platform, is_bot
 from google.cloud import firestore, pubsub_v1
 from route_cache import RouteCache
 
@@ -24,9 +25,10 @@ _TRACK_PATH = re.compile(r"^(?:/track)?/([^/]+)/?$")
 @dataclass(frozen=True, slots=True)
 class ClickRequest:
     path: str
-    platform: str | None
+    platform: str | None  # the ?platform= parameter, which wins over the User-Agent
     user_agent: str = ""
     referrer: str = ""
+    method: str = "GET"
 
 
 def campaign_id_from_path(path: str) -> int | None:
@@ -50,13 +52,21 @@ class Tracker:
         except Exception:
             log.exception("campaign lookup failed", extra={"campaign_id": campaign_id, "platform": request.platform})
             return self.fallback_url
-        if route is None or request.platform not in route.platforms:
+        if route is None:
+            return self.fallback_url
+        platform = request.platform or detect_platform(request.user_agent)
+        if platform not in route.platforms:
+            platform = None
+        # HEAD requests and crawlers are previews, not people: they see the
+        # campaign's destination but are counted apart, platform or not.
+        bot = request.method == "HEAD" or is_bot(request.user_agent)
+        if platform is None and not bot:
             return self.fallback_url
         event = ClickEvent.new(
-            campaign_id, request.platform, user_agent=request.user_agent, referrer=request.referrer
+            campaign_id, platform, user_agent=request.user_agent, referrer=request.referrer, bot=bot
         )
         self.publisher.publish(event)
-        return route.destination(request.platform)
+        return route.destination(platform)
 
 
 def build_tracker(settings: Settings) -> Tracker:

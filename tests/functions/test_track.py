@@ -172,3 +172,82 @@ def test_an_unreachable_firestore_sends_to_the_fallback(track: Track, campaign: 
     track.main.tracker.get().routes = RouteCache(broken, maxsize=10, ttl=1, negative_ttl=1)
     answer = track.click(f"/track/{campaign.id}?platform=Android")
     assert answer.status_code == 307 and answer.headers["Location"] == FALLBACK
+
+
+IPHONE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+             "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
+ANDROID_UA = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/126.0.0.0 Mobile Safari/537.36")
+IPAD_UA = ("Mozilla/5.0 (iPad; CPU OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+           "Version/17.5 Mobile/15E148 Safari/604.1")
+SLACK_UA = "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"
+
+
+def test_without_a_platform_parameter_the_user_agent_decides(
+    track: Track, campaign: Any, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    assert track.click(f"/track/{campaign.id}", **{"User-Agent": IPHONE_UA}).headers["Location"] == \
+        "https://apps.apple.com/app/id1"
+    assert track.click(f"/track/{campaign.id}", **{"User-Agent": ANDROID_UA}).headers["Location"] == \
+        "https://github.com/otobrglez/o7tracker"
+    assert track.click(f"/track/{campaign.id}", **{"User-Agent": IPAD_UA}).headers["Location"] == FALLBACK
+    events = pulled_events(project, pubsub_names[1])
+    assert sorted(e.platform for e in events) == ["Android", "IPhone"]
+    assert not any(e.bot for e in events)
+
+
+def test_an_explicit_platform_wins_over_the_user_agent(
+    track: Track, campaign: Any, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    answer = track.click(f"/track/{campaign.id}?platform=Android", **{"User-Agent": IPHONE_UA})
+    assert answer.headers["Location"] == "https://github.com/otobrglez/o7tracker"
+    assert [e.platform for e in pulled_events(project, pubsub_names[1])] == ["Android"]
+
+
+def test_a_command_line_client_with_a_platform_is_a_normal_click(
+    track: Track, campaign: Any, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    answer = track.click(f"/track/{campaign.id}?platform=IPhone", **{"User-Agent": "curl/8.5.0"})
+    assert answer.status_code == 307
+    [event] = pulled_events(project, pubsub_names[1])
+    assert (event.platform, event.bot) == ("IPhone", False)
+
+
+@pytest.mark.parametrize("method, user_agent, query", [
+    ("GET", SLACK_UA, ""),
+    ("GET", "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)", "?platform=Android"),
+    ("GET", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", ""),
+    ("HEAD", IPHONE_UA, ""),
+    ("HEAD", "curl/8.5.0", "?platform=Android"),
+])
+def test_bots_and_previews_get_the_redirect_but_are_marked_apart(
+    track: Track, campaign: Any, project: str, pubsub_names: tuple[str, str], method: str, user_agent: str, query: str
+) -> None:
+    answer = track.client.open(f"/track/{campaign.id}{query}", method=method, headers={"User-Agent": user_agent})
+    assert answer.status_code == 307 and answer.headers["Location"] != FALLBACK
+    [event] = pulled_events(project, pubsub_names[1])
+    assert event.bot and event.campaign_id == campaign.id
+
+
+def test_a_bot_on_an_unknown_campaign_goes_to_the_fallback(
+    track: Track, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    assert track.click("/track/424242", **{"User-Agent": SLACK_UA}).headers["Location"] == FALLBACK
+    assert pulled_events(project, pubsub_names[1]) == []
+
+
+def test_bot_clicks_reach_only_the_bot_counter(
+    track: Track, campaign: Any, store: CampaignStore, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    from aggregation import build_drainer, build_folder
+
+    from shared.config import Settings
+
+    track.click(f"/track/{campaign.id}", **{"User-Agent": SLACK_UA})
+    track.click(f"/track/{campaign.id}?platform=IPhone", **{"User-Agent": "Twitterbot/1.0"})
+    track.click(f"/track/{campaign.id}", **{"User-Agent": IPHONE_UA})
+    settings = Settings(project=project, clicks_subscription=pubsub_names[1])
+    result, _ = build_drainer(settings, build_folder(settings)).drain()
+    assert result.counted == 3
+    counters = store.counters([campaign.id])[campaign.id]
+    assert (counters["click_count"], counters["iphone_click_count"], counters["bot_click_count"]) == (1, 1, 2)

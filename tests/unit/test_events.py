@@ -43,3 +43,10 @@ GOOD = ClickEvent("a" * 32, 7, "Android", datetime(2026, 1, 1, tzinfo=timezone.u
 def test_malformed_events_are_refused(payload: bytes) -> None:
     with pytest.raises(InvalidEvent):
         ClickEvent.decode(payload)
+
+
+def test_only_a_bot_click_may_lack_a_platform() -> None:
+    bot = ClickEvent.new(1, None, bot=True)
+    assert ClickEvent.decode(bot.encode()) == bot
+    with pytest.raises(InvalidEvent, match="platform"):
+        ClickEvent.decode(ClickEvent.new(1, None).encode())
