@@ -48,9 +48,6 @@ class Campaign:
     platform_urls: dict[str, str] = field(default_factory=dict)
     counters: Counters = field(default_factory=zero_counters)
 
-    def route(self) -> Route:
-        return Route(self.redirect_url, frozenset(self.platforms), dict(self.platform_urls))
-
     def to_json(self) -> dict[str, Any]:
         """The original o7tracker's shape, plus ``platform_urls`` and ``bot_click_count``."""
         return {

@@ -13,9 +13,11 @@ campaign, and are sharded so that a hot campaign spreads its writes.
 
 from __future__ import annotations
 
+import functools
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -49,11 +51,20 @@ def click_ref(db: firestore.Client, click_id: str) -> firestore.DocumentReferenc
     return db.collection(CLICKS).document(click_id)
 
 
+@functools.cache
+def _platform_set(platforms: tuple[str, ...]) -> frozenset[str]:
+    """One shared set per combination: a full track cache holds 100,000 routes but a handful of these."""
+    return frozenset(platforms)
+
+
+_NO_PLATFORM_URLS: Mapping[str, str] = MappingProxyType({})
+
+
 def route_from_document(data: dict[str, Any]) -> Route:
     return Route(
         redirect_url=data["redirect_url"],
-        platforms=frozenset(data.get("platforms", ())),
-        platform_urls=dict(data.get("platform_urls") or {}),
+        platforms=_platform_set(tuple(sorted(data.get("platforms", ())))),
+        platform_urls=dict(data["platform_urls"]) if data.get("platform_urls") else _NO_PLATFORM_URLS,
     )
 
 
