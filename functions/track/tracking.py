@@ -43,15 +43,23 @@ class Tracker:
         self.fallback_url = fallback_url
 
     def click(self, request: ClickRequest) -> str:
-        """The redirect target; every link that cannot be counted goes to the fallback."""
+        """The redirect target; every link that cannot be counted goes to the fallback.
+
+        A link must never end on an error page, so even a failure (Firestore
+        unreachable on a cache miss, say) is logged and sent to the fallback.
+        """
+        try:
+            return self._click(request)
+        except Exception:
+            log.exception("click failed; sent to the fallback", extra={"path": request.path,
+                                                                      "platform": request.platform})
+            return self.fallback_url
+
+    def _click(self, request: ClickRequest) -> str:
         campaign_id = campaign_id_from_path(request.path)
         if campaign_id is None:
             return self.fallback_url
-        try:
-            route = self.routes.get(campaign_id)
-        except Exception:
-            log.exception("campaign lookup failed", extra={"campaign_id": campaign_id, "platform": request.platform})
-            return self.fallback_url
+        route = self.routes.get(campaign_id)
         if route is None:
             return self.fallback_url
         platform = request.platform or detect_platform(request.user_agent)
