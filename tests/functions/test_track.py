@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -251,3 +253,31 @@ def test_bot_clicks_reach_only_the_bot_counter(
     assert result.counted == 3
     counters = store.counters([campaign.id])[campaign.id]
     assert (counters["click_count"], counters["iphone_click_count"], counters["bot_click_count"]) == (1, 1, 2)
+
+
+def test_a_flood_of_unknown_ids_costs_one_read_per_id_per_negative_ttl(
+    track: Track, store: CampaignStore, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    counting = use_counting_cache(track, store, ttl=30)
+    ids = random.sample(range(10**6, 10**9), 100)
+    for _ in range(3):
+        for campaign_id in ids:
+            assert track.click(f"/track/{campaign_id}?platform=Android").headers["Location"] == FALLBACK
+    assert counting.reads == 100
+    assert pulled_events(project, pubsub_names[1]) == []
+
+
+def test_concurrent_clicks_on_a_cold_campaign_make_one_read(
+    track: Track, campaign: Any, store: CampaignStore, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    counting = use_counting_cache(track, store, ttl=30)
+    app = track.client.application
+
+    def click(_: int) -> str:
+        return app.test_client().get(f"/track/{campaign.id}?platform=Android").headers["Location"]
+
+    with ThreadPoolExecutor(32) as pool:
+        locations = list(pool.map(click, range(64)))
+    assert locations == ["https://github.com/otobrglez/o7tracker"] * 64
+    assert counting.reads == 1
+    assert len(pulled_events(project, pubsub_names[1])) == 64
