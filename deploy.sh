@@ -38,6 +38,11 @@ Environment:
   DEAD_LETTER_TOPIC    where undeliverable events go (default: o7-clicks-dead-letter)
   FIRESTORE_LOCATION   location of a newly created Firestore database
                        (default: the region)
+  AGGREGATE_MODE       scheduled (default): the drain alone, one write per campaign
+                       per shard per batch, whatever the click rate; event: the
+                       Pub/Sub-triggered function alone, counts within a second
+                       but one commit per click; both: each event is folded by
+                       both (counted once) for low latency with a safety net
   AGGREGATE_SCHEDULE   cron schedule of the drain (default: every minute)
   AGGREGATE_TIMEOUT    timeout of aggregate-http and its scheduler attempt
                        (default: 120s; keep it above AGGREGATE_MAX_SECONDS)
@@ -79,6 +84,11 @@ ADMIN_SECRET=o7tracker-admin-password
 AUTH_USER="${AUTH_USER:-admin}"
 FALLBACK_URL="${FALLBACK_URL:-http://outfit7.com}"
 FIRESTORE_LOCATION="${FIRESTORE_LOCATION:-$REGION}"
+AGGREGATE_MODE="${AGGREGATE_MODE:-scheduled}"
+case "$AGGREGATE_MODE" in
+  scheduled|event|both) ;;
+  *) echo "error: AGGREGATE_MODE must be scheduled, event or both, not '$AGGREGATE_MODE'" >&2; exit 2 ;;
+esac
 AGGREGATE_SCHEDULE="${AGGREGATE_SCHEDULE:-* * * * *}"
 AGGREGATE_TIMEOUT="${AGGREGATE_TIMEOUT:-120s}"
 TRACK_CONCURRENCY="${TRACK_CONCURRENCY:-80}"
@@ -397,9 +407,11 @@ main() {
   ensure_admin_secret
   deploy_track
   deploy_admin
-  deploy_aggregate_event
-  deploy_aggregate_http
-  ensure_scheduler_job
+  if [ "$AGGREGATE_MODE" != scheduled ]; then deploy_aggregate_event; fi
+  if [ "$AGGREGATE_MODE" != event ]; then
+    deploy_aggregate_http
+    ensure_scheduler_job
+  fi
   step "done"
 }
 

@@ -120,7 +120,8 @@ def dry_run(fake_gcloud: Path, tmp_path: Path) -> tuple[subprocess.CompletedProc
     stage = tmp_path / "stage"
     result = run_deploy(
         fake_gcloud, "--dry-run",
-        env={"GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "DEPLOY_STAGE_DIR": str(stage)},
+        env={"GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "DEPLOY_STAGE_DIR": str(stage),
+             "AGGREGATE_MODE": "both"},
     )
     return result, stage
 
@@ -203,7 +204,8 @@ def test_staging_leaves_out_bytecode_caches(fake_gcloud, tmp_path):
     stage = tmp_path / "stage"
     result = run_deploy(
         fake_gcloud, "--dry-run", script=repo / "deploy.sh",
-        env={"GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "DEPLOY_STAGE_DIR": str(stage)},
+        env={"GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "DEPLOY_STAGE_DIR": str(stage),
+             "AGGREGATE_MODE": "both"},
     )
     assert result.returncode == 0, result.stderr
     assert not (fake_gcloud / "calls").exists()
@@ -227,7 +229,9 @@ def test_project_flag_and_help(fake_gcloud, tmp_path):
                         env={"DEPLOY_STAGE_DIR": str(tmp_path / "stage")})
     assert result.returncode == 0, result.stderr
     deploys = find(commands(result.stdout), "functions", "deploy")
-    assert len(deploys) == 4 and all("--project=from-flag" in c for c in deploys)
+    assert all("--project=from-flag" in c for c in deploys)
+    # by default only the scheduled drain aggregates: hot campaigns stay within Firestore's write rate
+    assert sorted(c[2] for c in deploys) == ["admin", "aggregate-http", "track"]
 
     result = run_deploy(fake_gcloud, "--help")
     assert result.returncode == 0 and "Usage: ./deploy.sh" in result.stdout
@@ -238,6 +242,7 @@ def test_real_run_pipes_the_password_and_wires_the_scheduler(fake_gcloud, tmp_pa
     """A full run against the fake gcloud, which reports every resource missing."""
     result = run_deploy(fake_gcloud, env={
         "GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"),
+        "AGGREGATE_MODE": "both",
     })
     assert result.returncode == 0, result.stderr
     calls = (fake_gcloud / "calls").read_text().splitlines()
@@ -258,3 +263,14 @@ def test_real_run_pipes_the_password_and_wires_the_scheduler(fake_gcloud, tmp_pa
     agent = "serviceAccount:service-123456789@gcp-sa-pubsub.iam.gserviceaccount.com"
     assert any(c.startswith("pubsub topics add-iam-policy-binding o7-clicks-dead-letter ") and agent in c
                for c in calls)
+
+
+def test_event_mode_deploys_the_triggered_function_without_the_scheduler(fake_gcloud, tmp_path):
+    result = run_deploy(fake_gcloud, "--dry-run", env={
+        "GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"), "AGGREGATE_MODE": "event"})
+    assert result.returncode == 0, result.stderr
+    cmds = commands(result.stdout)
+    assert sorted(c[2] for c in find(cmds, "functions", "deploy")) == ["admin", "aggregate-event", "track"]
+    assert find(cmds, "scheduler", "jobs", "create") == []
+    bad = run_deploy(fake_gcloud, "--dry-run", env={"AGGREGATE_MODE": "sometimes"})
+    assert bad.returncode == 2 and "AGGREGATE_MODE" in bad.stderr
