@@ -172,14 +172,15 @@ class ClickFolder:
             batch.create(click_ref(self.db, event.click_id), {"expire_at": expire_at})
             by_campaign[event.campaign_id].append(event)
             by_hour[(event.campaign_id, hour_of(event.ts))].append(event)
-        shards = {campaign_id: next(self._shards) for campaign_id in by_campaign}
+        # One shard for the whole commit, so every campaign in it moves to the
+        # next shard with each commit, however many campaigns share the commit.
+        shard = next(self._shards)
         writes = []
         for campaign_id, group in by_campaign.items():
-            ref = shard_ref(self.db, campaign_id, shards[campaign_id])
+            ref = shard_ref(self.db, campaign_id, shard)
             batch.set(ref, _increments(group), merge=True)
             writes.append(ref.path)
         for (campaign_id, hour), group in by_hour.items():
-            shard = shards[campaign_id]
             ref = hourly_ref(self.db, campaign_id, hour, shard)
             batch.set(ref, {"hour": hour, "shard": shard, **_increments(group)}, merge=True)
             writes.append(ref.path)

@@ -258,3 +258,19 @@ def test_a_click_counted_by_another_aggregator_mid_fold_is_not_counted_again(
     assert (result.counted, result.duplicates, len(result.acked)) == (6, 4, 10)
     assert totals(store, campaign_id)["click_count"] == 10
     assert totals(store, campaign_id)["iphone_click_count"] == 10
+
+
+def test_each_commit_moves_every_campaign_to_the_next_counter_shard(
+    folder: ClickFolder, store: CampaignStore, campaign_id: int
+) -> None:
+    others = [store.create({"redirect_url": "https://e.com/", "platforms": ["Android"]}).id for _ in range(7)]
+    shards_used: dict[int, list[str]] = {i: [] for i in [campaign_id, *others]}
+    for _ in range(8):  # eight commits, each holding all eight campaigns
+        events = [click(i) for i in shards_used]
+        result = folder.fold([Delivery(e.click_id, e.encode()) for e in events])
+        for path in result.writes:
+            if "/counter_shards/" in path:
+                shards_used[int(path.split("/")[1])].append(path.rsplit("/", 1)[1])
+    for used in shards_used.values():
+        assert sorted(used) == [str(k) for k in range(8)]  # eight commits, eight different shards
+    assert totals(store, campaign_id)["click_count"] == 8
