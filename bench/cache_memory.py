@@ -23,8 +23,8 @@ from tracking import build_tracker  # noqa: E402
 
 from shared.config import Settings  # noqa: E402
 from shared.models import Route  # noqa: E402
-from shared.store import route_from_document  # noqa: E402
 from shared.platforms import PLATFORMS  # noqa: E402
+from shared.store import route_from_document  # noqa: E402
 
 
 def rss_mib() -> float:

@@ -34,7 +34,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from itertools import combinations
@@ -228,10 +228,8 @@ def poison_payload(i: int, rng: random.Random, known: set[int], now: datetime) -
 
 def create_topic(project: str, topic: str) -> None:
     publisher = pubsub_v1.PublisherClient()
-    try:
+    with suppress(gexc.AlreadyExists):
         publisher.create_topic(name=publisher.topic_path(project, topic))
-    except gexc.AlreadyExists:
-        pass
 
 
 def publish_all(project: str, topic: str, payloads: Sequence[bytes]) -> float:
@@ -410,7 +408,7 @@ def drain_concurrently(project: str, subscription: str, second: str) -> DrainRep
         tallies = [Tally("scheduled drainer A", folders[0]), Tally("push folder B", folders[1])]
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=2) as pool:
-        running = [pool.submit(run_until_empty, a, t) for a, t in zip((first, other), tallies)]
+        running = [pool.submit(run_until_empty, a, t) for a, t in zip((first, other), tallies, strict=False)]
         for future in running:
             future.result()  # re-raises what went wrong in the thread
     # One aggregator may hand a failed batch back just after the other saw an empty pull.

@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,10 +164,8 @@ def create_topic_and_subscription(project: str, topic: str, subscription: str) -
 
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     topic_path = publisher.topic_path(project, topic)
-    try:
+    with suppress(gexc.AlreadyExists):
         publisher.create_topic(name=topic_path)
-    except gexc.AlreadyExists:
-        pass
     try:
         subscriber.create_subscription(
             name=subscriber.subscription_path(project, subscription), topic=topic_path, ack_deadline_seconds=60

@@ -60,6 +60,11 @@ def _platform_set(platforms: tuple[str, ...]) -> frozenset[str]:
 _NO_PLATFORM_URLS: Mapping[str, str] = MappingProxyType({})
 
 
+def _data(snapshot: firestore.DocumentSnapshot) -> dict[str, Any]:
+    """The fields of a snapshot known to exist (``to_dict`` is typed for missing ones too)."""
+    return snapshot.to_dict() or {}
+
+
 def route_from_document(data: dict[str, Any]) -> Route:
     return Route(
         redirect_url=data["redirect_url"],
@@ -91,17 +96,17 @@ class CampaignStore:
         snapshot = campaign_ref(self.db, campaign_id).get()
         if not snapshot.exists:
             raise NotFound(f"campaign {campaign_id} not found")
-        return self._campaign(campaign_id, snapshot.to_dict(), self.counters([campaign_id])[campaign_id])
+        return self._campaign(campaign_id, _data(snapshot), self.counters([campaign_id])[campaign_id])
 
     def get_route(self, campaign_id: int) -> Route | None:
         snapshot = campaign_ref(self.db, campaign_id).get()
-        return route_from_document(snapshot.to_dict()) if snapshot.exists else None
+        return route_from_document(_data(snapshot)) if snapshot.exists else None
 
     def list(self, platforms: Sequence[str] = ()) -> list[Campaign]:
         """Newest first, keeping only campaigns that target every platform in ``platforms``."""
         query = self.db.collection(CAMPAIGNS).order_by("created_at", direction=firestore.Query.DESCENDING)
         wanted = set(platforms)
-        documents = [(int(s.id), s.to_dict()) for s in query.stream()]
+        documents = [(int(s.id), _data(s)) for s in query.stream()]
         documents = [(i, d) for i, d in documents if wanted.issubset(d.get("platforms", ()))]
         counters = self.counters([i for i, _ in documents])
         return [self._campaign(i, d, counters[i]) for i, d in documents]
@@ -129,7 +134,7 @@ class CampaignStore:
         for snapshot in self.db.get_all(refs) if refs else ():
             if snapshot.exists:
                 campaign_total = totals[int(snapshot.reference.parent.parent.id)]
-                data = snapshot.to_dict()
+                data = _data(snapshot)
                 for name in COUNTER_FIELDS:
                     campaign_total[name] += int(data.get(name, 0))
         return totals
@@ -138,7 +143,7 @@ class CampaignStore:
         """Per-hour counts (UTC hour start to counters), summed over shards, oldest first."""
         series: dict[datetime, Counters] = {}
         for snapshot in campaign_ref(self.db, campaign_id).collection(HOURLY).order_by("hour").stream():
-            data = snapshot.to_dict()
+            data = _data(snapshot)
             bucket = series.setdefault(data["hour"], zero_counters())
             for name in COUNTER_FIELDS:
                 bucket[name] += int(data.get(name, 0))

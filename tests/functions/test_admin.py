@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 from conftest import function_app
 
-CAMPAIGN = {"redirect_url": "https://github.com/otobrglez/o7tracker", "platforms": ["WindowsPhone", "Android", "IPhone"]}
+CAMPAIGN = {
+    "redirect_url": "https://github.com/otobrglez/o7tracker",
+    "platforms": ["WindowsPhone", "Android", "IPhone"],
+}
 
 
 @pytest.fixture

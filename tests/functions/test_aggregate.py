@@ -191,7 +191,8 @@ def test_the_scheduled_drain_counts_the_backlog_and_acks_it(
     assert (body["pulled"], body["counted"], body["duplicates"], body["poison"]) == (253, 250, 2, 1)
     counters = totals(store, campaign_id)
     assert counters["click_count"] == 250
-    assert [counters[f] for f in ("android_click_count", "iphone_click_count", "windowsphone_click_count")] == [84, 83, 83]
+    per_platform = ("android_click_count", "iphone_click_count", "windowsphone_click_count")
+    assert [counters[f] for f in per_platform] == [84, 83, 83]
     assert pull_all(project, subscription) == []  # everything acked
 
 

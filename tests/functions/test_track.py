@@ -96,7 +96,9 @@ def test_links_that_cannot_count_go_to_the_fallback_and_publish_nothing(
     assert pulled_events(project, pubsub_names[1]) == []
 
 
-def test_the_default_fallback_is_the_original_one(db: Any, pubsub_names: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_default_fallback_is_the_original_one(
+    db: Any, pubsub_names: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("FALLBACK_URL", raising=False)
     answer = function_app("track", "track").test_client().get("/track/1?platform=Android")
     assert answer.status_code == 307 and answer.headers["Location"] == "http://outfit7.com"

@@ -18,9 +18,8 @@ def basic(user: str, password: str) -> dict[str, str]:
     {"Authorization": "Bearer Secret"}, {"Authorization": "Basic !!!"}, basic("admin", "Secret "),
 ])
 def test_wrong_or_missing_credentials_are_refused(headers: dict[str, str]) -> None:
-    with app.test_request_context(headers=headers):
-        with pytest.raises(Unauthorized):
-            require_basic_auth(flask.request, "admin", "Secret")
+    with app.test_request_context(headers=headers), pytest.raises(Unauthorized):
+        require_basic_auth(flask.request, "admin", "Secret")
 
 
 def test_right_credentials_pass() -> None:
@@ -31,12 +30,10 @@ def test_right_credentials_pass() -> None:
 def test_json_bodies_are_bounded_and_parsed() -> None:
     with app.test_request_context(method="POST", data=b'{"a": 1}'):
         assert read_json(flask.request, 100) == {"a": 1}
-    with app.test_request_context(method="POST", data=b"x" * 101):
-        with pytest.raises(PayloadTooLarge):
-            read_json(flask.request, 100)
-    with app.test_request_context(method="POST", data=b"{'a': 1}"):
-        with pytest.raises(BadRequest, match="malformed JSON"):
-            read_json(flask.request, 100)
+    with app.test_request_context(method="POST", data=b"x" * 101), pytest.raises(PayloadTooLarge):
+        read_json(flask.request, 100)
+    with app.test_request_context(method="POST", data=b"{'a': 1}"), pytest.raises(BadRequest, match="malformed"):
+        read_json(flask.request, 100)
 
 
 def test_errors_map_to_json_and_surprises_to_a_generic_500(caplog: pytest.LogCaptureFixture) -> None:
