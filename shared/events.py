@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -50,11 +50,21 @@ class ClickEvent:
         )
 
     def fields(self) -> dict[str, Any]:
-        """Every field as plain JSON values, for the wire and for log lines."""
-        data = asdict(self)
-        data["ts"] = self.ts.isoformat()
-        data["v"] = SCHEMA_VERSION
-        return data
+        """Every field as plain JSON values, for the wire and for log lines.
+
+        Spelled out rather than ``dataclasses.asdict``, which deep-copies and
+        cost several percent of a click's CPU (python -m bench.hotpath).
+        """
+        return {
+            "click_id": self.click_id,
+            "campaign_id": self.campaign_id,
+            "platform": self.platform,
+            "ts": self.ts.isoformat(),
+            "user_agent": self.user_agent,
+            "referrer": self.referrer,
+            "bot": self.bot,
+            "v": SCHEMA_VERSION,
+        }
 
     def encode(self) -> bytes:
         return json.dumps(self.fields(), separators=(",", ":")).encode()

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from datetime import datetime, timezone
 
@@ -50,3 +51,8 @@ def test_only_a_bot_click_may_lack_a_platform() -> None:
     assert ClickEvent.decode(bot.encode()) == bot
     with pytest.raises(InvalidEvent, match="platform"):
         ClickEvent.decode(ClickEvent.new(1, None).encode())
+
+
+def test_the_wire_format_names_every_field() -> None:
+    event = ClickEvent.new(3, "Android", user_agent="UA", bot=True)
+    assert set(event.fields()) == {f.name for f in dataclasses.fields(ClickEvent)} | {"v"}
