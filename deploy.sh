@@ -329,12 +329,16 @@ ensure_admin_secret() {
     --role=roles/secretmanager.secretAccessor --format=none
 }
 
+# Each click holds a server thread while it waits for Pub/Sub, so the instance
+# needs a thread per concurrent request: functions-framework's default is only
+# 4 per CPU. One worker keeps one route cache and one publish batcher per instance.
 deploy_track() {
   step "function track"
   local OPTIONAL_SETTINGS="CACHE_TTL_SECONDS CACHE_MAX_SIZE NEGATIVE_CACHE_TTL_SECONDS
     PUBLISH_TIMEOUT_SECONDS PUBLISH_MAX_LATENCY_SECONDS COUNTER_SHARDS"
   local env_vars
-  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "CLICKS_TOPIC=$CLICKS_TOPIC" "FALLBACK_URL=$FALLBACK_URL")"
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "CLICKS_TOPIC=$CLICKS_TOPIC" "FALLBACK_URL=$FALLBACK_URL" \
+    "WORKERS=1" "THREADS=$TRACK_CONCURRENCY")"
   deploy_function track track track --trigger-http --allow-unauthenticated \
     --memory=512Mi --cpu=1 --concurrency="$TRACK_CONCURRENCY" "$env_vars"
 }

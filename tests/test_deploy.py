@@ -33,7 +33,8 @@ FUNCTIONS = {
 }
 # name -> settings its --set-env-vars must hold
 FUNCTION_ENV = {
-    "track": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "CLICKS_TOPIC=o7-clicks", "FALLBACK_URL=http://outfit7.com"},
+    "track": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "CLICKS_TOPIC=o7-clicks", "FALLBACK_URL=http://outfit7.com",
+              "WORKERS=1", "THREADS=80"},
     "admin": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "AUTH_USER=admin"},
     "aggregate-event": {f"GOOGLE_CLOUD_PROJECT={PROJECT}"},
     "aggregate-http": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "CLICKS_SUBSCRIPTION=o7-clicks-aggregate"},
