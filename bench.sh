@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs one benchmark from a fresh clone; it starts the emulators and servers it needs.
+#   ./bench.sh hotpath [--seconds 5]     the click hot path against a bare redirect (needs wrk)
+#   ./bench.sh soak [--clicks 100000]    counting accuracy under duplicates, poison and two aggregators
+#   ./bench.sh cache_memory              a track instance's memory with 100,000 campaigns cached
+set -euo pipefail
+source "$(dirname "$0")/scripts/venv.sh"
+case "${1:-}" in
+  hotpath|soak|cache_memory) name="$1"; shift ;;
+  *) echo "usage: ./bench.sh hotpath|soak|cache_memory [options]" >&2; exit 2 ;;
+esac
+if [ "$name" = hotpath ] && ! command -v wrk >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing wrk, the load generator" >&2
+    apt-get install -y -qq wrk >/dev/null
+  else
+    echo "error: the hot path benchmark drives load with wrk: sudo apt-get install wrk" >&2
+    exit 2
+  fi
+fi
+exec python -m "bench.$name" "$@"
