@@ -170,3 +170,17 @@ def test_without_a_password_the_function_refuses_to_start(monkeypatch: pytest.Mo
     monkeypatch.delenv("AUTH_PASSWORD", raising=False)
     with pytest.raises(ConfigError, match="AUTH_PASSWORD"):
         function_app("admin", "admin")
+
+
+def test_platform_urls_are_accepted_and_returned_everywhere(client: Any, auth: dict[str, str]) -> None:
+    stores = {"Android": "https://play.google.com/store/apps/details?id=com.outfit7.talkingtom",
+              "IPhone": "https://apps.apple.com/app/id657500465"}
+    created = create(client, auth, {**CAMPAIGN, "platform_urls": stores})
+    assert created["platform_urls"] == stores
+    path = f"/admin/campaigns/{created['id']}"
+    assert client.get(path, headers=auth).get_json()["platform_urls"] == stores
+    assert client.get("/admin/campaigns", headers=auth).get_json()[0]["platform_urls"] == stores
+    answer = client.put(path, headers=auth, json={"platform_urls": {"Android": stores["Android"]}})
+    assert answer.get_json()["platform_urls"] == {"Android": stores["Android"]}
+    assert_error(client.put(path, headers=auth, json={"platform_urls": {"IPhone": "itms://x"}}), 400, "http")
+    assert client.get(path, headers=auth).get_json()["platform_urls"] == {"Android": stores["Android"]}
