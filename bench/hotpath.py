@@ -33,7 +33,7 @@ import argparse
 import http.client
 import json
 import os
-import shutil
+import random
 import signal
 import statistics
 import subprocess
@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from bench import wrk
 from local import emulators
 from shared import config
 
@@ -62,12 +63,14 @@ DEFAULT_THREADS = 32
 MISS_TTL_SECONDS = "0.001"
 # Longer than any run, so that the hit case never sees an entry expire.
 HIT_TTL_SECONDS = "3600"
-WRK_TIMEOUT = "10s"  # far above any p99 here: a timed-out request would blur answered vs published
-WRK_MISSING = """\
-error: wrk, the HTTP load generator, is not on PATH. Install it with
-    sudo apt-get install wrk        (Debian/Ubuntu)
-    brew install wrk                (macOS)
-and run again."""
+WRK_TIMEOUT_S = 10.0  # far above any p99 here: a timed-out request would blur answered vs published
+# Paths per wrk run of a known-ids case: campaign ids drawn at random, requested in turn.
+KNOWN_PATHS = 4096
+# Paths per wrk run of the unknown case, each a fresh id: at ~3,000 req/s, over 20 s before one
+# comes again, far beyond the negative cache's 5 s TTL, so that every request misses it.
+UNKNOWN_PATHS = 60_000
+# 15 digits: well-formed ids (below 2^53) that, drawn at random, name no campaign.
+UNKNOWN_IDS = range(10**14, 10**15)
 
 
 class Stop(Exception):
@@ -199,56 +202,6 @@ def started_servers(
 
 # --- load ---------------------------------------------------------------------------------------
 
-# wrk's Lua: request() picks a path, response() counts 307s to the expected
-# Location, done() prints one JSON line with the percentiles (microseconds).
-WRK_SCRIPT = """\
-local ids = {%(ids)s}
-local expected = %(expected)s
-local unknown = %(unknown)s
-local threads = {}
-
-function setup(thread)
-  table.insert(threads, thread)
-  thread:set("tid", #threads)
-end
-
-function init(args)
-  ok = 0
-  math.randomseed(os.time() * 1000 + tid)
-end
-
-function request()
-  local id
-  if unknown then
-    -- 15 digits: a well-formed id (below 2^53) that names no campaign
-    id = tostring(math.random(100000000, 999999999)) .. string.format("%%06d", math.random(0, 999999))
-  else
-    id = ids[math.random(#ids)]
-  end
-  return wrk.format("GET", "/track/" .. id .. "?platform=Android")
-end
-
-function response(status, headers, body)
-  if status == 307 and headers["Location"] == expected then
-    ok = ok + 1
-  end
-end
-
-function done(summary, latency, requests)
-  local answered = 0
-  for _, thread in ipairs(threads) do
-    answered = answered + thread:get("ok")
-  end
-  local e = summary.errors
-  io.write(string.format(
-    'hotpath-wrk {"requests":%%d,"duration_us":%%d,"ok":%%d,"p50_us":%%d,"p99_us":%%d,' ..
-    '"errors":%%d}\\n',
-    summary.requests, summary.duration, answered, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.status + e.timeout))
-end
-"""
-
-
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -258,6 +211,19 @@ class Case:
     @property
     def expected_location(self) -> str:
         return FALLBACK if self.unknown_ids else LOCATION
+
+    def paths(self, campaign_ids: Sequence[int]) -> list[str]:
+        """A fresh draw for one wrk run: distinct unknown ids, or campaign ids picked at random."""
+        if self.unknown_ids:
+            ids = random.sample(UNKNOWN_IDS, UNKNOWN_PATHS)
+        else:
+            ids = random.choices(campaign_ids, k=KNOWN_PATHS)
+        return [f"/track/{i}?platform=Android" for i in ids]
+
+    def load(self, server: Server, campaign_ids: Sequence[int], connections: int, seconds: float,
+             workdir: Path) -> wrk.WrkResult:
+        return wrk.run_wrk(server.port, self.paths(campaign_ids), [self.expected_location], connections, seconds,
+                           workdir, WRK_TIMEOUT_S, threads=min(connections, 2))
 
 
 CASES = (
@@ -269,49 +235,6 @@ CASES = (
 )
 
 
-@dataclass(frozen=True)
-class Load:
-    requests: int
-    seconds: float
-    ok: int  # 307s to the expected Location
-    errors: int
-    p50_ms: float
-    p99_ms: float
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-
-def write_script(case: Case, campaign_ids: Sequence[int], workdir: Path) -> Path:
-    script = workdir / f"{case.name}.lua"
-    script.write_text(WRK_SCRIPT % {
-        "ids": ", ".join(f'"{i}"' for i in campaign_ids),
-        "expected": json.dumps(case.expected_location),  # an ASCII JSON string is a Lua string
-        "unknown": "true" if case.unknown_ids else "false",
-    })
-    return script
-
-
-def run_wrk(port: int, script: Path, connections: int, seconds: float) -> Load:
-    threads = min(connections, 2)
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", f"--timeout={WRK_TIMEOUT}",
-               "-s", str(script), f"http://127.0.0.1:{port}"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as wrk:
-        try:
-            out, err = wrk.communicate(timeout=seconds + 60)
-        finally:
-            if wrk.poll() is None:  # Ctrl-C or a hang: wrk must not outlive the bench
-                wrk.kill()
-                wrk.wait()
-    line = next((line for line in out.splitlines() if line.startswith("hotpath-wrk ")), None)
-    if wrk.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({wrk.returncode}): {err.strip() or out.strip()}")
-    data = json.loads(line.split(" ", 1)[1])
-    return Load(data["requests"], data["duration_us"] / 1e6, data["ok"], data["errors"],
-                data["p50_us"] / 1000, data["p99_us"] / 1000)
-
-
 @dataclass
 class Measured:
     """One case at one connection count: the wrk figures and what the server did meanwhile."""
@@ -319,7 +242,7 @@ class Measured:
     case: Case
     connections: int
     round: int
-    load: Load
+    load: wrk.WrkResult
     reads: int
     cpu_seconds: float
 
@@ -332,7 +255,7 @@ class Measured:
         return 1e6 * self.cpu_seconds / self.load.requests if self.load.requests else 0.0
 
 
-def warm_up(case: Case, server: Server, script: Path, cached: int) -> int:
+def warm_up(case: Case, server: Server, campaign_ids: Sequence[int], workdir: Path, cached: int) -> int:
     """Connections, gRPC channels and, for ``hit``, every campaign in every worker's cache; the clicks answered.
 
     Which worker takes a connection is up to the kernel, so the hit case is
@@ -340,16 +263,19 @@ def warm_up(case: Case, server: Server, script: Path, cached: int) -> int:
     """
     answered = 0
     for _ in range(20):
-        warm = run_wrk(server.port, script, 64, 1.0)
+        warm = case.load(server, campaign_ids, 64, 1.0, workdir)
         answered += 0 if case.unknown_ids else warm.ok
         if case.name != "hit" or server.stats()["reads"] >= cached:
             return answered
     raise RuntimeError(f"the hit case's campaigns were not all cached: {server.stats()['reads']} of {cached} reads")
 
 
-def measure(case: Case, server: Server, script: Path, connections: int, round_: int, seconds: float) -> Measured:
+def measure(
+    case: Case, server: Server, campaign_ids: Sequence[int], workdir: Path, connections: int, round_: int,
+    seconds: float,
+) -> Measured:
     before, cpu_before = server.stats(), server.cpu_seconds()
-    load = run_wrk(server.port, script, connections, seconds)
+    load = case.load(server, campaign_ids, connections, seconds, workdir)
     after, cpu_after = server.stats(), server.cpu_seconds()
     return Measured(case, connections, round_, load, after["reads"] - before["reads"], cpu_after - cpu_before)
 
@@ -421,12 +347,6 @@ def create_campaigns(count: int) -> list[int]:
     return [store.create({"redirect_url": LOCATION, "platforms": ["Android", "IPhone"]}).id for _ in range(count)]
 
 
-def wrk_check() -> None:
-    if shutil.which("wrk") is None:
-        print(WRK_MISSING, file=sys.stderr)
-        sys.exit(2)
-
-
 def vm_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -493,7 +413,7 @@ def print_settings(args: argparse.Namespace, base_env: dict[str, str]) -> None:
     print(f"  server: functions-framework {_version('functions-framework')} gunicorn gthread via bench.server, "
           f"WORKERS={args.workers} THREADS={args.threads} (same for every case)")
     print(f"  load: wrk, {args.seconds:g}s per case, connections {args.connections}, threads min(conns, 2), "
-          f"rounds {args.rounds} (median), cases interleaved at each connection count, timeout {WRK_TIMEOUT}")
+          f"rounds {args.rounds} (median), cases interleaved at each connection count, timeout {WRK_TIMEOUT_S:g}s")
     print(f"  track: PUBLISH_MAX_LATENCY_SECONDS={defaults.publish_max_latency_seconds} "
           f"PUBLISH_TIMEOUT_SECONDS={defaults.publish_timeout_seconds}; hit: CACHE_TTL_SECONDS={HIT_TTL_SECONDS}; "
           f"miss: CACHE_TTL_SECONDS={MISS_TTL_SECONDS} (every entry expired on its next click; "
@@ -527,16 +447,16 @@ def run(args: argparse.Namespace) -> int:
         with started_servers(specs, base_env, args.workers, args.threads, probe, workdir) as servers:
             for name, server in servers.items():
                 print(f"cold start {name}: {server.cold_start_seconds:.2f}s (process start to first redirect)")
-            scripts = {case.name: write_script(case, campaign_ids, workdir) for case in CASES}
             seen = {name: 1 for name in servers}  # the cold-start probe's redirect
             for case in CASES:
-                seen[case.server] += warm_up(case, servers[case.server], scripts[case.name],
+                seen[case.server] += warm_up(case, servers[case.server], campaign_ids, workdir,
                                              cached=args.workers * len(campaign_ids))
             results = []
             for conns in args.connection_counts:
                 for round_ in range(args.rounds):
                     for case in CASES:
-                        result = measure(case, servers[case.server], scripts[case.name], conns, round_, args.seconds)
+                        result = measure(case, servers[case.server], campaign_ids, workdir, conns, round_,
+                                         args.seconds)
                         seen[case.server] += 0 if case.unknown_ids else result.load.ok
                         results.append(result)
                         print(f"  {case.name:<8} c={conns:<3} {result.load.rps:>7.0f} req/s  "
@@ -560,7 +480,8 @@ def report(
     for a in accounting:
         print(f"clicks {a.server:<10} answered {a.answered_by_server} (wrk saw {a.answered_seen}; the rest were "
               f"in flight when wrk stopped), published {a.published} ({a.messages} messages), lost {a.lost}")
-    print(f"cold start: bare {servers['bare'].cold_start_seconds:.2f}s, track {servers['track'].cold_start_seconds:.2f}s")
+    print(f"cold start: bare {servers['bare'].cold_start_seconds:.2f}s, "
+          f"track {servers['track'].cold_start_seconds:.2f}s")
     print(f"track server RSS after load: {', '.join(f'{kib / 1024:.0f} MiB' for kib in rss)} "
           f"(each of {len(rss)} workers)")
     bare, track = chosen[("bare", 64)].load, chosen[("hit", 64)].load
@@ -580,7 +501,7 @@ def report(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    wrk_check()
+    wrk.wrk_check()
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return run(args)

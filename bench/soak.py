@@ -24,7 +24,6 @@ import logging
 import os
 import random
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ from aggregation import Drainer, RetryLater, build_drainer, fold_pushed  # noqa:
 from google.api_core import exceptions as gexc  # noqa: E402
 from google.cloud import firestore, pubsub_v1  # noqa: E402
 
+from bench import wrk  # noqa: E402
 from local import emulators  # noqa: E402
 from local.stack import wait_serving  # noqa: E402
 from shared import config  # noqa: E402
@@ -561,69 +561,6 @@ def python_load(port: int, targets: Sequence[Target], seconds: float, connection
     return sum(r[0] for r in results), sum(r[1] for r in results), time.monotonic() - started
 
 
-WRK_SCRIPT = """\
--- Cycles through real campaign links; counts a 307 only when it points at a campaign's URL.
-local paths = {%(paths)s}
-local wanted = {}
-for _, location in ipairs({%(locations)s}) do wanted[location] = true end
-local threads = {}
-wrk.headers["User-Agent"] = %(user_agent)s
-
-function setup(thread)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  ok = 0
-  turn = 0
-end
-
-function request()
-  turn = turn %% #paths + 1
-  return wrk.format("GET", paths[turn])
-end
-
-function response(status, headers, body)
-  local location = headers["Location"] or headers["location"]
-  if status == 307 and location and wanted[location] then
-    ok = ok + 1
-  end
-end
-
-function done(summary, latency, requests)
-  local total = 0
-  for _, thread in ipairs(threads) do
-    total = total + thread:get("ok")
-  end
-  io.write(string.format("soak-wrk ok=%%d requests=%%d seconds=%%.3f\\n",
-    total, summary.requests, summary.duration / 1e6))
-end
-"""
-
-
-def wrk_load(
-    port: int, targets: Sequence[Target], seconds: float, connections: int, workdir: Path
-) -> tuple[int, int, float]:
-    """wrk with a Lua script that counts only 307s to a targeted campaign's URL."""
-
-    def lua_list(items: Sequence[str]) -> str:
-        return ", ".join(json.dumps(item) for item in items)  # ASCII JSON strings are Lua strings
-
-    script = workdir / "track.lua"
-    script.write_text(WRK_SCRIPT % {"paths": lua_list([p for p, _ in targets]),
-                                    "locations": lua_list(sorted({loc for _, loc in targets})),
-                                    "user_agent": json.dumps(BROWSER_USER_AGENT)})
-    threads = max(1, min(connections, os.cpu_count() or 1))
-    finished = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "-s", str(script),
-         f"http://127.0.0.1:{port}"],
-        capture_output=True, text=True, timeout=seconds + 60, check=True,
-    )
-    line = next(line for line in finished.stdout.splitlines() if line.startswith("soak-wrk "))
-    figures = dict(item.split("=") for item in line.split()[1:])
-    return int(figures["ok"]), int(figures["requests"]), float(figures["seconds"])
-
-
 def measure_track(
     env: dict[str, str], campaigns: Sequence[CampaignSpec], generator: str, seconds: float, connections: int,
     workdir: Path,
@@ -635,12 +572,15 @@ def measure_track(
     with track_server(env, topic, log_path) as port:
         warm_up(port, targets)
         if generator == "wrk":
-            ok, sent, elapsed = wrk_load(port, targets, seconds, connections, workdir)
+            # Counts only 307s to a targeted campaign's URL.
+            load = wrk.run_wrk(port, [path for path, _ in targets], {location for _, location in targets},
+                               connections, seconds, workdir, headers={"User-Agent": BROWSER_USER_AGENT})
+            ok, sent, elapsed = load.ok, load.requests, load.duration_s
         else:
             ok, sent, elapsed = python_load(port, targets, seconds, connections)
     failures = log_path.read_text(errors="replace").count(PUBLISH_FAILED)
     label = "wrk" if generator == "wrk" else "Python threads + requests.Session" + (
-        "" if shutil.which("wrk") else " (wrk not on PATH)")
+        "" if wrk.available() else " (wrk not on PATH)")
     return TrackReport(f"{label}, {connections} connections", ok, sent, elapsed, failures)
 
 
@@ -683,8 +623,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="default: wrk when it is on PATH, else Python threads with requests")
     args = parser.parse_args(argv)
     if args.load_generator is None:
-        args.load_generator = "wrk" if shutil.which("wrk") else "python"
-    elif args.load_generator == "wrk" and not shutil.which("wrk"):
+        args.load_generator = "wrk" if wrk.available() else "python"
+    elif args.load_generator == "wrk" and not wrk.available():
         parser.error("wrk is not on PATH")
     if args.clicks < 1 or args.campaigns < 1:
         parser.error("--clicks and --campaigns must be positive")
