@@ -91,8 +91,6 @@ def _attribute(env_name: str) -> str:
 
 def _coerce(name: str, default: object, raw: str) -> object:
     try:
-        if isinstance(default, bool):
-            return raw.lower() in ("1", "true", "yes")
         if isinstance(default, int):
             value: float = int(raw)
         elif isinstance(default, float):

@@ -8,11 +8,9 @@ class AppError(Exception):
 
     status: int = 500
 
-    def __init__(self, msg: str, status: int | None = None) -> None:
+    def __init__(self, msg: str) -> None:
         super().__init__(msg)
         self.msg = msg
-        if status is not None:
-            self.status = status
 
 
 class BadRequest(AppError):
