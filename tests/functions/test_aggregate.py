@@ -275,3 +275,13 @@ def test_each_commit_moves_every_campaign_to_the_next_counter_shard(
     for used in shards_used.values():
         assert sorted(used) == [str(k) for k in range(8)]  # eight commits, eight different shards
     assert totals(store, campaign_id)["click_count"] == 8
+
+
+def test_a_drain_folds_several_small_pulls_as_one_batch(
+    db: Any, store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    topic, subscription = pubsub_names
+    publish(project, topic, [click(campaign_id).encode() for _ in range(250)])  # the emulator pulls 100 at most
+    result, pulled = drainer(db, project, subscription, batch_size=1000).drain()
+    assert (pulled, result.counted) == (250, 250)
+    assert len([path for path in result.writes if "/counter_shards/" in path]) == 1  # one commit for all
