@@ -179,7 +179,8 @@ class Workload:
 def make_workload(campaigns: Sequence[CampaignSpec], mix: Mix, rng: random.Random) -> Workload:
     now = datetime.now(timezone.utc)
     truth = GroundTruth()
-    clicks = [random_click(campaigns, mix, rng, now) for _ in range(mix.clicks)]
+    # Traffic arrives in click order, so a batch spans an hour or two of buckets, not all of them.
+    clicks = sorted((random_click(campaigns, mix, rng, now) for _ in range(mix.clicks)), key=lambda e: e.ts)
     for event in clicks:
         truth.add(event.campaign_id, event.platform, event.bot, event.ts)
     payloads = [event.encode() for event in clicks]
@@ -187,8 +188,9 @@ def make_workload(campaigns: Sequence[CampaignSpec], mix: Mix, rng: random.Rando
     duplicates = [payloads[rng.randrange(len(payloads))] for _ in range(round(mix.clicks * mix.duplicate_share))]
     known = {c.id for c in campaigns}
     poison = [poison_payload(i, rng, known, now) for i in range(round(mix.clicks * mix.poison_share))]
-    messages = payloads + duplicates + poison
-    rng.shuffle(messages)
+    messages = list(payloads)
+    for extra in duplicates + poison:  # anywhere in the stream, as retries and bad producers put them
+        messages.insert(rng.randrange(len(messages) + 1), extra)
     return Workload(messages, truth, len(clicks), sum(c.bot for c in clicks), len(duplicates), len(poison))
 
 
