@@ -19,11 +19,16 @@ from shared.events import ClickEvent
 from shared.store import CampaignStore
 
 T0 = datetime(2026, 11, 28, 10, 15, tzinfo=timezone.utc)
+SHARDS = Settings().counter_shards  # as the functions under test read and write them
+
+
+def new_folder(db: Any) -> ClickFolder:
+    return ClickFolder(db, SHARDS, dedup_retention=timedelta(days=8))
 
 
 @pytest.fixture
 def store(db: Any) -> CampaignStore:
-    return CampaignStore(db, counter_shards=8)
+    return CampaignStore(db, counter_shards=SHARDS)
 
 
 @pytest.fixture
@@ -33,7 +38,7 @@ def campaign_id(store: CampaignStore) -> int:
 
 @pytest.fixture
 def folder(db: Any) -> ClickFolder:
-    return ClickFolder(db, counter_shards=8, dedup_retention=timedelta(days=8))
+    return new_folder(db)
 
 
 def click(campaign_id: int, platform: str = "Android", at: datetime = T0, bot: bool = False) -> ClickEvent:
@@ -114,7 +119,7 @@ def test_a_failed_commit_asks_pub_sub_to_redeliver_then_counts_once(
     push_client: Any, store: CampaignStore, campaign_id: int, db: Any
 ) -> None:
     main = sys.modules["main"]
-    main.folder.set(ClickFolder(FailingCommits(db, failures=1), 8, timedelta(days=8)))  # type: ignore[arg-type]
+    main.folder.set(new_folder(FailingCommits(db, failures=1)))
     event = click(campaign_id)
     assert push(push_client, event.encode(), "m-1").status_code == 500
     assert totals(store, campaign_id)["click_count"] == 0
@@ -145,7 +150,7 @@ def test_a_crash_between_commit_and_ack_costs_only_a_redelivery(
     events = [click(campaign_id, "Android") for _ in range(10)]
     deliveries = [Delivery(f"m{i}", e.encode()) for i, e in enumerate(events)]
     folder.fold(deliveries)  # committed, then the process dies: nothing acked
-    result = ClickFolder(store.db, 8, timedelta(days=8)).fold(list(reversed(deliveries)))
+    result = new_folder(store.db).fold(list(reversed(deliveries)))
     assert (result.counted, result.duplicates) == (0, 10)
     assert len(result.acked) == 10
     assert totals(store, campaign_id)["click_count"] == 10
@@ -175,7 +180,7 @@ def test_dedup_records_expire_after_the_retention(folder: ClickFolder, db: Any, 
 
 def drainer(db: Any, project: str, subscription: str, batch_size: int = 100) -> Drainer:
     settings = Settings(project=project, clicks_subscription=subscription, aggregate_batch_size=batch_size)
-    return build_drainer(settings, ClickFolder(db, 8, timedelta(days=8)))
+    return build_drainer(settings, new_folder(db))
 
 
 def test_the_scheduled_drain_counts_the_backlog_and_acks_it(
@@ -252,9 +257,9 @@ def test_a_click_counted_by_another_aggregator_mid_fold_is_not_counted_again(
 ) -> None:
     events = [click(campaign_id, "IPhone") for _ in range(10)]
     deliveries = [Delivery(e.click_id, e.encode()) for e in events]
-    ClickFolder(db, 8, timedelta(days=8)).fold(deliveries[:4])  # the other aggregator's commit
+    new_folder(db).fold(deliveries[:4])  # the other aggregator's commit
     racing = StaleFirstDedupRead(db)
-    result = ClickFolder(racing, 8, timedelta(days=8)).fold(deliveries)  # type: ignore[arg-type]
+    result = new_folder(racing).fold(deliveries)
     assert racing.stale_reads == 0  # the stale read happened and the create precondition caught it
     assert (result.counted, result.duplicates, len(result.acked)) == (6, 4, 10)
     assert totals(store, campaign_id)["click_count"] == 10
@@ -266,15 +271,15 @@ def test_each_commit_moves_every_campaign_to_the_next_counter_shard(
 ) -> None:
     others = [store.create({"redirect_url": "https://e.com/", "platforms": ["Android"]}).id for _ in range(7)]
     shards_used: dict[int, list[str]] = {i: [] for i in [campaign_id, *others]}
-    for _ in range(8):  # eight commits, each holding all eight campaigns
+    for _ in range(SHARDS):  # as many commits as shards, each holding all eight campaigns
         events = [click(i) for i in shards_used]
         result = folder.fold([Delivery(e.click_id, e.encode()) for e in events])
         for path in result.writes:
             if "/counter_shards/" in path:
                 shards_used[int(path.split("/")[1])].append(path.rsplit("/", 1)[1])
     for used in shards_used.values():
-        assert sorted(used) == [str(k) for k in range(8)]  # eight commits, eight different shards
-    assert totals(store, campaign_id)["click_count"] == 8
+        assert sorted(used, key=int) == [str(k) for k in range(SHARDS)]  # every commit a different shard
+    assert totals(store, campaign_id)["click_count"] == SHARDS
 
 
 def test_a_drain_folds_several_small_pulls_as_one_batch(

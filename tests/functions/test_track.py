@@ -14,6 +14,7 @@ import pytest
 from conftest import function_app
 from helpers import pulled_events
 
+from shared.config import Settings
 from shared.logs import JsonFormatter
 from shared.store import CampaignStore
 
@@ -22,7 +23,7 @@ FALLBACK = "https://fallback.example/"
 
 @pytest.fixture
 def store(db: Any) -> CampaignStore:
-    return CampaignStore(db, counter_shards=8)
+    return CampaignStore(db, counter_shards=Settings().counter_shards)
 
 
 @pytest.fixture
@@ -244,8 +245,6 @@ def test_bot_clicks_reach_only_the_bot_counter(
     track: Track, campaign: Any, store: CampaignStore, project: str, pubsub_names: tuple[str, str]
 ) -> None:
     from aggregation import build_drainer, build_folder
-
-    from shared.config import Settings
 
     track.click(f"/track/{campaign.id}", **{"User-Agent": SLACK_UA})
     track.click(f"/track/{campaign.id}?platform=IPhone", **{"User-Agent": "Twitterbot/1.0"})
