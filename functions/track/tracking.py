@@ -10,7 +10,7 @@ from google.cloud import firestore, pubsub_v1
 from route_cache import RouteCache
 
 from shared.config import Settings
-from shared.events import ClickEvent
+from shared.events import MAX_HEADER_CHARS, ClickEvent
 from shared.logs import get_logger
 from shared.models import parse_campaign_id
 from shared.publishing import ClickPublisher, batch_settings
@@ -62,16 +62,19 @@ class Tracker:
         route = self.routes.get(campaign_id)
         if route is None:
             return self.fallback_url
-        platform = request.platform or detect_platform(request.user_agent)
+        # Classified as the event will carry it: an 8 KB header must not
+        # become an 8 KB key in each of the classifier's caches.
+        user_agent = request.user_agent[:MAX_HEADER_CHARS]
+        platform = request.platform or detect_platform(user_agent)
         if platform not in route.platforms:
             platform = None
         # HEAD requests and crawlers are previews, not people: they see the
         # campaign's destination but are counted apart, platform or not.
-        bot = request.method == "HEAD" or is_bot(request.user_agent)
+        bot = request.method == "HEAD" or is_bot(user_agent)
         if platform is None and not bot:
             return self.fallback_url
         event = ClickEvent.new(
-            campaign_id, platform, user_agent=request.user_agent, referrer=request.referrer, bot=bot
+            campaign_id, platform, user_agent=user_agent, referrer=request.referrer, bot=bot
         )
         self.publisher.publish(event)
         return route.destination(platform)

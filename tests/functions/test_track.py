@@ -282,3 +282,18 @@ def test_concurrent_clicks_on_a_cold_campaign_make_one_read(
     assert locations == ["https://github.com/otobrglez/o7tracker"] * 64
     assert counting.reads == 1
     assert len(pulled_events(project, pubsub_names[1])) == 64
+
+
+def test_a_huge_user_agent_is_classified_and_kept_truncated(
+    track: Track, campaign: Any, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    import classify
+
+    huge = IPHONE_UA + " " + "x" * 7000
+    classify.is_bot.cache_clear()
+    answer = track.click(f"/track/{campaign.id}", **{"User-Agent": huge})
+    assert answer.headers["Location"] == "https://apps.apple.com/app/id1"  # still detected as an iPhone
+    [event] = pulled_events(project, pubsub_names[1])
+    assert event.user_agent == huge[:512]
+    classify.is_bot(huge[:512])
+    assert classify.is_bot.cache_info().hits == 1  # the tracker asked about the truncated string only
