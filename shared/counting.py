@@ -95,7 +95,6 @@ class ClickFolder:
     def __init__(self, db: firestore.Client, counter_shards: int, dedup_retention: timedelta) -> None:
         self.db = db
         self.dedup_retention = dedup_retention
-        self.counter_shards = counter_shards
         # Round-robin from a random start: consecutive commits of one folder
         # never hit the same shard, and two folders rarely start together.
         self._shards = itertools.cycle(random.sample(range(counter_shards), counter_shards))
