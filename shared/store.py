@@ -65,6 +65,12 @@ def _data(snapshot: firestore.DocumentSnapshot) -> dict[str, Any]:
     return snapshot.to_dict() or {}
 
 
+def _add_counts(total: Counters, shard: dict[str, Any]) -> None:
+    """Add one shard's counters (totals or an hourly bucket) into a running total."""
+    for name in COUNTER_FIELDS:
+        total[name] += int(shard.get(name, 0))
+
+
 def route_from_document(data: dict[str, Any]) -> Route:
     return Route(
         redirect_url=data["redirect_url"],
@@ -133,10 +139,7 @@ class CampaignStore:
         refs = [shard_ref(self.db, i, k) for i in totals for k in range(self.counter_shards)]
         for snapshot in self.db.get_all(refs) if refs else ():
             if snapshot.exists:
-                campaign_total = totals[int(snapshot.reference.parent.parent.id)]
-                data = _data(snapshot)
-                for name in COUNTER_FIELDS:
-                    campaign_total[name] += int(data.get(name, 0))
+                _add_counts(totals[int(snapshot.reference.parent.parent.id)], _data(snapshot))
         return totals
 
     def hourly(self, campaign_id: int) -> dict[datetime, Counters]:
@@ -144,9 +147,7 @@ class CampaignStore:
         series: dict[datetime, Counters] = {}
         for snapshot in campaign_ref(self.db, campaign_id).collection(HOURLY).order_by("hour").stream():
             data = _data(snapshot)
-            bucket = series.setdefault(data["hour"], zero_counters())
-            for name in COUNTER_FIELDS:
-                bucket[name] += int(data.get(name, 0))
+            _add_counts(series.setdefault(data["hour"], zero_counters()), data)
         return series
 
     @staticmethod
