@@ -21,8 +21,12 @@ AUTH_PASSWORD = "AUTH_PASSWORD"
 CACHE_TTL_SECONDS = "CACHE_TTL_SECONDS"
 CACHE_MAX_SIZE = "CACHE_MAX_SIZE"
 NEGATIVE_CACHE_TTL_SECONDS = "NEGATIVE_CACHE_TTL_SECONDS"
-PUBLISH_TIMEOUT_SECONDS = "PUBLISH_TIMEOUT_SECONDS"
-PUBLISH_MAX_LATENCY_SECONDS = "PUBLISH_MAX_LATENCY_SECONDS"
+LOOKUP_TIMEOUT_SECONDS = "LOOKUP_TIMEOUT_SECONDS"
+PUBLISH_WAIT_SECONDS = "PUBLISH_WAIT_SECONDS"
+PUBLISH_DEADLINE_SECONDS = "PUBLISH_DEADLINE_SECONDS"
+PUBLISH_BATCH_MAX_MESSAGES = "PUBLISH_BATCH_MAX_MESSAGES"
+PUBLISH_BUFFER_MAX_MESSAGES = "PUBLISH_BUFFER_MAX_MESSAGES"
+PUBLISH_BUFFER_MAX_BYTES = "PUBLISH_BUFFER_MAX_BYTES"
 AGGREGATE_BATCH_SIZE = "AGGREGATE_BATCH_SIZE"
 AGGREGATE_MAX_SECONDS = "AGGREGATE_MAX_SECONDS"
 COUNTER_SHARDS = "COUNTER_SHARDS"
@@ -48,13 +52,21 @@ class Settings:
     # Unknown ids are remembered briefly so a flood of bad links stays cheap,
     # yet a campaign created just after a miss is reachable within seconds.
     negative_cache_ttl_seconds: float = 5.0
-    publish_timeout_seconds: float = 10.0
-    # Concurrent clicks within this window share one publish round trip. Each
-    # batch costs the Pub/Sub client two thread starts and an RPC, so a longer
-    # window spends less CPU per click under load: 10 ms (the client's own
-    # default) did a little better than 5 ms in python -m bench.hotpath, at the
-    # price of up to 5 ms more on a lone click.
-    publish_max_latency_seconds: float = 0.01
+    # The deadline of a campaign read on a cache miss, shared by every click
+    # waiting on that read; past it the click goes to the fallback.
+    lookup_timeout_seconds: float = 1.5
+    # How long a click waits for Pub/Sub to confirm its event before it
+    # redirects anyway (the event is then logged for replay).
+    publish_wait_seconds: float = 1.0
+    # How long one publish call keeps retrying transient errors in the
+    # background before its events are logged for replay.
+    publish_deadline_seconds: float = 30.0
+    # At most this many events per Publish call (Pub/Sub's own limit is 1,000).
+    publish_batch_max_messages: int = 1000
+    # Events waiting for or in a Publish call, per instance: a stalled Pub/Sub
+    # cannot grow memory past this; further events go straight to the log.
+    publish_buffer_max_messages: int = 10_000
+    publish_buffer_max_bytes: int = 8 * 1024 * 1024
     aggregate_batch_size: int = 1000
     aggregate_max_seconds: float = 50.0
     # Two drains folding 1,200 clicks/s of one campaign committed to it about

@@ -1,0 +1,85 @@
+"""HTTP for the track function on functions-framework's ASGI stack (Starlette on uvicorn).
+
+Every request the server hands over gets a 307 (or a 405 for methods that are
+not clicks): a link must never end on an error page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+from functions_framework import aio
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from tracking import CLICK_METHODS, ClickRequest, Tracker
+
+ALLOW = ", ".join(sorted(CLICK_METHODS))
+# Characters a URL keeps as they are; anything else (non-ASCII) is percent-encoded.
+_URL_SAFE = "/:?#[]@!$&'()*+,;=%~-._"
+
+HttpFunction = Callable[[Request], Awaitable[Response]]
+
+
+def _first_param(query_string: bytes, name: str) -> str | None:
+    """The first value of a query parameter, as Flask's ``request.args.get`` gave it."""
+    if not query_string:
+        return None
+    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if key == name:
+            return value
+    return None
+
+
+def redirect(location: str) -> Response:
+    if not location.isascii():  # a header is Latin-1 on the wire; a URL is ASCII
+        location = quote(location, safe=_URL_SAFE)
+    return Response(status_code=307, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+async def answer(tracker: Tracker, request: Request) -> Response:
+    """A click (GET) or a preview (HEAD) gets its redirect; other methods are not clicks."""
+    method = request.method
+    if method not in CLICK_METHODS:
+        return Response(status_code=405, headers={"Allow": ALLOW, "Cache-Control": "no-store"})
+    headers = request.headers
+    click = ClickRequest(
+        path=request.scope["path"],
+        platform=_first_param(request.scope["query_string"], "platform"),
+        user_agent=headers.get("user-agent", ""),
+        referrer=headers.get("referer", ""),
+        method=method,
+    )
+    return redirect(await tracker.click(click))
+
+
+_EVERY_REQUEST: set[Callable[..., Any]] = set()
+_create_app = aio._create_asgi_app_with_function
+
+
+def _create_app_for_every_request(function: Any, signature_type: str, enable_id_logging: bool) -> Any:
+    app = _create_app(function, signature_type, enable_id_logging)
+    if function in _EVERY_REQUEST:
+        async def hand_over(request: Request, exc: Exception) -> Response:
+            return await function(request)  # type: ignore[no-any-return]
+
+        app.add_exception_handler(HTTPException, hand_over)
+    return app
+
+
+def every_request(function: HttpFunction) -> HttpFunction:
+    """Hand the function the requests functions-framework's app would answer itself.
+
+    Its Starlette app (functions-framework 3.10) answers 404 for
+    ``/robots.txt``, ``/favicon.ico`` and any path with a newline or other
+    control character (its catch-all route does not match them), and 405 for
+    methods outside its list (TRACE). It offers no hook for that, so the app
+    it builds for this function gets an exception handler that passes those
+    requests to the function instead. Register before the app is built: at
+    import of ``main.py``, which functions-framework does first.
+    """
+    _EVERY_REQUEST.add(function)
+    aio._create_asgi_app_with_function = _create_app_for_every_request
+    return function
