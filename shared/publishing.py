@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Final, Literal
 
 from google.api_core import exceptions as gexc
@@ -242,6 +243,20 @@ class GroupPublisher:
         if batch.timer is not None:
             batch.timer.cancel()
         batch.end_wait()
+
+    async def aclose(self) -> None:
+        """At shutdown: queued events get one more wait to go out, then what is left is logged.
+
+        Never hangs: a stalled Publish call is cancelled after ``wait_seconds``.
+        """
+        sender = self._sender
+        if sender is None:
+            return
+        await asyncio.wait({sender}, timeout=self.wait_seconds)
+        if not sender.done():
+            sender.cancel()
+            with suppress(asyncio.CancelledError):
+                await sender
 
     def _abandon(self) -> None:
         """On shutdown: log every event no click will log, as far as it got."""

@@ -14,7 +14,13 @@ settings = config.load(config.PROJECT)
 tracker = Lazy(lambda: build_tracker(settings))
 
 
-@web.every_request
+async def shutdown() -> None:
+    built = tracker.built()
+    if built is not None:
+        await built.aclose()
+
+
+@web.serve(on_shutdown=shutdown)
 @functions_framework.aio.http
 async def track(request: Request) -> Response:
     return await web.answer(tracker.get(), request)

@@ -59,6 +59,9 @@ class Tracker:
             log.exception("click sent to the fallback: %r", exc, extra={"path": request.path, "error": repr(exc)})
         return self.fallback_url
 
+    async def aclose(self) -> None:
+        await self.publisher.aclose()
+
     async def _click(self, request: ClickRequest) -> str:
         campaign_id = campaign_id_from_path(request.path)
         if campaign_id is None:

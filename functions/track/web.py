@@ -6,7 +6,8 @@ not clicks): a link must never end on an error page.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -55,31 +56,51 @@ async def answer(tracker: Tracker, request: Request) -> Response:
     return redirect(await tracker.click(click))
 
 
-_EVERY_REQUEST: set[Callable[..., Any]] = set()
+ShutdownHook = Callable[[], Awaitable[None]]
+_SERVED: dict[Callable[..., Any], ShutdownHook] = {}
 _create_app = aio._create_asgi_app_with_function
 
 
-def _create_app_for_every_request(function: Any, signature_type: str, enable_id_logging: bool) -> Any:
+def _create_app_for(function: Any, signature_type: str, enable_id_logging: bool) -> Any:
     app = _create_app(function, signature_type, enable_id_logging)
-    if function in _EVERY_REQUEST:
-        async def hand_over(request: Request, exc: Exception) -> Response:
-            return await function(request)  # type: ignore[no-any-return]
+    on_shutdown = _SERVED.get(function)
+    if on_shutdown is None:
+        return app
 
-        app.add_exception_handler(HTTPException, hand_over)
+    async def hand_over(request: Request, exc: Exception) -> Response:
+        return await function(request)  # type: ignore[no-any-return]
+
+    app.add_exception_handler(HTTPException, hand_over)
+    framework_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        async with framework_lifespan(app) as state:
+            yield state
+        await on_shutdown()
+
+    app.router.lifespan_context = lifespan
     return app
 
 
-def every_request(function: HttpFunction) -> HttpFunction:
-    """Hand the function the requests functions-framework's app would answer itself.
+def serve(on_shutdown: ShutdownHook) -> Callable[[HttpFunction], HttpFunction]:
+    """Serve the function every request, and tell it when the instance stops.
 
-    Its Starlette app (functions-framework 3.10) answers 404 for
-    ``/robots.txt``, ``/favicon.ico`` and any path with a newline or other
-    control character (its catch-all route does not match them), and 405 for
-    methods outside its list (TRACE). It offers no hook for that, so the app
-    it builds for this function gets an exception handler that passes those
-    requests to the function instead. Register before the app is built: at
-    import of ``main.py``, which functions-framework does first.
+    functions-framework's Starlette app (3.10) answers some requests itself:
+    404 for ``/robots.txt``, ``/favicon.ico`` and any path with a newline or
+    other control character (its catch-all route does not match them), and
+    405 for methods outside its list (TRACE). It offers no hook for that, nor
+    for shutdown, so the app it builds for this function gets an exception
+    handler that passes those requests to the function, and a lifespan that
+    awaits ``on_shutdown`` once the server has finished its last request (the
+    server exits by re-raising SIGTERM right after, so nothing runs later).
+    Must decorate the function in ``main.py``, which functions-framework
+    imports before it builds the app.
     """
-    _EVERY_REQUEST.add(function)
-    aio._create_asgi_app_with_function = _create_app_for_every_request
-    return function
+
+    def register(function: HttpFunction) -> HttpFunction:
+        _SERVED[function] = on_shutdown
+        aio._create_asgi_app_with_function = _create_app_for
+        return function
+
+    return register

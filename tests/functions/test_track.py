@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from conftest import function_app
-from helpers import pulled_events
-from starlette.testclient import TestClient
+from helpers import Track, log_lines, pulled_events, serve_track
 
 from shared.config import Settings
 from shared.logs import JsonFormatter
@@ -40,41 +36,6 @@ def campaign(store: CampaignStore) -> Any:
         "platforms": ["Android", "IPhone"],
         "platform_urls": {"IPhone": "https://apps.apple.com/app/id1"},
     })
-
-
-class Track:
-    """The track function built from the environment, as deployed, and a client on its event loop."""
-
-    def __init__(self, client: TestClient, module: Any) -> None:
-        self.client = client
-        self.main = module
-
-    def click(self, path: str, method: str = "GET", **headers: str) -> Any:
-        return self.client.request(method, path, headers=headers)
-
-    @property
-    def tracker(self) -> Any:
-        """The instance's tracker, built on the app's event loop as the first request would."""
-        return self.client.portal.call(self.main.tracker.get)  # type: ignore[union-attr]
-
-    def count_reads(self) -> list[int]:
-        """Campaign ids read from Firestore from now on, through the deployed cache's own reader."""
-        routes, reads = self.tracker.routes, []
-        load = routes.load
-
-        async def counted(campaign_id: int) -> Any:
-            reads.append(campaign_id)
-            return await load(campaign_id)
-
-        routes.load = counted
-        return reads
-
-
-@contextmanager
-def serve_track() -> Iterator[Track]:
-    app = function_app("track", "track")
-    with TestClient(app, follow_redirects=False) as client:
-        yield Track(client, sys.modules["main"])
 
 
 @pytest.fixture
@@ -149,11 +110,6 @@ def test_only_get_is_a_click_and_head_a_preview(
     assert answer.status_code == 405
     assert answer.headers["Allow"] == "GET, HEAD"
     assert pulled_events(project, pubsub_names[1]) == []
-
-
-def log_lines(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
-    """The JSON lines Cloud Logging would receive for records with this message."""
-    return [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.getMessage() == message]
 
 
 def test_a_refused_publish_still_redirects_and_logs_a_replayable_line(
