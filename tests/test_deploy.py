@@ -290,5 +290,6 @@ def test_track_deploys_for_its_async_stack_with_the_click_path_settings(fake_gcl
     track_env = env_vars(flags)
     assert {f"{name}={value}" for name, value in settings.items()} | {"WORKERS=1"} <= track_env
     assert not any(pair.startswith(("THREADS=", "PUBLISH_TIMEOUT_SECONDS=")) for pair in track_env)
+    # uvicorn's fast event loop and HTTP parser, which it picks up when installed
     requirements = (tmp_path / "stage" / "track" / "requirements.txt").read_text().split()
-    assert {"uvloop", "httptools"} <= {line.partition("==")[0] for line in requirements}  # uvicorn's fast loop and parser
+    assert {"uvloop", "httptools"} <= {line.partition("==")[0] for line in requirements}
