@@ -179,6 +179,10 @@ class Settings:
             )
         return self
 
+    def required(self, name: str) -> str:
+        """The value of a setting without a default, which its reader cannot do without."""
+        return str(getattr(self.require(name), declaration(name).attribute))
+
 
 @dataclass(frozen=True)
 class Setting:
