@@ -126,6 +126,10 @@ def test_every_endpoint_needs_the_exact_credentials(
     (b'{"redirect_url": "data:text/html,x", "platforms": ["Android"]}', "http or https"),
     (b'{"redirect_url": "/relative", "platforms": ["Android"]}', "http or https"),
     (b'{"redirect_url": "https://", "platforms": ["Android"]}', "http or https"),
+    (b'{"redirect_url": "https://user:pw@evil.example/", "platforms": ["Android"]}', "must not contain user info"),
+    (b'{"redirect_url": "https://user@evil.example/", "platforms": ["Android"]}', "must not contain user info"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "platform_urls": {"Android": "https://u:p@x.example/"}}',
+     "'platform_urls.Android' must not contain user info"),
     (b'{"redirect_url": "https://e.com", "platforms": []}', "platforms"),
     (b'{"redirect_url": "https://e.com", "platforms": ["android"]}', "unsupported"),
     (b'{"redirect_url": "https://e.com", "platforms": "Android"}', "platforms"),
@@ -183,4 +187,7 @@ def test_platform_urls_are_accepted_and_returned_everywhere(client: Any, auth: d
     answer = client.put(path, headers=auth, json={"platform_urls": {"Android": stores["Android"]}})
     assert answer.get_json()["platform_urls"] == {"Android": stores["Android"]}
     assert_error(client.put(path, headers=auth, json={"platform_urls": {"IPhone": "itms://x"}}), 400, "http")
+    assert_error(client.put(path, headers=auth, json={"platform_urls": {"IPhone": "https://me@apps.apple.com/"}}),
+                 400, "'platform_urls.IPhone' must not contain user info")
+    assert_error(client.put(path, headers=auth, json={"redirect_url": "https://a:b@e.com/"}), 400, "user info")
     assert client.get(path, headers=auth).get_json()["platform_urls"] == {"Android": stores["Android"]}
