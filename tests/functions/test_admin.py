@@ -128,8 +128,8 @@ def test_every_endpoint_needs_the_exact_credentials(
     (b'{"redirect_url": "https://", "platforms": ["Android"]}', "http or https"),
     (b'{"redirect_url": "https://user:pw@evil.example/", "platforms": ["Android"]}', "must not contain user info"),
     (b'{"redirect_url": "https://user@evil.example/", "platforms": ["Android"]}', "must not contain user info"),
-    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "platform_urls": {"Android": "https://u:p@x.example/"}}',
-     "'platform_urls.Android' must not contain user info"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], '
+     b'"platform_urls": {"Android": "https://u:p@x.example/"}}', "'platform_urls.Android' must not contain user info"),
     (b'{"redirect_url": "https://e.com", "platforms": []}', "platforms"),
     (b'{"redirect_url": "https://e.com", "platforms": ["android"]}', "unsupported"),
     (b'{"redirect_url": "https://e.com", "platforms": "Android"}', "platforms"),
