@@ -28,6 +28,9 @@ AGGREGATE_MAX_SECONDS = "AGGREGATE_MAX_SECONDS"
 COUNTER_SHARDS = "COUNTER_SHARDS"
 DEDUP_RETENTION_DAYS = "DEDUP_RETENTION_DAYS"
 MAX_BODY_BYTES = "MAX_BODY_BYTES"
+LOGIN_MAX_FAILURES = "LOGIN_MAX_FAILURES"
+LOGIN_WINDOW_SECONDS = "LOGIN_WINDOW_SECONDS"
+K_SERVICE = "K_SERVICE"
 
 
 class ConfigError(RuntimeError):
@@ -65,6 +68,14 @@ class Settings:
     # always finds its dedup record.
     dedup_retention_days: float = 8.0
     max_body_bytes: int = 16 * 1024
+    # Failed basic-auth attempts one client may make per window before the
+    # admin API answers 429 until the window, counted from its first failure, ends.
+    login_max_failures: int = 10
+    login_window_seconds: float = 300.0
+    # Set by Cloud Run (so on every deployed function) to the service name.
+    # Its presence means requests come through Google's front end, which
+    # names the client in X-Forwarded-For.
+    k_service: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
