@@ -53,8 +53,9 @@ Environment:
   LOOKUP_TIMEOUT_SECONDS, PUBLISH_WAIT_SECONDS, PUBLISH_DEADLINE_SECONDS,
   PUBLISH_BATCH_MAX_MESSAGES, PUBLISH_BUFFER_MAX_MESSAGES, PUBLISH_BUFFER_MAX_BYTES,
   AGGREGATE_BATCH_SIZE, AGGREGATE_MAX_SECONDS, COUNTER_SHARDS, DEDUP_RETENTION_DAYS,
-  MAX_BODY_BYTES
+  MAX_BODY_BYTES, LOGIN_MAX_FAILURES, LOGIN_WINDOW_SECONDS
                        passed on to the functions that read them, when set
+  K_SERVICE            never passed: Cloud Run sets it on every function
 EOF
 }
 
@@ -351,7 +352,7 @@ deploy_track() {
 # Open to the internet: the function checks HTTP basic auth itself.
 deploy_admin() {
   step "function admin"
-  local OPTIONAL_SETTINGS="COUNTER_SHARDS MAX_BODY_BYTES"
+  local OPTIONAL_SETTINGS="COUNTER_SHARDS MAX_BODY_BYTES LOGIN_MAX_FAILURES LOGIN_WINDOW_SECONDS"
   local env_vars
   env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AUTH_USER=$AUTH_USER")"
   deploy_function admin admin admin --trigger-http --allow-unauthenticated \

@@ -20,7 +20,8 @@ from a2wsgi import WSGIMiddleware
 
 from shared import config
 from shared.errors import AppError
-from shared.http import error_response, require_basic_auth
+from shared.http import error_response
+from shared.login_limiter import login_limiter
 
 ROOT = Path(__file__).resolve().parent.parent
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -33,10 +34,13 @@ def function_app(name: str, target: str) -> Any:
     return functions_framework.create_app(target, str(ROOT / "functions" / name / "main.py"))
 
 
-def with_basic_auth(app: WsgiApp, user: str, password: str) -> WsgiApp:
+def with_basic_auth(app: WsgiApp, settings: config.Settings) -> WsgiApp:
+    """Basic auth as the admin API checks it, failed logins limited alike."""
+    logins = login_limiter(settings)
+
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         try:
-            require_basic_auth(flask.Request(environ), user, password)
+            logins.require_basic_auth(flask.Request(environ), settings.auth_user, settings.auth_password or "")
         except AppError as error:
             return error_response(error)(environ, start_response)
         return app(environ, start_response)
@@ -48,8 +52,7 @@ def create_gateway() -> AsgiApp:
     settings = config.load(config.PROJECT, config.AUTH_PASSWORD)
     track: AsgiApp = function_app("track", "track")
     admin = WSGIMiddleware(function_app("admin", "admin"))
-    update_stats = WSGIMiddleware(with_basic_auth(
-        function_app("aggregate", "aggregate_http"), settings.auth_user, settings.auth_password or ""))
+    update_stats = WSGIMiddleware(with_basic_auth(function_app("aggregate", "aggregate_http"), settings))
 
     async def gateway(scope: Scope, receive: Callable[[], Awaitable[Any]],
                       send: Callable[[Any], Awaitable[None]]) -> None:

@@ -10,7 +10,7 @@ from google.cloud import firestore
 from google.pubsub_v1 import PublisherAsyncClient
 from route_cache import LookupTimeout, RouteCache
 
-from shared.config import Settings
+from shared.config import PROJECT, Settings
 from shared.events import MAX_HEADER_CHARS, ClickEvent
 from shared.logs import get_logger
 from shared.models import Route, parse_campaign_id
@@ -104,7 +104,7 @@ class CampaignReader:
 
 def build_tracker(settings: Settings) -> Tracker:
     """The instance's tracker; built inside the event loop, which the async clients bind to."""
-    reader = CampaignReader(firestore.AsyncClient(project=settings.project), settings.lookup_timeout_seconds)
+    reader = CampaignReader(firestore.AsyncClient(project=settings.required(PROJECT)), settings.lookup_timeout_seconds)
     routes = RouteCache(
         reader,
         maxsize=settings.cache_max_size,
@@ -114,7 +114,7 @@ def build_tracker(settings: Settings) -> Tracker:
     )
     publisher = GroupPublisher(
         PublisherAsyncClient(),
-        f"projects/{settings.project}/topics/{settings.clicks_topic}",
+        f"projects/{settings.required(PROJECT)}/topics/{settings.clicks_topic}",
         wait_seconds=settings.publish_wait_seconds,
         deadline_seconds=settings.publish_deadline_seconds,
         batch_max_messages=settings.publish_batch_max_messages,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote
 
 from functions_framework import aio
@@ -21,7 +21,7 @@ ALLOW = ", ".join(sorted(CLICK_METHODS))
 # Characters a URL keeps as they are; anything else (non-ASCII) is percent-encoded.
 _URL_SAFE = "/:?#[]@!$&'()*+,;=%~-._"
 
-HttpFunction = Callable[[Request], Awaitable[Response]]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _first_param(query_string: bytes, name: str) -> str | None:
@@ -58,7 +58,7 @@ async def answer(tracker: Tracker, request: Request) -> Response:
 
 ShutdownHook = Callable[[], Awaitable[None]]
 _SERVED: dict[Callable[..., Any], ShutdownHook] = {}
-_create_app = aio._create_asgi_app_with_function
+_create_app: Callable[[Any, str, bool], Any] = aio._create_asgi_app_with_function
 
 
 def _create_app_for(function: Any, signature_type: str, enable_id_logging: bool) -> Any:
@@ -83,7 +83,7 @@ def _create_app_for(function: Any, signature_type: str, enable_id_logging: bool)
     return app
 
 
-def serve(on_shutdown: ShutdownHook) -> Callable[[HttpFunction], HttpFunction]:
+def serve(on_shutdown: ShutdownHook) -> Callable[[F], F]:
     """Serve the function every request, and tell it when the instance stops.
 
     functions-framework's Starlette app (3.10) answers some requests itself:
@@ -98,7 +98,7 @@ def serve(on_shutdown: ShutdownHook) -> Callable[[HttpFunction], HttpFunction]:
     imports before it builds the app.
     """
 
-    def register(function: HttpFunction) -> HttpFunction:
+    def register(function: F) -> F:
         _SERVED[function] = on_shutdown
         aio._create_asgi_app_with_function = _create_app_for
         return function
