@@ -7,8 +7,10 @@ from campaigns_api import build_api
 from shared import config
 from shared.clients import Lazy
 from shared.http import json_errors
+from shared.shard_guard import guard_counter_shards
 
 settings = config.load(config.AUTH_PASSWORD)  # never run open
+guard_counter_shards(settings)
 api = Lazy(lambda: build_api(settings))
 
 

@@ -12,8 +12,10 @@ from cloudevents.http import CloudEvent
 from shared import config
 from shared.clients import Lazy
 from shared.http import json_errors, json_response
+from shared.shard_guard import guard_counter_shards
 
 settings = config.load(config.PROJECT)
+guard_counter_shards(settings)
 folder = Lazy(lambda: build_folder(settings))
 drainer = Lazy(lambda: build_drainer(settings, folder.get()))
 
