@@ -54,6 +54,9 @@ AGGREGATE_MAX_SECONDS: Final = "AGGREGATE_MAX_SECONDS"
 COUNTER_SHARDS: Final = "COUNTER_SHARDS"
 DEDUP_RETENTION_DAYS: Final = "DEDUP_RETENTION_DAYS"
 MAX_BODY_BYTES: Final = "MAX_BODY_BYTES"
+LOGIN_MAX_FAILURES: Final = "LOGIN_MAX_FAILURES"
+LOGIN_WINDOW_SECONDS: Final = "LOGIN_WINDOW_SECONDS"
+K_SERVICE: Final = "K_SERVICE"
 
 _DECLARATION = "o7tracker.setting"
 
@@ -155,6 +158,20 @@ class Settings:
     )
     max_body_bytes: int = setting(
         MAX_BODY_BYTES, 16 * 1024, "Largest request body the admin API reads.",
+        used_by=("admin",),
+    )
+    login_max_failures: int = setting(
+        LOGIN_MAX_FAILURES, 10, "Failed basic-auth attempts one client may make per window before the admin answers 429.",
+        used_by=("admin",),
+    )
+    login_window_seconds: float = setting(
+        LOGIN_WINDOW_SECONDS, 300.0, "Window, from a client's first failed login, over which its failures count.",
+        used_by=("admin",),
+    )
+    # Its presence means requests come through Google's front end, which
+    # names the client in X-Forwarded-For.
+    k_service: str | None = setting(
+        K_SERVICE, None, "Set by Cloud Run to the service name; never set it by hand.",
         used_by=("admin",),
     )
 
