@@ -24,6 +24,7 @@ per click.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import Sequence
 from contextlib import suppress
@@ -179,7 +180,8 @@ class GroupPublisher:
         self._messages += 1
         self._bytes += len(data)
         if self._sender is None:
-            self._sender = asyncio.get_running_loop().create_task(self._send_all())
+            # A context of its own: what it logs belongs to no one click's request.
+            self._sender = asyncio.get_running_loop().create_task(self._send_all(), context=contextvars.Context())
         if not wait:
             batch.detached.append(event)
             return None

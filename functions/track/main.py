@@ -8,6 +8,7 @@ from tracking import build_tracker
 
 from shared import config
 from shared.clients import Lazy
+from shared.logs import bind_request
 
 settings = config.load(config.PROJECT)
 # Built on the first request, inside the event loop its async clients bind to.
@@ -23,4 +24,5 @@ async def shutdown() -> None:
 @web.serve(on_shutdown=shutdown)
 @functions_framework.aio.http
 async def track(request: Request) -> Response:
+    bind_request(request.headers, settings.project)
     return await web.answer(tracker.get(), request)
