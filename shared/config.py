@@ -51,6 +51,7 @@ LOOKUP_TIMEOUT_SECONDS: Final = "LOOKUP_TIMEOUT_SECONDS"
 PUBLISH_WAIT_SECONDS: Final = "PUBLISH_WAIT_SECONDS"
 PUBLISH_DEADLINE_SECONDS: Final = "PUBLISH_DEADLINE_SECONDS"
 PUBLISH_BATCH_MAX_MESSAGES: Final = "PUBLISH_BATCH_MAX_MESSAGES"
+PUBLISH_MAX_IN_FLIGHT: Final = "PUBLISH_MAX_IN_FLIGHT"
 PUBLISH_BUFFER_MAX_MESSAGES: Final = "PUBLISH_BUFFER_MAX_MESSAGES"
 PUBLISH_BUFFER_MAX_BYTES: Final = "PUBLISH_BUFFER_MAX_BYTES"
 AGGREGATE_BATCH_SIZE: Final = "AGGREGATE_BATCH_SIZE"
@@ -144,6 +145,11 @@ class Settings:
     )
     publish_batch_max_messages: int = setting(
         PUBLISH_BATCH_MAX_MESSAGES, 1000, "Most click events in one Publish call (Pub/Sub's own limit is 1,000).",
+        used_by=("track",),
+    )
+    publish_max_in_flight: int = setting(
+        PUBLISH_MAX_IN_FLIGHT, 4, "Most Publish calls a track instance runs at once; clicks that come meanwhile "
+        "share the next one.",
         used_by=("track",),
     )
     # A stalled Pub/Sub cannot grow a track instance's memory past these;

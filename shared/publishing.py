@@ -1,9 +1,9 @@
 """Publishing click events to Pub/Sub: group commit, a bounded wait and a breaker.
 
 One :class:`GroupPublisher` per instance, over the official async client. At
-most one Publish call is in flight; the clicks that arrive meanwhile go into
-the next one, so under load a round trip carries hundreds of events and a lone
-click costs one round trip. Each click waits for its own message id, but at
+most ``max_in_flight`` Publish calls run at once; the clicks that arrive while
+they do go into the next one, so under load a round trip carries many events
+and a lone click costs one round trip. Each click waits for its own message id, but at
 most ``wait_seconds``: a Cloud Function may lose its CPU once it has answered,
 so it waits for the outcome, yet a stalled Pub/Sub must not hold the redirect.
 
@@ -73,12 +73,16 @@ class NotConfirmed(Exception):
 
 
 class ShutDown(Exception):
-    """The instance stopped before Pub/Sub answered."""
+    """The instance stopped while the Publish call was running: it may have landed."""
+
+
+class NotSent(Exception):
+    """The instance stopped before the event was handed to Pub/Sub."""
 
 
 def outcome_of(error: BaseException) -> Outcome:
     """``failed`` only when the event certainly was not published."""
-    if isinstance(error, BufferFull):
+    if isinstance(error, (BufferFull, NotSent)):
         return FAILED
     if isinstance(error, gexc.ClientError) and not isinstance(error, gexc.Cancelled):
         return FAILED  # refused by Pub/Sub (no such topic, no permission, malformed)
@@ -131,6 +135,7 @@ class GroupPublisher:
         wait_seconds: float,
         deadline_seconds: float,
         batch_max_messages: int,
+        max_in_flight: int,
         buffer_max_messages: int,
         buffer_max_bytes: int,
     ) -> None:
@@ -139,16 +144,20 @@ class GroupPublisher:
         self.wait_seconds = wait_seconds
         self.deadline_seconds = deadline_seconds
         self.batch_max_messages = batch_max_messages
+        self.max_in_flight = max_in_flight
         self.buffer_max_messages = buffer_max_messages
         self.buffer_max_bytes = buffer_max_bytes
         self.retry = AsyncRetry(predicate=if_exception_type(*TRANSIENT), initial=0.1, maximum=5.0,
                                 multiplier=2.0, timeout=deadline_seconds)
         self.unconfirmed_in_a_row = 0
-        self._queue: deque[_Batch] = deque()
+        # Batches not sent yet, oldest first; the last one takes new events.
+        self._waiting: deque[_Batch] = deque()
+        self._in_flight: set[_Batch] = set()
         self._messages = 0
         self._bytes = 0
-        # Held here so the running sender is never garbage collected.
-        self._sender: asyncio.Task[None] | None = None
+        # Held here so a running Publish call is never garbage collected.
+        self._senders: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     @property
     def waits(self) -> bool:
@@ -179,9 +188,7 @@ class GroupPublisher:
         batch.size += len(data)
         self._messages += 1
         self._bytes += len(data)
-        if self._sender is None:
-            # A context of its own: what it logs belongs to no one click's request.
-            self._sender = asyncio.get_running_loop().create_task(self._send_all(), context=contextvars.Context())
+        self._send_next()
         if not wait:
             batch.detached.append(event)
             return None
@@ -205,28 +212,29 @@ class GroupPublisher:
 
     def _batch_for(self, size: int, wait: bool) -> _Batch:
         """The unsent batch this event joins, opening a new one when none fits."""
-        if self._queue:
-            batch = self._queue[-1]
-            if (not batch.sent and len(batch.events) < self.batch_max_messages
-                    and batch.size + size <= MAX_REQUEST_BYTES and not (wait and batch.over.done())):
+        if self._waiting:
+            batch = self._waiting[-1]
+            if (len(batch.events) < self.batch_max_messages and batch.size + size <= MAX_REQUEST_BYTES
+                    and not (wait and batch.over.done())):
                 return batch
         batch = _Batch(asyncio.get_running_loop())
-        self._queue.append(batch)
+        self._waiting.append(batch)
         return batch
 
-    async def _send_all(self) -> None:
-        try:
-            while self._queue:
-                batch = self._queue[0]
-                await self._send(batch)
-                self._queue.popleft()
-                self._messages -= len(batch.events)
-                self._bytes -= batch.size
-        except asyncio.CancelledError:
-            self._abandon()
-            raise
-        finally:
-            self._sender = None
+    def _send_next(self) -> None:
+        """Start a Publish call for each waiting batch while fewer than ``max_in_flight`` are running.
+
+        The call starts on the loop's next turn: clicks handled before then
+        still join its batch.
+        """
+        loop = asyncio.get_running_loop()
+        while self._waiting and len(self._senders) < self.max_in_flight and not self._closing:
+            batch = self._waiting.popleft()
+            self._in_flight.add(batch)
+            # A context of its own: what it logs belongs to no one click's request.
+            sender = loop.create_task(self._send(batch), context=contextvars.Context())
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
 
     async def _send(self, batch: _Batch) -> None:
         batch.sent = True
@@ -234,40 +242,48 @@ class GroupPublisher:
         try:
             response = await self.client.publish(
                 request=PublishRequest.wrap(request), retry=self.retry, timeout=self.deadline_seconds)
+        except asyncio.CancelledError:
+            batch.error = ShutDown("the instance stopped during the Publish call")
+            self._log_detached(batch, UNKNOWN, batch.error)
+            raise
         except Exception as exc:  # noqa: BLE001 - every failure is logged, event by event
             batch.error = exc
-            outcome = outcome_of(exc)
-            for event in batch.detached:
-                log_unpublished(event, self.topic, outcome, exc)
+            self._log_detached(batch, outcome_of(exc), exc)
         else:
             batch.message_ids = response.message_ids
             self.unconfirmed_in_a_row = 0
+        finally:
+            self._in_flight.discard(batch)
+            self._settle(batch)
+        self._send_next()
+
+    def _settle(self, batch: _Batch) -> None:
+        self._messages -= len(batch.events)
+        self._bytes -= batch.size
         if batch.timer is not None:
             batch.timer.cancel()
         batch.end_wait()
 
+    def _log_detached(self, batch: _Batch, outcome: Outcome, error: BaseException) -> None:
+        """Log the events no click waits on; waiting clicks log their own."""
+        for event in batch.detached:
+            log_unpublished(event, self.topic, outcome, error)
+
     async def aclose(self) -> None:
         """At shutdown: queued events get one more wait to go out, then what is left is logged.
 
-        Never hangs: a stalled Publish call is cancelled after ``wait_seconds``.
+        Never hangs: Publish calls still running after ``wait_seconds`` are cancelled.
         """
-        sender = self._sender
-        if sender is None:
-            return
-        await asyncio.wait({sender}, timeout=self.wait_seconds)
-        if not sender.done():
+        deadline = asyncio.get_running_loop().time() + self.wait_seconds
+        while self._senders and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.wait(set(self._senders), timeout=left)
+        self._closing = True
+        for sender in list(self._senders):
             sender.cancel()
             with suppress(asyncio.CancelledError):
                 await sender
-
-    def _abandon(self) -> None:
-        """On shutdown: log every event no click will log, as far as it got."""
-        for batch in self._queue:
-            outcome: Outcome = UNKNOWN if batch.sent else FAILED
-            for event in batch.detached:
-                log_unpublished(event, self.topic, outcome, ShutDown("the instance stopped first"))
-            if batch.timer is not None:
-                batch.timer.cancel()
-            batch.end_wait()
-        self._queue.clear()
-        self._messages = self._bytes = 0
+        while self._waiting:
+            batch = self._waiting.popleft()
+            batch.error = NotSent("the instance stopped before the Publish call")
+            self._log_detached(batch, FAILED, batch.error)
+            self._settle(batch)

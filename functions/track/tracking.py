@@ -118,6 +118,7 @@ def build_tracker(settings: Settings) -> Tracker:
         wait_seconds=settings.publish_wait_seconds,
         deadline_seconds=settings.publish_deadline_seconds,
         batch_max_messages=settings.publish_batch_max_messages,
+        max_in_flight=settings.publish_max_in_flight,
         buffer_max_messages=settings.publish_buffer_max_messages,
         buffer_max_bytes=settings.publish_buffer_max_bytes,
     )

@@ -41,6 +41,10 @@ def campaign(store: CampaignStore) -> Any:
 @pytest.fixture
 def track(db: Any, pubsub_names: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Track]:
     monkeypatch.setenv("FALLBACK_URL", FALLBACK)
+    # These tests read what was published right after the clicks: on a busy
+    # machine a publish may take longer than the 1 s a click waits by default
+    # (tests/functions/test_track_faults.py is where the wait itself is tested).
+    monkeypatch.setenv("PUBLISH_WAIT_SECONDS", "10")
     with serve_track() as track:
         yield track
 
