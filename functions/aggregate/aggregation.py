@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
-from upkeep import DeletionSweeper, RefreshResult, SweepResult, TotalsRefresher, advance_as_of
+from upkeep import DeletionSweeper, RefreshResult, SweepResult, TargetsBackfill, TotalsRefresher, advance_as_of
 
 from shared.config import AGGREGATE_MODE, ConfigError, Settings
 from shared.counting import ClickFolder, Delivery, FoldResult
@@ -145,6 +145,8 @@ class RunReport:
     """The backlog was emptied without a failed commit (always so when this run does not drain)."""
     refresh: RefreshResult
     sweep: SweepResult
+    backfilled: int
+    """Campaigns given their ``targets`` map by this run."""
     as_of: datetime | None
     """``aggregator/state.as_of`` after this run; it moved to ``started`` if the run was complete."""
 
@@ -154,6 +156,7 @@ class RunReport:
             "poison": self.result.poison, "failed": len(self.result.failed),
             "totals_refreshed": self.refresh.campaigns, "totals_complete": self.refresh.complete,
             "deleted_documents": self.sweep.deleted, "deletions_done": len(self.sweep.campaigns),
+            "targets_backfilled": self.backfilled,
             "as_of": rfc3339(self.as_of) if self.as_of else None,
         }
 
@@ -165,6 +168,7 @@ class ScheduledRun:
     drainer: Drainer | None
     refresher: TotalsRefresher
     sweeper: DeletionSweeper
+    backfill: TargetsBackfill
 
     def run(self) -> RunReport:
         started = datetime.now(timezone.utc)
@@ -174,7 +178,7 @@ class ScheduledRun:
         refresh = self.refresher.refresh()
         db = self.refresher.db
         as_of = advance_as_of(db, started) if drained and refresh.complete else read_as_of(db)
-        return RunReport(started, result, pulled, drained, refresh, self.sweeper.sweep(), as_of)
+        return RunReport(started, result, pulled, drained, refresh, self.sweeper.sweep(), self.backfill.run(), as_of)
 
 
 def build_folder(settings: Settings) -> ClickFolder:
@@ -206,4 +210,5 @@ def build_scheduled_run(settings: Settings, folder: ClickFolder) -> ScheduledRun
         TotalsRefresher(db, settings.counter_shards, settings.totals_max_seconds),
         DeletionSweeper(db, timedelta(seconds=settings.delete_grace_seconds),
                         settings.delete_max_documents),
+        TargetsBackfill(db),
     )

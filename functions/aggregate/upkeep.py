@@ -30,6 +30,9 @@ halfway is finished by the next, and a second run finds nothing to do. Only
 tombstones older than a grace period are swept: a fold that checked the
 campaign just before the delete commits well within it, and its counters are
 swept with the rest.
+
+**Backfill.** Campaigns written before the ``targets`` map existed get it from
+:class:`TargetsBackfill`, a page per run, so the admin's platform filter finds them.
 """
 
 from __future__ import annotations
@@ -49,14 +52,17 @@ from shared.models import Counters
 from shared.platforms import COUNTER_FIELDS
 from shared.store import (
     AS_OF,
+    CAMPAIGNS,
     DELETIONS,
     DIRTY,
+    TARGETS,
     TOTALS,
     campaign_ref,
     data_of,
     shard_ref,
     state_ref,
     sum_shards,
+    targets_of,
 )
 
 log = get_logger("upkeep")
@@ -66,6 +72,8 @@ _READ_BATCH_DOCUMENTS = 300  # documents per consistent read: campaigns and thei
 _WRITE_BATCH = 500  # Firestore's limit for one batched write
 _PRECONDITION_RETRIES = 3
 _TOMBSTONES_PER_QUERY = 20
+_BACKFILL_PAGE = 400  # with one write each, within a batch's 500
+_BACKFILL = "targets_backfill"
 _NAME = "__name__"
 
 
@@ -270,3 +278,41 @@ class DeletionSweeper:
             batch.delete(ref)
         batch.commit()
         result.deleted += len(refs)
+
+
+class TargetsBackfill:
+    """Gives campaigns written before ``targets`` existed their map, one page per run, once.
+
+    The admin's platform filter queries ``targets``; a campaign without it would
+    never match. Walks every campaign by name, its progress kept in
+    ``aggregator/state``; once through, it costs one read per run.
+    """
+
+    def __init__(self, db: firestore.Client, page_size: int = _BACKFILL_PAGE) -> None:
+        self.db = db
+        self.page_size = page_size
+
+    def run(self) -> int:
+        """Campaigns given ``targets`` in this run."""
+        progress = data_of(state_ref(self.db).get()).get(_BACKFILL) or {}
+        if progress.get("done"):
+            return 0
+        query = self.db.collection(CAMPAIGNS).order_by(_NAME).limit(self.page_size)
+        if progress.get("after"):
+            query = query.start_after({_NAME: self.db.collection(CAMPAIGNS).document(progress["after"])})
+        campaigns = list(query.stream())
+        batch, missing = self.db.batch(), 0
+        for campaign in campaigns:
+            data = data_of(campaign)
+            if TARGETS not in data:
+                option = self.db.write_option(last_update_time=campaign.update_time)
+                batch.update(campaign.reference, {TARGETS: targets_of(data.get("platforms", ()))}, option=option)
+                missing += 1
+        if missing:
+            try:
+                batch.commit()
+            except (gexc.FailedPrecondition, gexc.NotFound):
+                return 0  # one was edited or deleted meanwhile: this page again next run
+        done = len(campaigns) < self.page_size
+        state_ref(self.db).set({_BACKFILL: {"done": True} if done else {"after": campaigns[-1].id}}, merge=True)
+        return missing

@@ -334,3 +334,20 @@ def test_an_id_awaiting_cleanup_is_never_given_to_a_new_campaign(
     monkeypatch.setattr(store_module, "draw_campaign_id", lambda: next(draws))
     assert store.create({"redirect_url": "https://e.com/", "platforms": ["Android"]}).id == deleted + 1
     assert not campaign_ref(db, deleted).get().exists
+
+
+def test_campaigns_written_before_the_targets_map_are_backfilled_for_the_filter(
+    db: Any, store: CampaignStore, event_mode: None
+) -> None:
+    old = []
+    for i, platforms in enumerate([["Android"], ["Android", "IPhone"], ["IPhone"]]):
+        old.append(10_000 + i)
+        now = datetime.now(timezone.utc)
+        campaign_ref(db, old[-1]).set({"redirect_url": "https://e.com/", "platforms": platforms,
+                                       "platform_urls": {}, "created_at": now, "updated_at": now})
+    new = new_campaign(store, ["Android"])
+    assert [c.id for c in store.list_page(["Android"], None, None).campaigns] == [new]
+    assert scheduled_run()["targets_backfilled"] == 3
+    assert [c.id for c in store.list_page(["Android"], None, None).campaigns] == [new, old[1], old[0]]
+    assert [c.id for c in store.list_page(["IPhone"], None, None).campaigns] == [old[2], old[1]]
+    assert scheduled_run()["targets_backfilled"] == 0  # done once
