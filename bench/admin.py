@@ -5,9 +5,9 @@
 Starts its own emulators (or reuses the pair named by ``FIRESTORE_EMULATOR_HOST``
 and ``PUBSUB_EMULATOR_HOST``, wiping Firestore), writes the campaigns straight
 to Firestore in batches (as ``CampaignStore.create`` shapes them), gives some of
-them counter shards, totals and 30 days of hourly buckets on every shard (a
-campaign clicked all day long), and then times the store's reads as the admin
-API makes them. Reads are counted at the Firestore client's transport
+them counter shards, totals and 31 days of hourly counts as the scheduled
+refresh leaves them (a campaign clicked every hour), and then times the store's
+reads as the admin API makes them. Reads are counted at the Firestore client's transport
 (bench/reads.py); latency is against the local emulator, so it shows the
 shape of the cost, not production figures. It prints figures, not a verdict.
 """
@@ -37,10 +37,11 @@ from shared import config  # noqa: E402
 from shared.models import zero_counters  # noqa: E402
 from shared.platforms import COUNTER_FIELDS, PLATFORMS  # noqa: E402
 from shared.store import (  # noqa: E402
+    DAY_HOURS,
     TOTALS,
     CampaignStore,
     campaign_ref,
-    hourly_ref,
+    day_ref,
     new_campaign_document,
     shard_ref,
     state_ref,
@@ -91,25 +92,26 @@ def seed(db: firestore.Client, count: int, clicked: int, now: datetime) -> list[
                       "platforms": PLATFORM_SETS[i % len(PLATFORM_SETS)]}
             document = new_campaign_document(values, now - timedelta(milliseconds=i))
             if i < clicked:
-                document[TOTALS] = {name: 16 * 24 * STATS_DAYS for name in COUNTER_FIELDS}
+                document[TOTALS] = {name: SHARDS * 24 * (STATS_DAYS + 1) for name in COUNTER_FIELDS}
             yield campaign_ref(db, campaign_id), document
 
     def counters() -> Iterator[tuple[firestore.DocumentReference, dict[str, Any]]]:
-        first_hour = (now - timedelta(days=STATS_DAYS)).replace(minute=0, second=0, microsecond=0)
+        # The hourly bucket shards are left out: no admin read touches them, only the refresh.
+        first_day = (now - timedelta(days=STATS_DAYS)).replace(hour=0, minute=0, second=0, microsecond=0)
+        hour = dict.fromkeys(COUNTER_FIELDS, SHARDS)
         for campaign_id in ids[:clicked]:
             for shard in range(SHARDS):
-                yield shard_ref(db, campaign_id, shard), dict.fromkeys(COUNTER_FIELDS, 24 * STATS_DAYS)
-                for h in range(24 * STATS_DAYS + 1):
-                    hour = first_hour + timedelta(hours=h)
-                    yield hourly_ref(db, campaign_id, hour, shard), {"hour": hour, "shard": shard,
-                                                                     **dict.fromkeys(COUNTER_FIELDS, 1)}
+                yield shard_ref(db, campaign_id, shard), dict.fromkeys(COUNTER_FIELDS, 24 * (STATS_DAYS + 1))
+            for d in range(STATS_DAYS + 1):
+                day = first_day + timedelta(days=d)
+                yield day_ref(db, campaign_id, day), {"day": day, DAY_HOURS: {f"h{h:02}": hour for h in range(24)}}
 
     started = time.monotonic()
     written = write_all(db, campaigns())
     written += write_all(db, counters())
     state_ref(db).set({"as_of": now})
-    print(f"seeded: {count} campaigns, {clicked} of them with {SHARDS} counter shards and "
-          f"{STATS_DAYS} days of hourly buckets on every shard; {written} documents in "
+    print(f"seeded: {count} campaigns, {clicked} of them with {SHARDS} counter shards, totals and "
+          f"{STATS_DAYS + 1} days of hourly counts (every hour clicked); {written} documents in "
           f"{time.monotonic() - started:.1f} s", flush=True)
     return ids
 
@@ -143,7 +145,7 @@ def measure(name: str, call: Callable[[], Any], counter: ReadCounter, repeat: in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.admin", description=__doc__.split("\n\n")[0])
     parser.add_argument("--campaigns", type=int, default=10_000)
-    parser.add_argument("--clicked", type=int, default=3, help="campaigns given counters and 30 days of buckets")
+    parser.add_argument("--clicked", type=int, default=50, help="campaigns given counters and 31 days of counts")
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args(argv)
     with firestore_emulator() as project:
@@ -152,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         ids = seed(db, args.campaigns, args.clicked, now)
         store = CampaignStore(db, SHARDS)
         counter = ReadCounter(db)
-        deep = store.list_page([], 100, None)
-        for _ in range(min(49, args.campaigns // 100 - 1)):
-            deep = store.list_page([], 100, deep.next_cursor) if deep.next_cursor else deep
+        deep, pages = store.list_page([], 100, None), 1
+        while pages < 50 and deep.next_cursor and (pages + 1) * 100 < args.campaigns:
+            deep, pages = store.list_page([], 100, deep.next_cursor), pages + 1
         wanted = ["Android", "IPhone"]
         hot = ids[0]
         start = (now - timedelta(days=STATS_DAYS)).replace(minute=0, second=0, microsecond=0)
@@ -165,13 +167,13 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"calls ({args.campaigns} campaigns, {SHARDS} counter shards, Firestore emulator):", flush=True)
         page, _ = measure("page of 100, newest", lambda: store.list_page([], 100, None), counter, args.repeat)
-        measure("page of 100, 50 pages in (cursor)", lambda: store.list_page([], 100, deep.next_cursor),
+        measure(f"page of 100, {pages} pages in (cursor)", lambda: store.list_page([], 100, deep.next_cursor),
                 counter, args.repeat)
         filtered, _ = measure("page of 100, platforms=Android,IPhone",
                               lambda: store.list_page(wanted, 100, None), counter, args.repeat)
         one, _ = measure("one campaign", lambda: store.get(hot), counter, args.repeat)
         stats_reads, _ = measure(f"{STATS_DAYS}-day stats, hourly buckets -> days", stats, counter, args.repeat)
-        measure(f"one campaign from its {SHARDS} shards (before)", lambda: store.counters([hot]), counter,
+        measure(f"its {SHARDS} counter shards (how one campaign read before)", lambda: store.counters([hot]), counter,
                 args.repeat)
         every, _ = measure("every campaign (no limit)", lambda: store.list_page([], None, None), counter,
                            max(2, args.repeat // 10))
