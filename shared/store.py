@@ -65,15 +65,15 @@ def campaign_ref(db: firestore.Client, campaign_id: int) -> firestore.DocumentRe
 
 
 def shard_ref(db: firestore.Client, campaign_id: int, shard: int) -> firestore.DocumentReference:
-    return campaign_ref(db, campaign_id).collection(COUNTER_SHARDS).document(str(shard))
+    return db.document(CAMPAIGNS, str(campaign_id), COUNTER_SHARDS, str(shard))
 
 
 def hourly_ref(db: firestore.Client, campaign_id: int, hour: datetime, shard: int) -> firestore.DocumentReference:
-    return campaign_ref(db, campaign_id).collection(HOURLY).document(f"{hour:%Y%m%d%H}-{shard}")
+    return db.document(CAMPAIGNS, str(campaign_id), HOURLY, f"{hour:%Y%m%d%H}-{shard}")
 
 
 def day_ref(db: firestore.Client, campaign_id: int, day: datetime) -> firestore.DocumentReference:
-    return campaign_ref(db, campaign_id).collection(DAYS).document(f"{day:%Y%m%d}")
+    return db.document(CAMPAIGNS, str(campaign_id), DAYS, f"{day:%Y%m%d}")
 
 
 def hour_key(hour: datetime) -> str:
@@ -115,7 +115,7 @@ def _platform_set(platforms: tuple[str, ...]) -> frozenset[str]:
 _NO_PLATFORM_URLS: Mapping[str, str] = MappingProxyType({})
 
 
-def data_of(snapshot: firestore.DocumentSnapshot) -> dict[str, Any]:
+def data_of(snapshot: firestore.DocumentSnapshot[Any]) -> dict[str, Any]:
     """The fields of a snapshot known to exist (``to_dict`` is typed for missing ones too)."""
     return snapshot.to_dict() or {}
 
@@ -222,12 +222,11 @@ class CampaignStore:
         Firestore (equality on ``targets.<Platform>``, one composite index per
         platform, merged by Firestore for several).
         """
-        query = self.db.collection(CAMPAIGNS)
-        for platform in dict.fromkeys(platforms):
-            query = query.where(filter=firestore.FieldFilter(f"{TARGETS}.{platform}", "==", True))
-        query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+        query = self.db.collection(CAMPAIGNS).order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
             _NAME, direction=firestore.Query.DESCENDING
         )
+        for platform in dict.fromkeys(platforms):
+            query = query.where(filter=firestore.FieldFilter(f"{TARGETS}.{platform}", "==", True))
         if cursor is not None:
             created_at, after_id = decode_cursor(cursor)
             query = query.start_after({"created_at": created_at, _NAME: campaign_ref(self.db, after_id)})
@@ -323,7 +322,9 @@ class CampaignStore:
         )
 
 
-def sum_shards(snapshots: Iterable[firestore.DocumentSnapshot], campaign_ids: Iterable[int]) -> dict[int, Counters]:
+def sum_shards(
+    snapshots: Iterable[firestore.DocumentSnapshot[Any]], campaign_ids: Iterable[int]
+) -> dict[int, Counters]:
     """Each campaign's counter shards among ``snapshots`` summed (missing shards count zero)."""
     totals = {campaign_id: zero_counters() for campaign_id in campaign_ids}
     for snapshot in snapshots:
@@ -336,6 +337,6 @@ def read_as_of(db: firestore.Client) -> datetime | None:
     return _as_of(state_ref(db).get())
 
 
-def _as_of(snapshot: firestore.DocumentSnapshot) -> datetime | None:
+def _as_of(snapshot: firestore.DocumentSnapshot[Any]) -> datetime | None:
     value = data_of(snapshot).get(AS_OF) if snapshot.exists else None
     return datetime.fromtimestamp(value.timestamp(), timezone.utc) if value is not None else None

@@ -228,7 +228,8 @@ class TotalsRefresher:
         def read(transaction: firestore.Transaction) -> list[Any]:
             return list(self.db.get_all(refs, transaction=transaction))
 
-        return read(self.db.transaction(read_only=True))
+        snapshots: list[Any] = read(self.db.transaction(read_only=True))
+        return snapshots
 
     def _drop_markers(self, markers: Sequence[Any], *, checked: bool) -> None:
         """Delete markers; ``checked``: only those unchanged since read, one by one if need be."""
@@ -300,7 +301,7 @@ def advance_as_of(db: firestore.Client, moment: datetime) -> datetime:
         except (gexc.FailedPrecondition, gexc.AlreadyExists):
             continue  # another run moved it meanwhile; read again
         return moment
-    raise gexc.Aborted("as_of kept changing under this run")
+    raise RuntimeError("as_of kept changing under this run")
 
 
 @dataclass
