@@ -222,6 +222,8 @@ class CampaignStore:
         Firestore (equality on ``targets.<Platform>``, one composite index per
         platform, merged by Firestore for several).
         """
+        if limit is not None and limit < 1:
+            raise BadRequest("limit must be at least 1")
         query = self.db.collection(CAMPAIGNS).order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
             _NAME, direction=firestore.Query.DESCENDING
         )
