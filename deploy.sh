@@ -69,6 +69,7 @@ Environment:
   AGGREGATE_MAX_SECONDS, COUNTER_SHARDS, DEDUP_RETENTION_DAYS, MAX_BODY_BYTES,
   LOGIN_MAX_FAILURES, LOGIN_WINDOW_SECONDS
                        passed on to the functions that read them, when set
+  K_SERVICE            never passed: Cloud Run sets it on every function
 EOF
 }
 

@@ -172,7 +172,8 @@ class Settings:
     # Its presence means requests come through Google's front end, which
     # names the client in X-Forwarded-For.
     k_service: str | None = setting(
-        K_SERVICE, None, "Set by Cloud Run to the service name; never set it by hand.",
+        K_SERVICE, None, "Set by Cloud Run to the service name (so not passed by deploy.sh); the admin's "
+        "login limiter then names the client by X-Forwarded-For.",
         used_by=("admin",),
     )
 
