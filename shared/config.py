@@ -28,6 +28,7 @@ AGGREGATE_MAX_SECONDS = "AGGREGATE_MAX_SECONDS"
 COUNTER_SHARDS = "COUNTER_SHARDS"
 DEDUP_RETENTION_DAYS = "DEDUP_RETENTION_DAYS"
 MAX_BODY_BYTES = "MAX_BODY_BYTES"
+TRACK_BASE_URL = "TRACK_BASE_URL"
 
 
 class ConfigError(RuntimeError):
@@ -65,6 +66,10 @@ class Settings:
     # always finds its dedup record.
     dedup_retention_days: float = 8.0
     max_body_bytes: int = 16 * 1024
+    # Where the admin's tracking links point: "<this>/<id>?platform=<P>". Unset, they use the
+    # admin request's own origin + "/track", right for ./run.sh's one port; deploy.sh sets the
+    # track function's URL.
+    track_base_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

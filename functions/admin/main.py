@@ -1,18 +1,22 @@
-"""Admin function: campaign CRUD under ``/admin/campaigns``, behind HTTP basic auth."""
+"""Admin function: campaigns, their stats and the dashboard under ``/admin``, behind HTTP basic auth."""
 
 import flask
 import functions_framework
 from campaigns_api import build_api
+from werkzeug.exceptions import HTTPException
 
 from shared import config
-from shared.clients import Lazy
-from shared.http import json_errors
+from shared.http import framework_error_response, json_errors
 
 settings = config.load(config.AUTH_PASSWORD)  # never run open
-api = Lazy(lambda: build_api(settings))
+api = build_api(settings)
+
+# Flask answers a few requests before the function runs (a path its router cannot match, such
+# as one holding a newline): those answer the same JSON errors as the function's own.
+functions_framework.errorhandler(HTTPException)(framework_error_response)
 
 
 @functions_framework.http
 @json_errors
 def admin(request: flask.Request) -> flask.Response:
-    return api.get().handle(request)
+    return api.handle(request)
