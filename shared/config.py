@@ -25,6 +25,10 @@ PUBLISH_TIMEOUT_SECONDS = "PUBLISH_TIMEOUT_SECONDS"
 PUBLISH_MAX_LATENCY_SECONDS = "PUBLISH_MAX_LATENCY_SECONDS"
 AGGREGATE_BATCH_SIZE = "AGGREGATE_BATCH_SIZE"
 AGGREGATE_MAX_SECONDS = "AGGREGATE_MAX_SECONDS"
+AGGREGATE_MODE = "AGGREGATE_MODE"
+TOTALS_MAX_SECONDS = "TOTALS_MAX_SECONDS"
+DELETE_GRACE_SECONDS = "DELETE_GRACE_SECONDS"
+DELETE_MAX_DOCUMENTS = "DELETE_MAX_DOCUMENTS"
 COUNTER_SHARDS = "COUNTER_SHARDS"
 DEDUP_RETENTION_DAYS = "DEDUP_RETENTION_DAYS"
 MAX_BODY_BYTES = "MAX_BODY_BYTES"
@@ -58,6 +62,16 @@ class Settings:
     publish_max_latency_seconds: float = 0.01
     aggregate_batch_size: int = 1000
     aggregate_max_seconds: float = 50.0
+    # scheduled, event or both, as deploy.sh deploys them: in event mode the
+    # scheduled run only refreshes totals and sweeps deletions, it does not drain.
+    aggregate_mode: str = "scheduled"
+    # Time a scheduled run spends, after draining, copying counter shards into the totals readers see.
+    totals_max_seconds: float = 30.0
+    # A deleted campaign's counters are swept this long after the delete: longer
+    # than any fold that checked the campaign just before it takes to commit.
+    delete_grace_seconds: float = 600.0
+    # Documents one scheduled run deletes at most while sweeping deleted campaigns.
+    delete_max_documents: int = 2000
     # Two drains folding 1,200 clicks/s of one campaign committed to it about
     # ten times a second; over 16 shards that is 0.6 writes per second per
     # counter document (python -m bench.soak). Only ever raise it.

@@ -162,8 +162,8 @@ def test_hourly_buckets_follow_the_click_time_and_sum_to_the_totals(
     hours = [T0, T0 + timedelta(minutes=40), T0 + timedelta(hours=1), T0 + timedelta(hours=5, minutes=59)]
     events = [click(campaign_id, "Android", at) for at in hours] + [click(campaign_id, "IPhone", hours[2])]
     folder.fold([Delivery(e.click_id, e.encode()) for e in events])
-    series = store.hourly(campaign_id)
     base = T0.replace(minute=0)
+    series = store.hourly(campaign_id, base, base + timedelta(hours=7))
     assert {h: c["click_count"] for h, c in series.items()} == {
         base: 2, base + timedelta(hours=1): 2, base + timedelta(hours=6): 1}
     assert series[base + timedelta(hours=1)]["iphone_click_count"] == 1

@@ -1,0 +1,318 @@
+"""What the scheduled aggregate run does besides draining: shown totals, ``as_of``, deferred deletes.
+
+**Totals.** Readers see ``campaigns/{id}.totals``, not the counter shards. Every
+commit that changes a shard also marks it, in the same batch, as
+``dirty/{id}-{k}`` (:mod:`shared.counting`). :class:`TotalsRefresher` walks the
+markers once, and for their campaigns reads the campaign document and all its
+shards in one read-only transaction (one consistent snapshot), then writes the
+summed totals into the campaign document
+
+* only if they differ from, and dominate, the stored ones (shards only grow, so
+  a consistent sum never goes down: a smaller one means something is wrong);
+* with the snapshot's update time as precondition, so two runs racing cannot
+  write an older sum over a newer one, and a deleted campaign is never recreated;
+* once per campaign per run, so the campaign document takes about one write per
+  run, whatever the click rate.
+
+A marker is then deleted only if unchanged since it was read (its update-time
+precondition; every marking increments it): a commit after the snapshot leaves
+its marker for the next run. So every commit is either in the totals or marked.
+
+**as_of.** When a run has emptied the backlog (or, in ``event`` mode, does not
+drain) and then refreshed every marked campaign, every click folded before the
+run began is in the totals: the run's start becomes ``aggregator/state.as_of``
+(it only ever moves forward).
+
+**Deletes.** The admin's delete leaves a tombstone ``deletions/{id}``;
+:class:`DeletionSweeper` removes the campaign's subcollections and markers a
+bounded number of documents per run, tombstone last, so a run that stops
+halfway is finished by the next, and a second run finds nothing to do. Only
+tombstones older than a grace period are swept: a fold that checked the
+campaign just before the delete commits well within it, and its counters are
+swept with the rest.
+
+**Backfill.** Campaigns written before the ``targets`` map existed get it from
+:class:`TargetsBackfill`, a page per run, so the admin's platform filter finds them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from shared.logs import get_logger
+from shared.models import Counters
+from shared.platforms import COUNTER_FIELDS
+from shared.store import (
+    AS_OF,
+    CAMPAIGNS,
+    DELETIONS,
+    DIRTY,
+    TARGETS,
+    TOTALS,
+    campaign_ref,
+    data_of,
+    shard_ref,
+    state_ref,
+    sum_shards,
+    targets_of,
+)
+
+log = get_logger("upkeep")
+
+_MARKER_PAGE = 300
+_READ_BATCH_DOCUMENTS = 300  # documents per consistent read: campaigns and their shards
+_WRITE_BATCH = 500  # Firestore's limit for one batched write
+_PRECONDITION_RETRIES = 3
+_TOMBSTONES_PER_QUERY = 20
+_BACKFILL_PAGE = 400  # with one write each, within a batch's 500
+_BACKFILL = "targets_backfill"
+_NAME = "__name__"
+
+
+@dataclass
+class RefreshResult:
+    campaigns: int = 0
+    """Campaigns whose totals were written."""
+    markers: int = 0
+    """Markers processed."""
+    complete: bool = False
+    """Every marker present when the pass began was processed."""
+
+
+class TotalsRefresher:
+    def __init__(self, db: firestore.Client, counter_shards: int, max_seconds: float) -> None:
+        self.db = db
+        self.counter_shards = counter_shards
+        self.max_seconds = max_seconds
+
+    def refresh(self) -> RefreshResult:
+        """One pass over the markers in name order, within the time budget."""
+        result = RefreshResult()
+        deadline = time.monotonic() + self.max_seconds
+        page_size = max(_MARKER_PAGE, 2 * self.counter_shards)
+        after: firestore.DocumentReference | None = None
+        all_done = True
+        while time.monotonic() < deadline:
+            query = self.db.collection(DIRTY).order_by(_NAME).limit(page_size)
+            if after is not None:
+                query = query.start_after({_NAME: after})
+            markers = list(query.stream())
+            groups = _by_campaign(markers)
+            last_page = len(markers) < page_size
+            if not last_page and len(groups) > 1:
+                # The last campaign's markers may go on in the next page: take them all there,
+                # so that a campaign is refreshed once per run.
+                groups.popitem()
+            if groups:
+                after = next(reversed(groups.values()))[-1].reference
+            result.markers += sum(len(group) for group in groups.values())
+            all_done &= self._refresh(groups, result)
+            if last_page:
+                result.complete = all_done
+                return result
+        log.warning("totals refresh ran out of time; the next run goes on", extra={"markers": result.markers})
+        return result
+
+    def _refresh(self, groups: dict[int, list[Any]], result: RefreshResult) -> bool:
+        """Refresh these campaigns' totals and drop their markers; False if one was left stale."""
+        ids = list(groups)
+        per_read = max(1, _READ_BATCH_DOCUMENTS // (self.counter_shards + 1))
+        done = True
+        for start in range(0, len(ids), per_read):
+            pending = ids[start:start + per_read]
+            for _ in range(_PRECONDITION_RETRIES):
+                pending, written = self._refresh_once(pending, groups, result)
+                done &= written
+                if not pending:
+                    break
+            if pending:
+                log.warning("totals left stale after repeated concurrent changes", extra={"campaign_ids": pending})
+                done = False
+        return done
+
+    def _refresh_once(
+        self, ids: list[int], groups: dict[int, list[Any]], result: RefreshResult
+    ) -> tuple[list[int], bool]:
+        """One consistent read and the writes it allows: the campaigns to read again, and
+        False if a campaign's totals could not be written at all."""
+        campaigns = [campaign_ref(self.db, i) for i in ids]
+        shards = [shard_ref(self.db, i, k) for i in ids for k in range(self.counter_shards)]
+        snapshots = self._read_consistently(campaigns + shards)
+        by_path = {s.reference.path: s for s in snapshots}
+        sums = sum_shards((by_path[ref.path] for ref in shards), ids)
+        retry, written = [], True
+        for campaign_id, ref in zip(ids, campaigns, strict=True):
+            snapshot = by_path[ref.path]
+            if not snapshot.exists:
+                self._drop_markers(groups[campaign_id], checked=False)  # deleted: nothing to refresh
+                continue
+            stored = _counters(data_of(snapshot).get(TOTALS) or {})
+            fresh = sums[campaign_id]
+            if any(fresh[name] < stored[name] for name in COUNTER_FIELDS):
+                log.error("counter shards sum below the shown totals; not written (was COUNTER_SHARDS lowered?)",
+                          extra={"campaign_id": campaign_id, "shards": fresh, "totals": stored})
+                written = False  # markers kept: the pass is not complete
+                continue
+            if fresh != stored:
+                try:
+                    ref.update({TOTALS: fresh}, option=self.db.write_option(last_update_time=snapshot.update_time))
+                except gexc.FailedPrecondition:
+                    retry.append(campaign_id)  # edited, refreshed by another run, or deleted meanwhile
+                    continue
+                result.campaigns += 1
+            self._drop_markers(groups[campaign_id], checked=True)
+        return retry, written
+
+    def _read_consistently(self, refs: list[firestore.DocumentReference]) -> list[Any]:
+        @firestore.transactional
+        def read(transaction: firestore.Transaction) -> list[Any]:
+            return list(self.db.get_all(refs, transaction=transaction))
+
+        return read(self.db.transaction(read_only=True))
+
+    def _drop_markers(self, markers: Sequence[Any], *, checked: bool) -> None:
+        """Delete markers; ``checked``: only those unchanged since read, one by one if need be."""
+        batch = self.db.batch()
+        for marker in markers:
+            option = self.db.write_option(last_update_time=marker.update_time) if checked else None
+            batch.delete(marker.reference, option=option)
+        try:
+            batch.commit()
+        except gexc.FailedPrecondition:
+            for marker in markers:  # some were marked again: keep those for the next run
+                with contextlib.suppress(gexc.FailedPrecondition):
+                    marker.reference.delete(option=self.db.write_option(last_update_time=marker.update_time))
+
+
+def _by_campaign(markers: list[Any]) -> dict[int, list[Any]]:
+    groups: dict[int, list[Any]] = {}
+    for marker in markers:
+        groups.setdefault(int(marker.id.partition("-")[0]), []).append(marker)
+    return groups
+
+
+def _counters(values: dict[str, Any]) -> Counters:
+    return {name: int(values.get(name, 0)) for name in COUNTER_FIELDS}
+
+
+def advance_as_of(db: firestore.Client, moment: datetime) -> datetime:
+    """Set ``aggregator/state.as_of`` to ``moment`` unless it is already later; returns what is stored."""
+    ref = state_ref(db)
+    for _ in range(_PRECONDITION_RETRIES):
+        snapshot = ref.get()
+        stored = data_of(snapshot).get(AS_OF) if snapshot.exists else None
+        if stored is not None and stored >= moment:
+            return datetime.fromtimestamp(stored.timestamp(), timezone.utc)
+        try:
+            if snapshot.exists:
+                ref.update({AS_OF: moment}, option=db.write_option(last_update_time=snapshot.update_time))
+            else:
+                ref.create({AS_OF: moment})
+        except (gexc.FailedPrecondition, gexc.AlreadyExists):
+            continue  # another run moved it meanwhile; read again
+        return moment
+    raise gexc.Aborted("as_of kept changing under this run")
+
+
+@dataclass
+class SweepResult:
+    deleted: int = 0
+    """Documents deleted: counter shards, hourly buckets, markers and tombstones."""
+    campaigns: list[int] = field(default_factory=list)
+    """Campaigns whose cleanup finished (tombstone removed)."""
+
+
+class DeletionSweeper:
+    def __init__(self, db: firestore.Client, grace: timedelta, max_documents: int) -> None:
+        self.db = db
+        self.grace = grace
+        self.max_documents = max_documents
+
+    def sweep(self) -> SweepResult:
+        """Clean up after deleted campaigns, oldest first, deleting at most ``max_documents``."""
+        result = SweepResult()
+        cutoff = datetime.now(timezone.utc) - self.grace
+        query = (self.db.collection(DELETIONS)
+                 .where(filter=firestore.FieldFilter("deleted_at", "<=", cutoff))
+                 .order_by("deleted_at").limit(_TOMBSTONES_PER_QUERY))
+        while True:
+            tombstones = list(query.stream())
+            for tombstone in tombstones:
+                if not self._sweep_campaign(int(tombstone.id), tombstone.reference, result):
+                    return result  # budget spent
+            if len(tombstones) < _TOMBSTONES_PER_QUERY:
+                return result
+
+    def _sweep_campaign(self, campaign_id: int, tombstone: firestore.DocumentReference, result: SweepResult) -> bool:
+        """Delete what is left of one campaign; False if the budget ran out first."""
+        dirty = self.db.collection(DIRTY)
+        # Marker names are "<id>-<shard>": the range of names from "<id>-" up to "<id>." ('.' follows '-').
+        markers = dirty.where(filter=firestore.FieldFilter(_NAME, ">=", dirty.document(f"{campaign_id}-"))).where(
+            filter=firestore.FieldFilter(_NAME, "<", dirty.document(f"{campaign_id}.")))
+        for query in [*campaign_ref(self.db, campaign_id).collections(), markers]:
+            while True:
+                budget = self.max_documents - result.deleted
+                if budget <= 0:
+                    return False
+                refs = [s.reference for s in query.select([]).limit(min(budget, _WRITE_BATCH)).stream()]
+                if not refs:
+                    break
+                self._delete(refs, result)
+        if self.max_documents - result.deleted < 1:
+            return False
+        self._delete([tombstone], result)  # last: until here, a later run takes over
+        result.campaigns.append(campaign_id)
+        return True
+
+    def _delete(self, refs: Sequence[firestore.DocumentReference], result: SweepResult) -> None:
+        batch = self.db.batch()
+        for ref in refs:
+            batch.delete(ref)
+        batch.commit()
+        result.deleted += len(refs)
+
+
+class TargetsBackfill:
+    """Gives campaigns written before ``targets`` existed their map, one page per run, once.
+
+    The admin's platform filter queries ``targets``; a campaign without it would
+    never match. Walks every campaign by name, its progress kept in
+    ``aggregator/state``; once through, it costs one read per run.
+    """
+
+    def __init__(self, db: firestore.Client, page_size: int = _BACKFILL_PAGE) -> None:
+        self.db = db
+        self.page_size = page_size
+
+    def run(self) -> int:
+        """Campaigns given ``targets`` in this run."""
+        progress = data_of(state_ref(self.db).get()).get(_BACKFILL) or {}
+        if progress.get("done"):
+            return 0
+        query = self.db.collection(CAMPAIGNS).order_by(_NAME).limit(self.page_size)
+        if progress.get("after"):
+            query = query.start_after({_NAME: self.db.collection(CAMPAIGNS).document(progress["after"])})
+        campaigns = list(query.stream())
+        batch, missing = self.db.batch(), 0
+        for campaign in campaigns:
+            data = data_of(campaign)
+            if TARGETS not in data:
+                option = self.db.write_option(last_update_time=campaign.update_time)
+                batch.update(campaign.reference, {TARGETS: targets_of(data.get("platforms", ()))}, option=option)
+                missing += 1
+        if missing:
+            try:
+                batch.commit()
+            except (gexc.FailedPrecondition, gexc.NotFound):
+                return 0  # one was edited or deleted meanwhile: this page again next run
+        done = len(campaigns) < self.page_size
+        state_ref(self.db).set({_BACKFILL: {"done": True} if done else {"after": campaigns[-1].id}}, merge=True)
+        return missing
