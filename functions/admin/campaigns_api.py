@@ -7,7 +7,7 @@ source of the OpenAPI document's paths (see ``openapi.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,7 +69,7 @@ class Call:
 
     request: flask.Request
     mount: str
-    args: dict[str, Any]
+    args: Mapping[str, Any]
 
 
 class AdminApi:
