@@ -201,11 +201,10 @@ class AdminApi:
         })
 
     def campaign_json(self, campaign: Campaign, request: flask.Request) -> dict[str, Any]:
-        """The stored campaign as shown: with ``as_of`` and a tracking link per targeted platform."""
+        """The stored campaign as shown, with a tracking link per targeted platform."""
         base = self.track_base_url or request.host_url.rstrip("/") + "/track"
         return {
             **campaign.to_json(),
-            "as_of": rfc3339(campaign.as_of) if campaign.as_of else None,
             "tracking_links": {p: f"{base}/{campaign.id}?platform={p}" for p in campaign.platforms},
         }
 
