@@ -141,7 +141,7 @@ class AdminApi:
 
     def list_campaigns(self, call: Call) -> flask.Response:
         request = call.request
-        platforms = platforms_filter(request.args.get("platforms", ""))
+        platforms = platforms_filter(request.args.get("platforms"))
         limit = parse_limit(request.args.get("limit"))
         cursor = request.args.get("cursor") or None
         if cursor is not None and limit is None:
@@ -232,9 +232,9 @@ def campaign_id(call: Call) -> int:
     return parsed
 
 
-def platforms_filter(raw: str) -> list[str]:
-    """``Android,IPhone`` as a list; an unknown name is an error, not an empty result."""
-    if not raw:
+def platforms_filter(raw: str | None) -> list[str]:
+    """``Android,IPhone`` as a list; an unknown or empty name is an error, not an empty result."""
+    if raw is None:
         return []
     names = [name.strip() for name in raw.split(",")]
     unknown = [name for name in names if not is_platform(name)]

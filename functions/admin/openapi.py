@@ -164,7 +164,7 @@ def _operations() -> dict[str, dict[str, JsonObject]]:
                 "description": "Without `limit`, every campaign as an array (the original shape). With it, one "
                                "page and the cursor of the next, also in a `Link: <...>; rel=\"next\"` header.",
                 "parameters": [
-                    _query("platforms", {"type": "array", "items": _ref("Platform")},
+                    _query("platforms", {"type": "array", "minItems": 1, "items": _ref("Platform")},
                            "Keep campaigns that target every listed platform, e.g. Android,IPhone.",
                            style="form", explode=False),
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size."),

@@ -4,7 +4,9 @@ Every phase runs (examples, coverage, fuzzing, stateful) with every check but on
 be a server error, and every status, content type, header and body must be what
 ``/admin/openapi.json`` documents. ``positive_data_acceptance`` is left out: the server checks
 more than a schema can state (a URL's host, a range's length, ``cursor`` needing ``limit``), so
-some schema-valid requests rightly answer 400.
+some schema-valid requests rightly answer 400. The deprecated ``/campains`` operations are left out
+too: they are the same views as ``/campaigns`` (the function tests cover them), and the stateful
+phase cannot know that a campaign deleted under one spelling is gone under the other.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def test_schemathesis_finds_nothing_in_a_minute(stack: Stack, tmp_path: Path) ->
         sys.executable, "-m", "schemathesis.cli", "run", f"{stack.url}/admin/openapi.json",
         "--auth", f"{AUTH[0]}:{AUTH[1]}",
         "--phases", "examples,coverage,fuzzing,stateful",
-        "--checks", "all", "--exclude-checks", "positive_data_acceptance",
+        "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--exclude-deprecated",
         "--max-time", str(FUZZ_SECONDS), "--request-timeout", "10",
         "--generation-database", "none", "--no-color",
     ]

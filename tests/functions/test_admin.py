@@ -374,6 +374,7 @@ def test_pages_follow_the_link_header_newest_first_to_the_end(client: Any, auth:
     ("cursor=abc", "'cursor' needs 'limit'"),
     ("limit=5&cursor=%21%21not-a-cursor", "cursor"),
     ("platforms=Android,", "unsupported platform"),
+    ("platforms=", "unsupported platform(s) ['']"),
     ("format=xml", "'format' must be one of json, csv"),
     ("limit=", "'limit'"),
     ("platform=Android", "unknown query parameter(s): 'platform'; this endpoint takes cursor, format, limit, "),
