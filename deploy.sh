@@ -55,8 +55,12 @@ Environment:
   CACHE_TTL_SECONDS, CACHE_MAX_SIZE, NEGATIVE_CACHE_TTL_SECONDS,
   PUBLISH_TIMEOUT_SECONDS, PUBLISH_MAX_LATENCY_SECONDS, AGGREGATE_BATCH_SIZE,
   AGGREGATE_MAX_SECONDS, COUNTER_SHARDS, DEDUP_RETENTION_DAYS, MAX_BODY_BYTES,
-  TOTALS_MAX_SECONDS, DELETE_GRACE_SECONDS, DELETE_MAX_DOCUMENTS
+  TOTALS_MAX_SECONDS, DELETE_GRACE_SECONDS, DELETE_MAX_DOCUMENTS,
+  LOGIN_MAX_FAILURES, LOGIN_WINDOW_SECONDS
                        passed on to the functions that read them, when set
+  K_SERVICE            never passed: Cloud Run sets it on every function
+  TRACK_BASE_URL       where the admin's tracking links point; unset, the
+                       deployed track function's URL
 EOF
 }
 
@@ -369,9 +373,14 @@ deploy_track() {
 # Open to the internet: the function checks HTTP basic auth itself.
 deploy_admin() {
   step "function admin"
-  local OPTIONAL_SETTINGS="COUNTER_SHARDS MAX_BODY_BYTES"
+  local OPTIONAL_SETTINGS="COUNTER_SHARDS MAX_BODY_BYTES LOGIN_MAX_FAILURES LOGIN_WINDOW_SECONDS"
+  local track_url="${TRACK_BASE_URL:-}"
+  if [ -z "$track_url" ]; then
+    gc_capture track_url '<track url>' functions describe track --v2 --region="$REGION" \
+      --format='value(serviceConfig.uri)'
+  fi
   local env_vars
-  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AUTH_USER=$AUTH_USER")"
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AUTH_USER=$AUTH_USER" "TRACK_BASE_URL=$track_url")"
   deploy_function admin admin admin --trigger-http --allow-unauthenticated \
     "$env_vars" --set-secrets="AUTH_PASSWORD=$ADMIN_SECRET:latest"
 }
@@ -384,7 +393,7 @@ deploy_aggregate_event() {
   step "function aggregate-event"
   local OPTIONAL_SETTINGS="$AGGREGATE_SETTINGS"
   local env_vars
-  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT")"
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AGGREGATE_MODE=$AGGREGATE_MODE")"
   deploy_function aggregate-event aggregate aggregate_event \
     --trigger-topic="$CLICKS_TOPIC" --retry --trigger-service-account="$RUNTIME_SA" "$env_vars"
   gc functions add-invoker-policy-binding aggregate-event --region="$REGION" \

@@ -15,8 +15,9 @@ that the dedup records absorb. Increments are grouped per campaign (and per
 campaign hour) within a commit and land on one of several counter shards,
 so a hot campaign costs one write per shard per commit, not one per click.
 Each counter shard written also marks its campaign dirty (``dirty/{id}-{k}``,
-sharded like the counters) in the same batch, so the aggregator's refresh of
-the campaign's shown totals (:mod:`shared.totals`) never misses a commit.
+sharded like the counters, listing the hours the commit touched) in the same
+batch, so the aggregator's refresh of what readers see (functions/aggregate/upkeep.py)
+never misses a commit.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from shared.errors import InvalidEvent
 from shared.events import ClickEvent
 from shared.logs import get_logger
 from shared.platforms import BOT_FIELD, PLATFORM_FIELDS, TOTAL_FIELD
-from shared.store import campaign_ref, click_ref, dirty_ref, hourly_ref, shard_ref
+from shared.store import MARKED_HOURS, campaign_ref, click_ref, dirty_ref, hour_key, hourly_ref, shard_ref
 
 log = get_logger("counting")
 
@@ -178,13 +179,18 @@ class ClickFolder:
         # next shard with each commit, however many campaigns share the commit.
         shard = next(self._shards)
         writes = []
+        hours: defaultdict[int, list[str]] = defaultdict(list)
+        for campaign_id, hour in by_hour:
+            hours[campaign_id].append(hour_key(hour))
         for campaign_id, group in by_campaign.items():
             ref = shard_ref(self.db, campaign_id, shard)
             batch.set(ref, _increments(group), merge=True)
-            # Marks the campaign's totals stale (shared.totals); the increment
-            # makes every marking a change, which the refresh's delete precondition sees.
+            # Marks the campaign's totals and these hours stale for the aggregator's
+            # refresh; the increment makes every marking a change, which the
+            # refresh's delete precondition sees.
             marker = dirty_ref(self.db, campaign_id, shard)
-            batch.set(marker, {"campaign_id": campaign_id, "marks": firestore.Increment(1)}, merge=True)
+            batch.set(marker, {"marks": firestore.Increment(1), MARKED_HOURS: firestore.ArrayUnion(hours[campaign_id])},
+                      merge=True)
             writes += [ref.path, marker.path]
         for (campaign_id, hour), group in by_hour.items():
             ref = hourly_ref(self.db, campaign_id, hour, shard)

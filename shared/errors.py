@@ -39,5 +39,13 @@ class PayloadTooLarge(AppError):
     status = 413
 
 
+class TooManyRequests(AppError):
+    status = 429
+
+    def __init__(self, msg: str, retry_after_seconds: int) -> None:
+        super().__init__(msg)
+        self.headers = {"Retry-After": str(retry_after_seconds)}
+
+
 class InvalidEvent(ValueError):
     """A click event that can never be counted (a poison message)."""

@@ -7,16 +7,20 @@ Layout::
         .totals    {counter: n}              exact click totals, refreshed by the aggregator
     campaigns/{id}/counter_shards/{k}        click totals, spread over k shards
     campaigns/{id}/hourly/{YYYYMMDDHH}-{k}   per-platform counts per UTC hour, sharded alike
-    dirty/{id}-{k}                           shard k of the campaign changed since its totals were refreshed
+    campaigns/{id}/days/{YYYYMMDD}           .hours.hHH: the hour's counts summed over shards,
+                                             refreshed by the aggregator; what stats read
+    dirty/{id}-{k}                           shard k of the campaign changed since its totals were
+                                             refreshed; .hours: the hours (YYYYMMDDHH) it touched
     deletions/{id}                           a deleted campaign whose counters still await cleanup
     aggregator/state                         as_of: how far the shown totals are folded
     clicks/{click_id}                        dedup record of a counted click, expires by TTL
 
 Counters live apart from the campaign so that counting never rewrites the
 campaign, and are sharded so that a hot campaign spreads its writes. Reading
-the shards costs ``COUNTER_SHARDS`` reads per campaign, so readers see the
-``totals`` the aggregator copies into the campaign document instead: one read
-per campaign shown (see ``shared.totals``).
+the shards costs ``COUNTER_SHARDS`` reads per campaign (per hour for buckets),
+so readers see what the aggregator sums from them instead: the ``totals`` in
+the campaign document, one read per campaign shown, and one document per UTC
+day of hourly counts (functions/aggregate/upkeep.py refreshes both).
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ from shared.platforms import COUNTER_FIELDS
 CAMPAIGNS = "campaigns"
 COUNTER_SHARDS = "counter_shards"
 HOURLY = "hourly"
+DAYS = "days"
+DAY_HOURS = "hours"
+MARKED_HOURS = "hours"
 DIRTY = "dirty"
 DELETIONS = "deletions"
 CLICKS = "clicks"
@@ -58,11 +65,29 @@ def campaign_ref(db: firestore.Client, campaign_id: int) -> firestore.DocumentRe
 
 
 def shard_ref(db: firestore.Client, campaign_id: int, shard: int) -> firestore.DocumentReference:
-    return campaign_ref(db, campaign_id).collection(COUNTER_SHARDS).document(str(shard))
+    return db.document(CAMPAIGNS, str(campaign_id), COUNTER_SHARDS, str(shard))
 
 
 def hourly_ref(db: firestore.Client, campaign_id: int, hour: datetime, shard: int) -> firestore.DocumentReference:
-    return campaign_ref(db, campaign_id).collection(HOURLY).document(f"{hour:%Y%m%d%H}-{shard}")
+    return db.document(CAMPAIGNS, str(campaign_id), HOURLY, f"{hour:%Y%m%d%H}-{shard}")
+
+
+def day_ref(db: firestore.Client, campaign_id: int, day: datetime) -> firestore.DocumentReference:
+    return db.document(CAMPAIGNS, str(campaign_id), DAYS, f"{day:%Y%m%d}")
+
+
+def hour_key(hour: datetime) -> str:
+    """An hour as a marker lists it."""
+    return f"{hour:%Y%m%d%H}"
+
+
+def hour_from_key(key: str) -> datetime:
+    return datetime.strptime(key, "%Y%m%d%H").replace(tzinfo=timezone.utc)
+
+
+def day_hour_field(hour: datetime) -> str:
+    """The hour's field in its day document (a field name may not start with a digit)."""
+    return f"h{hour:%H}"
 
 
 def dirty_ref(db: firestore.Client, campaign_id: int, shard: int) -> firestore.DocumentReference:
@@ -90,7 +115,7 @@ def _platform_set(platforms: tuple[str, ...]) -> frozenset[str]:
 _NO_PLATFORM_URLS: Mapping[str, str] = MappingProxyType({})
 
 
-def data_of(snapshot: firestore.DocumentSnapshot) -> dict[str, Any]:
+def data_of(snapshot: firestore.DocumentSnapshot[Any]) -> dict[str, Any]:
     """The fields of a snapshot known to exist (``to_dict`` is typed for missing ones too)."""
     return snapshot.to_dict() or {}
 
@@ -112,6 +137,17 @@ def route_from_document(data: dict[str, Any]) -> Route:
         platforms=_platform_set(tuple(sorted(data.get("platforms", ())))),
         platform_urls=dict(data["platform_urls"]) if data.get("platform_urls") else _NO_PLATFORM_URLS,
     )
+
+
+def new_campaign_document(values: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A new campaign's document from its validated writable fields."""
+    return {
+        **values,
+        "platform_urls": values.get("platform_urls", {}),
+        TARGETS: targets_of(values["platforms"]),
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def draw_campaign_id() -> int:
@@ -150,14 +186,7 @@ class CampaignStore:
         self.counter_shards = counter_shards
 
     def create(self, values: dict[str, Any]) -> Campaign:
-        now = datetime.now(timezone.utc)
-        document = {
-            **values,
-            "platform_urls": values.get("platform_urls", {}),
-            TARGETS: targets_of(values["platforms"]),
-            "created_at": now,
-            "updated_at": now,
-        }
+        document = new_campaign_document(values, datetime.now(timezone.utc))
         for _ in range(_CREATE_ATTEMPTS):
             campaign_id = draw_campaign_id()
             batch = self.db.batch()
@@ -193,12 +222,11 @@ class CampaignStore:
         Firestore (equality on ``targets.<Platform>``, one composite index per
         platform, merged by Firestore for several).
         """
-        query = self.db.collection(CAMPAIGNS)
-        for platform in dict.fromkeys(platforms):
-            query = query.where(filter=firestore.FieldFilter(f"{TARGETS}.{platform}", "==", True))
-        query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+        query = self.db.collection(CAMPAIGNS).order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
             _NAME, direction=firestore.Query.DESCENDING
         )
+        for platform in dict.fromkeys(platforms):
+            query = query.where(filter=firestore.FieldFilter(f"{TARGETS}.{platform}", "==", True))
         if cursor is not None:
             created_at, after_id = decode_cursor(cursor)
             query = query.start_after({"created_at": created_at, _NAME: campaign_ref(self.db, after_id)})
@@ -244,30 +272,34 @@ class CampaignStore:
         return [shard_ref(self.db, i, k) for i in campaign_ids for k in range(self.counter_shards)]
 
     def hourly(self, campaign_id: int, start: datetime, end: datetime) -> dict[datetime, Counters]:
-        """Per-hour counts (UTC hour start to counters) for hours in [start, end), oldest first.
+        """Per-hour counts (UTC hour start to counters) for hours in [start, end) that had clicks, oldest first.
 
-        One read for the campaign, then one per stored bucket shard in the range.
+        One read for the campaign and one per UTC day in the range: 31 for 30 days.
         """
         if not campaign_ref(self.db, campaign_id).get(field_paths=[]).exists:
             raise NotFound(f"campaign {campaign_id} not found")
+        first_day = start.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
         query = (
-            campaign_ref(self.db, campaign_id).collection(HOURLY)
-            .where(filter=firestore.FieldFilter("hour", ">=", start))
-            .where(filter=firestore.FieldFilter("hour", "<", end))
-            .order_by("hour")
+            campaign_ref(self.db, campaign_id).collection(DAYS)
+            .where(filter=firestore.FieldFilter("day", ">=", first_day))
+            .where(filter=firestore.FieldFilter("day", "<", end))
+            .order_by("day")
         )
         series: dict[datetime, Counters] = {}
         for snapshot in query.stream():
             data = data_of(snapshot)
-            hour = datetime.fromtimestamp(data["hour"].timestamp(), timezone.utc)
-            add_counts(series.setdefault(hour, zero_counters()), data)
+            day = datetime.fromtimestamp(data["day"].timestamp(), timezone.utc)
+            for field_name, counts in sorted(data.get(DAY_HOURS, {}).items()):
+                hour = day.replace(hour=int(field_name[1:]))
+                if start <= hour < end:
+                    series[hour] = zero_counters()
+                    add_counts(series[hour], counts)
         return series
 
     def stats_as_of(self, campaign_id: int) -> datetime | None:
-        """How far the hourly buckets are folded: the same moment as the totals' ``as_of``.
+        """How far the hourly counts are folded: the totals' ``as_of``, as one refresh writes both.
 
-        Buckets are written in the same commit as the counter shards, so they are
-        never behind the totals; one ``as_of`` serves every campaign.
+        One ``as_of`` serves every campaign.
         """
         del campaign_id  # one moment for all campaigns; the parameter keeps callers per campaign
         return self.as_of()
@@ -290,7 +322,9 @@ class CampaignStore:
         )
 
 
-def sum_shards(snapshots: Iterable[firestore.DocumentSnapshot], campaign_ids: Iterable[int]) -> dict[int, Counters]:
+def sum_shards(
+    snapshots: Iterable[firestore.DocumentSnapshot[Any]], campaign_ids: Iterable[int]
+) -> dict[int, Counters]:
     """Each campaign's counter shards among ``snapshots`` summed (missing shards count zero)."""
     totals = {campaign_id: zero_counters() for campaign_id in campaign_ids}
     for snapshot in snapshots:
@@ -303,6 +337,6 @@ def read_as_of(db: firestore.Client) -> datetime | None:
     return _as_of(state_ref(db).get())
 
 
-def _as_of(snapshot: firestore.DocumentSnapshot) -> datetime | None:
+def _as_of(snapshot: firestore.DocumentSnapshot[Any]) -> datetime | None:
     value = data_of(snapshot).get(AS_OF) if snapshot.exists else None
     return datetime.fromtimestamp(value.timestamp(), timezone.utc) if value is not None else None

@@ -7,6 +7,7 @@ reach Google Cloud; the dry-run tests assert it was never called at all.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from shared import config
 from shared.platforms import PLATFORMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -289,3 +291,40 @@ def test_every_platform_filter_has_its_composite_index(dry_run):
     for platform, create in zip(PLATFORMS, creates, strict=True):
         assert {"--collection-group=campaigns", f"--field-config=field-path=targets.{platform},order=ascending",
                 "--field-config=field-path=created_at,order=descending"} <= set(create)
+
+
+def test_deploy_defaults_are_the_declared_ones(fake_gcloud):
+    """deploy.sh needs only bash and gcloud, so it spells out the defaults of what it
+    always passes; they must be shared/config.py's, in the code and in --help."""
+    assigned = dict(re.findall(r'^([A-Z_]+)="\$\{\1:-([^}]*)\}"$', DEPLOY.read_text(), re.MULTILINE))
+    help_text = run_deploy(fake_gcloud, "--help").stdout
+    # An entry is "  NAME  text" and its more deeply indented continuation lines.
+    entries = re.findall(r"^  ([A-Z_]+) +(.*(?:\n {4,}.*)*)", help_text, re.MULTILINE)
+    documented = {name: m.group(1) for name, text in entries if (m := re.search(r"\(default: ([^)]*)\)", text))}
+    checked = 0
+    for item in config.SETTINGS:
+        for source, defaults in (("deploy.sh", assigned), ("deploy.sh --help", documented)):
+            if item.name in defaults:
+                assert defaults[item.name] == str(item.default), f"{source}: {item.name}"
+                checked += 1
+        assert item.name in help_text, f"deploy.sh --help does not mention {item.name}"
+    assert checked >= 8
+
+
+def test_each_function_gets_every_setting_it_reads(fake_gcloud, tmp_path):
+    """With every setting set, each function's environment holds exactly what config says it reads."""
+    values = {item.name: str(item.default or "set") for item in config.SETTINGS if item.name != config.AUTH_PASSWORD}
+    result = run_deploy(fake_gcloud, "--dry-run", env={
+        **values, "GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "AGGREGATE_MODE": "both",
+        "DEPLOY_STAGE_DIR": str(tmp_path / "stage")})
+    assert result.returncode == 0, result.stderr
+    cmds = commands(result.stdout)
+    for name, (_, folder, _) in FUNCTIONS.items():
+        flags = the_one(cmds, "functions", "deploy", name)
+        passed = {pair.split("=", 1)[0] for pair in env_vars(flags)} - {"WORKERS", "THREADS"}
+        secrets = {f.removeprefix("--set-secrets=").split("=", 1)[0] for f in flags if f.startswith("--set-secrets=")}
+        wanted = {item.name for item in config.SETTINGS if folder in item.used_by}
+        wanted.discard(config.K_SERVICE)  # Cloud Run sets it on every function
+        if name == "aggregate-event":
+            wanted.discard(config.CLICKS_SUBSCRIPTION)  # it is pushed its events
+        assert passed | secrets == wanted, name

@@ -25,7 +25,8 @@ from werkzeug.security import safe_join
 from shared.clients import Lazy
 from shared.config import AUTH_PASSWORD, TRACK_BASE_URL, ConfigError, Settings
 from shared.errors import BadRequest, MethodNotAllowed, NotFound
-from shared.http import csv_response, json_response, read_json, require_basic_auth
+from shared.http import csv_response, json_response, read_json
+from shared.login_limiter import LoginLimiter, login_limiter
 from shared.models import Campaign, parse_campaign_fields, parse_campaign_id, rfc3339, validate_url
 from shared.platforms import COUNTER_FIELDS, PLATFORMS, is_platform
 from shared.store import CampaignStore
@@ -74,10 +75,11 @@ class Call:
 
 class AdminApi:
     def __init__(self, store: Lazy[CampaignStore], auth_user: str, auth_password: str, max_body_bytes: int,
-                 track_base_url: str | None) -> None:
+                 track_base_url: str | None, logins: LoginLimiter) -> None:
         if not auth_password:
             raise ConfigError(f"{AUTH_PASSWORD} is empty; the admin API never runs open")
         self._store = store
+        self.logins = logins
         self.auth_user = auth_user
         self.auth_password = auth_password
         self.max_body_bytes = max_body_bytes
@@ -99,7 +101,7 @@ class AdminApi:
         return self._store.get()
 
     def handle(self, request: flask.Request) -> flask.Response:
-        require_basic_auth(request, self.auth_user, self.auth_password)
+        self.logins.require_basic_auth(request, self.auth_user, self.auth_password)
         if request.path == MOUNT:
             # The dashboard's relative links resolve against /admin/, not /admin.
             query = request.query_string.decode("latin-1")
@@ -298,5 +300,5 @@ def build_api(settings: Settings) -> AdminApi:
     """The API with every setting checked now; its Firestore client is made on first use."""
     store = Lazy(lambda: CampaignStore(firestore.Client(project=settings.project), settings.counter_shards))
     return AdminApi(store, settings.auth_user, settings.auth_password or "", settings.max_body_bytes,
-                    check_track_base_url(settings.track_base_url))
+                    check_track_base_url(settings.track_base_url), login_limiter(settings))
 

@@ -20,7 +20,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
 from upkeep import DeletionSweeper, RefreshResult, SweepResult, TargetsBackfill, TotalsRefresher, advance_as_of
 
-from shared.config import AGGREGATE_MODE, ConfigError, Settings
+from shared.config import AGGREGATE_MODE, PROJECT, ConfigError, Settings
 from shared.counting import ClickFolder, Delivery, FoldResult
 from shared.logs import get_logger
 from shared.models import rfc3339
@@ -194,7 +194,7 @@ def build_drainer(settings: Settings, folder: ClickFolder) -> Drainer:
     return Drainer(
         folder,
         subscriber,
-        subscriber.subscription_path(settings.project, settings.clicks_subscription),
+        subscriber.subscription_path(settings.required(PROJECT), settings.clicks_subscription),
         settings.aggregate_batch_size,
         settings.aggregate_max_seconds,
     )

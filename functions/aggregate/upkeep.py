@@ -48,17 +48,25 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from shared.logs import get_logger
-from shared.models import Counters
+from shared.models import Counters, zero_counters
 from shared.platforms import COUNTER_FIELDS
 from shared.store import (
     AS_OF,
     CAMPAIGNS,
+    DAY_HOURS,
     DELETIONS,
     DIRTY,
+    MARKED_HOURS,
     TARGETS,
     TOTALS,
+    add_counts,
     campaign_ref,
     data_of,
+    day_hour_field,
+    day_ref,
+    hour_from_key,
+    hour_key,
+    hourly_ref,
     shard_ref,
     state_ref,
     sum_shards,
@@ -122,61 +130,106 @@ class TotalsRefresher:
         return result
 
     def _refresh(self, groups: dict[int, list[Any]], result: RefreshResult) -> bool:
-        """Refresh these campaigns' totals and drop their markers; False if one was left stale."""
-        ids = list(groups)
-        per_read = max(1, _READ_BATCH_DOCUMENTS // (self.counter_shards + 1))
+        """Refresh these campaigns and drop their markers; False if one was left stale."""
+        plans = [_Plan.of(campaign_id, markers) for campaign_id, markers in groups.items()]
         done = True
-        for start in range(0, len(ids), per_read):
-            pending = ids[start:start + per_read]
+        for reading in self._readings(plans):
+            pending = reading
             for _ in range(_PRECONDITION_RETRIES):
-                pending, written = self._refresh_once(pending, groups, result)
+                pending, written = self._refresh_once(pending, result)
                 done &= written
                 if not pending:
                     break
             if pending:
-                log.warning("totals left stale after repeated concurrent changes", extra={"campaign_ids": pending})
+                log.warning("totals left stale after repeated concurrent changes",
+                            extra={"campaign_ids": [p.campaign_id for p in pending]})
                 done = False
         return done
 
-    def _refresh_once(
-        self, ids: list[int], groups: dict[int, list[Any]], result: RefreshResult
-    ) -> tuple[list[int], bool]:
-        """One consistent read and the writes it allows: the campaigns to read again, and
-        False if a campaign's totals could not be written at all."""
-        campaigns = [campaign_ref(self.db, i) for i in ids]
-        shards = [shard_ref(self.db, i, k) for i in ids for k in range(self.counter_shards)]
-        snapshots = self._read_consistently(campaigns + shards)
-        by_path = {s.reference.path: s for s in snapshots}
-        sums = sum_shards((by_path[ref.path] for ref in shards), ids)
+    def _readings(self, plans: list[_Plan]) -> list[list[_Plan]]:
+        """Plans grouped so that each consistent read stays near ``_READ_BATCH_DOCUMENTS``."""
+        readings: list[list[_Plan]] = [[]]
+        size = 0
+        for plan in plans:
+            documents = plan.documents(self.counter_shards)
+            if readings[-1] and size + documents > _READ_BATCH_DOCUMENTS:
+                readings.append([])
+                size = 0
+            readings[-1].append(plan)
+            size += documents
+        return [reading for reading in readings if reading]
+
+    def _refresh_once(self, plans: list[_Plan], result: RefreshResult) -> tuple[list[_Plan], bool]:
+        """One consistent read and the writes it allows: the plans to read again, and False if
+        a campaign could not be refreshed at all."""
+        refs = [ref for plan in plans for ref in plan.refs(self.db, self.counter_shards)]
+        by_path = {s.reference.path: s for s in self._read_consistently(refs)}
         retry, written = [], True
-        for campaign_id, ref in zip(ids, campaigns, strict=True):
-            snapshot = by_path[ref.path]
-            if not snapshot.exists:
-                self._drop_markers(groups[campaign_id], checked=False)  # deleted: nothing to refresh
+        for plan in plans:
+            campaign = by_path[campaign_ref(self.db, plan.campaign_id).path]
+            if not campaign.exists:
+                self._drop_markers(plan.markers, checked=False)  # deleted: nothing to refresh
                 continue
-            stored = _counters(data_of(snapshot).get(TOTALS) or {})
-            fresh = sums[campaign_id]
-            if any(fresh[name] < stored[name] for name in COUNTER_FIELDS):
-                log.error("counter shards sum below the shown totals; not written (was COUNTER_SHARDS lowered?)",
-                          extra={"campaign_id": campaign_id, "shards": fresh, "totals": stored})
+            batch = self._batch(plan, campaign, by_path)
+            if batch is None:
                 written = False  # markers kept: the pass is not complete
                 continue
-            if fresh != stored:
+            if len(batch):
                 try:
-                    ref.update({TOTALS: fresh}, option=self.db.write_option(last_update_time=snapshot.update_time))
-                except gexc.FailedPrecondition:
-                    retry.append(campaign_id)  # edited, refreshed by another run, or deleted meanwhile
+                    batch.commit()
+                except (gexc.FailedPrecondition, gexc.AlreadyExists):
+                    retry.append(plan)  # edited, refreshed by another run, or deleted meanwhile
                     continue
                 result.campaigns += 1
-            self._drop_markers(groups[campaign_id], checked=True)
+            self._drop_markers(plan.markers, checked=True)
         return retry, written
+
+    def _batch(self, plan: _Plan, campaign: Any, by_path: dict[str, Any]) -> firestore.WriteBatch | None:
+        """The writes that bring the campaign's totals and touched days up to the shards, each
+        conditional on the document being as read; None if a sum came out lower than shown."""
+        batch = self.db.batch()
+        shards = [by_path[shard_ref(self.db, plan.campaign_id, k).path] for k in range(self.counter_shards)]
+        fresh = sum_shards(shards, [plan.campaign_id])[plan.campaign_id]
+        if not self._dominates(plan.campaign_id, "totals", fresh, data_of(campaign).get(TOTALS)):
+            return None
+        if fresh != _counters(data_of(campaign).get(TOTALS) or {}):
+            batch.update(campaign.reference, {TOTALS: fresh},
+                         option=self.db.write_option(last_update_time=campaign.update_time))
+        changes: dict[datetime, dict[str, Counters]] = {}
+        for hour in plan.hours:
+            counts = zero_counters()
+            for k in range(self.counter_shards):
+                add_counts(counts, data_of(by_path[hourly_ref(self.db, plan.campaign_id, hour, k).path]))
+            day = by_path[day_ref(self.db, plan.campaign_id, _day(hour)).path]
+            shown = data_of(day).get(DAY_HOURS, {}).get(day_hour_field(hour))
+            if not self._dominates(plan.campaign_id, hour_key(hour), counts, shown):
+                return None
+            if counts != _counters(shown or {}):
+                changes.setdefault(_day(hour), {})[day_hour_field(hour)] = counts
+        for moment, hours in changes.items():
+            day = by_path[day_ref(self.db, plan.campaign_id, moment).path]
+            if day.exists:
+                batch.update(day.reference, {f"{DAY_HOURS}.{name}": counts for name, counts in hours.items()},
+                             option=self.db.write_option(last_update_time=day.update_time))
+            else:
+                batch.create(day.reference, {"day": moment, DAY_HOURS: hours})
+        return batch
+
+    @staticmethod
+    def _dominates(campaign_id: int, what: str, fresh: Counters, shown: dict[str, Any] | None) -> bool:
+        if all(fresh[name] >= int((shown or {}).get(name, 0)) for name in COUNTER_FIELDS):
+            return True
+        log.error("counter shards sum below what is shown; not written (was COUNTER_SHARDS lowered?)",
+                  extra={"campaign_id": campaign_id, "what": what, "shards": fresh, "shown": shown})
+        return False
 
     def _read_consistently(self, refs: list[firestore.DocumentReference]) -> list[Any]:
         @firestore.transactional
         def read(transaction: firestore.Transaction) -> list[Any]:
             return list(self.db.get_all(refs, transaction=transaction))
 
-        return read(self.db.transaction(read_only=True))
+        snapshots: list[Any] = read(self.db.transaction(read_only=True))
+        return snapshots
 
     def _drop_markers(self, markers: Sequence[Any], *, checked: bool) -> None:
         """Delete markers; ``checked``: only those unchanged since read, one by one if need be."""
@@ -190,6 +243,35 @@ class TotalsRefresher:
             for marker in markers:  # some were marked again: keep those for the next run
                 with contextlib.suppress(gexc.FailedPrecondition):
                     marker.reference.delete(option=self.db.write_option(last_update_time=marker.update_time))
+
+
+@dataclass
+class _Plan:
+    """A marked campaign and the hours its markers list."""
+
+    campaign_id: int
+    markers: list[Any]
+    hours: list[datetime]
+
+    @classmethod
+    def of(cls, campaign_id: int, markers: list[Any]) -> _Plan:
+        keys = {key for marker in markers for key in data_of(marker).get(MARKED_HOURS, ())}
+        return cls(campaign_id, markers, [hour_from_key(key) for key in sorted(keys)])
+
+    def documents(self, counter_shards: int) -> int:
+        return 1 + counter_shards * (1 + len(self.hours)) + len({_day(hour) for hour in self.hours})
+
+    def refs(self, db: firestore.Client, counter_shards: int) -> list[firestore.DocumentReference]:
+        """The campaign, its shards, the touched hours' buckets and their days: read together."""
+        refs = [campaign_ref(db, self.campaign_id)]
+        refs += [shard_ref(db, self.campaign_id, k) for k in range(counter_shards)]
+        refs += [hourly_ref(db, self.campaign_id, hour, k) for hour in self.hours for k in range(counter_shards)]
+        refs += [day_ref(db, self.campaign_id, day) for day in sorted({_day(hour) for hour in self.hours})]
+        return refs
+
+
+def _day(hour: datetime) -> datetime:
+    return hour.replace(hour=0)
 
 
 def _by_campaign(markers: list[Any]) -> dict[int, list[Any]]:
@@ -219,7 +301,7 @@ def advance_as_of(db: firestore.Client, moment: datetime) -> datetime:
         except (gexc.FailedPrecondition, gexc.AlreadyExists):
             continue  # another run moved it meanwhile; read again
         return moment
-    raise gexc.Aborted("as_of kept changing under this run")
+    raise RuntimeError("as_of kept changing under this run")
 
 
 @dataclass

@@ -223,7 +223,7 @@ def test_totals_never_go_down_and_as_of_waits_for_a_complete_refresh(
         second = scheduled_run()
     assert second["totals_complete"] is False and second["as_of"] == first["as_of"]
     assert store.get(campaign_id).counters["click_count"] == 5
-    assert any("below the shown totals" in r.getMessage() for r in caplog.records)
+    assert any("below what is shown" in r.getMessage() for r in caplog.records)
 
 
 def test_as_of_only_moves_forward(db: Any) -> None:
@@ -236,17 +236,29 @@ def test_as_of_only_moves_forward(db: Any) -> None:
 # --- hourly ------------------------------------------------------------------------------------
 
 
-def test_hourly_reads_the_hours_in_range_summed_over_shards(db: Any, store: CampaignStore) -> None:
+def test_hourly_shows_the_refreshed_hours_in_range_summed_over_shards(db: Any, store: CampaignStore) -> None:
     campaign_id = new_campaign(store)
-    hour = T0.replace(minute=0)
-    for offset in range(5):  # one commit per hour: a different shard each time
-        fold(db, clicks(campaign_id, offset + 1, at=T0 + timedelta(hours=offset)))
-    fold(db, clicks(campaign_id, 10, "IPhone", at=T0 + timedelta(hours=1)))
+    late = datetime(2026, 11, 28, 22, 30, tzinfo=timezone.utc)
+    folder = ClickFolder(db, SHARDS, timedelta(days=8))
+    batches = [clicks(campaign_id, offset + 1, at=late + timedelta(hours=offset)) for offset in range(5)]
+    batches.append(clicks(campaign_id, 10, "IPhone", at=late + timedelta(hours=1)))
+    for events in batches:  # one commit each, across midnight: a different shard each time
+        folder.fold([Delivery(e.click_id, e.encode()) for e in events])
+    hour = late.replace(minute=0)
+    assert store.hourly(campaign_id, hour, hour + timedelta(hours=5)) == {}  # not refreshed yet
+    TotalsRefresher(db, SHARDS, max_seconds=60).refresh()
     series = store.hourly(campaign_id, hour + timedelta(hours=1), hour + timedelta(hours=4))
-    assert list(series) == [hour + timedelta(hours=h) for h in (1, 2, 3)]
-    assert series[hour + timedelta(hours=1)]["click_count"] == 12
+    assert list(series) == [hour + timedelta(hours=h) for h in (1, 2, 3)]  # 23:00, then the next day
+    assert [c["click_count"] for c in series.values()] == [12, 3, 4]
     assert series[hour + timedelta(hours=1)]["iphone_click_count"] == 10
     assert store.hourly(campaign_id, hour - timedelta(days=1), hour) == {}
+    fold(db, clicks(campaign_id, 7, "WindowsPhone", at=late + timedelta(hours=2)))  # a later click in a shown hour
+    TotalsRefresher(db, SHARDS, max_seconds=60).refresh()
+    assert store.hourly(campaign_id, hour + timedelta(hours=2), hour + timedelta(hours=3))[
+        hour + timedelta(hours=2)]["windowsphone_click_count"] == 7
+    counter = ReadCounter(db)
+    store.hourly(campaign_id, hour - timedelta(days=30), hour + timedelta(hours=5))
+    assert counter.take() == 1 + 2  # the campaign, then one document per day that had clicks
     with pytest.raises(NotFound):
         store.hourly(123456789, hour, hour + timedelta(hours=1))
 
