@@ -284,7 +284,8 @@ class CampaignStore:
         """
         if not campaign_ref(self.db, campaign_id).get(field_paths=[], timeout=REQUEST_TIMEOUT_SECONDS).exists:
             raise NotFound(f"campaign {campaign_id} not found")
-        first_day = start.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        start, end = _utc(start), _utc(end)
+        first_day = start.replace(hour=0, minute=0, second=0, microsecond=0)
         query = (
             campaign_ref(self.db, campaign_id).collection(DAYS)
             .where(filter=firestore.FieldFilter("day", ">=", first_day))
@@ -337,6 +338,11 @@ def sum_shards(
         if snapshot.exists:
             add_counts(totals[int(snapshot.reference.parent.parent.id)], data_of(snapshot))
     return totals
+
+
+def _utc(moment: datetime) -> datetime:
+    """A moment in UTC; a naive one is taken to be UTC already."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 def read_as_of(db: firestore.Client) -> datetime | None:
