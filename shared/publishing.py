@@ -228,7 +228,9 @@ class GroupPublisher:
         still join its batch.
         """
         loop = asyncio.get_running_loop()
-        while self._waiting and len(self._senders) < self.max_in_flight and not self._closing:
+        # Counted by batch: a finishing call leaves _in_flight before it starts the next,
+        # while its task is still among the senders.
+        while self._waiting and len(self._in_flight) < self.max_in_flight and not self._closing:
             batch = self._waiting.popleft()
             self._in_flight.add(batch)
             # A context of its own: what it logs belongs to no one click's request.

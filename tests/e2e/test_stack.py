@@ -24,11 +24,22 @@ class Stack:
         self.ports = ports
         self.url = f"http://127.0.0.1:{ports['PORT']}"
 
+    def stop(self) -> None:
+        """Ctrl-C, as a user stops it: the stack then stops the emulators and the server it started,
+        each in a process group of its own that a kill of the stack's group would leave running."""
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
 
-def start_stack(log_path: Path) -> Stack:
+
+def start_stack(log_path: Path, **settings: str) -> Stack:
     ports = {"PORT": free_port(), "FIRESTORE_PORT": free_port(), "PUBSUB_PORT": free_port()}
     env = {**os.environ, **{k: str(v) for k, v in ports.items()},
-           "AUTH_USER": AUTH[0], "AUTH_PASSWORD": AUTH[1], "FALLBACK_URL": "https://fallback.example/"}
+           "AUTH_USER": AUTH[0], "AUTH_PASSWORD": AUTH[1], "FALLBACK_URL": "https://fallback.example/", **settings}
     for name in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT"):
         env.pop(name, None)  # the stack starts and names its own emulators
     with log_path.open("wb") as log:
@@ -41,7 +52,7 @@ def start_stack(log_path: Path) -> Stack:
         if "o7tracker running on" in log_path.read_text():
             return stack
         time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
+    stack.stop()
     pytest.fail("the stack did not start:\n" + log_path.read_text())
 
 
@@ -50,8 +61,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log_path = tmp_path_factory.mktemp("stack") / "run.log"
     stack = start_stack(log_path)
     yield stack
-    if stack.process.poll() is None:
-        os.killpg(stack.process.pid, signal.SIGKILL)
+    stack.stop()
 
 
 def drained(stack: Stack, campaign_id: int, clicks: int, timeout: float = 60) -> dict[str, int]:
