@@ -14,8 +14,11 @@ from cloudevents.http import CloudEvent
 from shared import config
 from shared.clients import Lazy
 from shared.http import json_errors, json_response
+from shared.logs import bind_request
+from shared.shard_guard import guard_counter_shards
 
 settings = config.load(config.PROJECT)
+guard_counter_shards(settings)
 folder = Lazy(lambda: build_folder(settings))
 scheduled = Lazy(lambda: build_scheduled_run(settings, folder.get()))
 
@@ -28,6 +31,7 @@ def aggregate_event(cloud_event: CloudEvent) -> None:
 @functions_framework.http
 @json_errors
 def aggregate_http(request: flask.Request) -> flask.Response:
+    bind_request(request.headers, settings.project)
     report = scheduled.get().run()
     if report.result.failed:
         return json_response({"status": "error", "msg": "some events left for redelivery", **report.summary()}, 503)
