@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         filtered, _ = measure("page of 100, platforms=Android,IPhone",
                               lambda: store.list_page(wanted, 100, None), counter, args.repeat)
         one, _ = measure("one campaign", lambda: store.get(hot), counter, args.repeat)
-        stats_reads, _ = measure(f"{STATS_DAYS}-day stats, hourly buckets -> days", stats, counter, args.repeat)
-        measure(f"its {SHARDS} counter shards (how one campaign read before)", lambda: store.counters([hot]), counter,
+        stats_reads, _ = measure(f"{STATS_DAYS}-day stats (hours -> days)", stats, counter, args.repeat)
+        measure(f"its {SHARDS} counter shards (as read before)", lambda: store.counters([hot]), counter,
                 args.repeat)
         every, _ = measure("every campaign (no limit)", lambda: store.list_page([], None, None), counter,
                            max(2, args.repeat // 10))

@@ -31,7 +31,7 @@ NOT_IMPORTED = {
         "httptools": "the server's HTTP parser",
     },
     "admin": {
-        "tzdata": "the IANA time zones zoneinfo falls back to where the system has none",
+        "tzdata": "the IANA zones zoneinfo reads for the stats' tz, on machines without them",
     },
 }
 _REQUIREMENT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(?P<version>\S+)$")

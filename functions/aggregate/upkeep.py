@@ -1,26 +1,28 @@
 """What the scheduled aggregate run does besides draining: shown totals, ``as_of``, deferred deletes.
 
-**Totals.** Readers see ``campaigns/{id}.totals``, not the counter shards. Every
-commit that changes a shard also marks it, in the same batch, as
-``dirty/{id}-{k}`` (:mod:`shared.counting`). :class:`TotalsRefresher` walks the
-markers once, and for their campaigns reads the campaign document and all its
-shards in one read-only transaction (one consistent snapshot), then writes the
-summed totals into the campaign document
+**Totals.** Readers see ``campaigns/{id}.totals`` and ``campaigns/{id}/days/*``,
+not the counter shards and hourly buckets. Every commit that changes a shard
+also marks it, in the same batch, as ``dirty/{id}-{k}`` listing the hours it
+touched (:mod:`shared.counting`). :class:`TotalsRefresher` walks the markers
+once, and for their campaigns reads the campaign document, all its shards, the
+marked hours' bucket shards and their day documents in one read-only
+transaction (one consistent snapshot), then writes the sums into the campaign
+document and the day documents
 
 * only if they differ from, and dominate, the stored ones (shards only grow, so
   a consistent sum never goes down: a smaller one means something is wrong);
 * with the snapshot's update time as precondition, so two runs racing cannot
   write an older sum over a newer one, and a deleted campaign is never recreated;
-* once per campaign per run, so the campaign document takes about one write per
-  run, whatever the click rate.
+* once per campaign (and touched day) per run, so those documents take about
+  one write per run, whatever the click rate.
 
 A marker is then deleted only if unchanged since it was read (its update-time
 precondition; every marking increments it): a commit after the snapshot leaves
-its marker for the next run. So every commit is either in the totals or marked.
+its marker for the next run. So every commit is either in what readers see or marked.
 
 **as_of.** When a run has emptied the backlog (or, in ``event`` mode, does not
 drain) and then refreshed every marked campaign, every click folded before the
-run began is in the totals: the run's start becomes ``aggregator/state.as_of``
+run began is in what readers see: the run's start becomes ``aggregator/state.as_of``
 (it only ever moves forward).
 
 **Deletes.** The admin's delete leaves a tombstone ``deletions/{id}``;
@@ -76,7 +78,7 @@ from shared.store import (
 log = get_logger("upkeep")
 
 _MARKER_PAGE = 300
-_READ_BATCH_DOCUMENTS = 300  # documents per consistent read: campaigns and their shards
+_READ_BATCH_DOCUMENTS = 300  # documents per consistent read, about: campaigns, shards, buckets, days
 _WRITE_BATCH = 500  # Firestore's limit for one batched write
 _PRECONDITION_RETRIES = 3
 _TOMBSTONES_PER_QUERY = 20
