@@ -53,7 +53,7 @@ def test_schemathesis_finds_nothing_in_a_minute(stack: Stack, tmp_path: Path) ->
         "--auth", f"{AUTH[0]}:{AUTH[1]}",
         "--phases", "examples,coverage,fuzzing,stateful",
         "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--exclude-deprecated",
-        "--max-time", str(FUZZ_SECONDS), "--request-timeout", "10",
+        "--max-time", str(FUZZ_SECONDS), "--request-timeout", "60",  # generous: a loaded machine is slow, not wrong
         "--generation-database", "none", "--no-color",
     ]
     run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=FUZZ_SECONDS * 4)
