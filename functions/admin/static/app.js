@@ -59,12 +59,8 @@ async function api(path, { method = "GET", body } = {}) {
 const $ = (selector, root = document) => root.querySelector(selector);
 const formatCount = (n) => numberFormat.format(n ?? 0);
 
-function formatInstant(iso) {
-  return iso ? dateTimeFormat.format(new Date(iso)) : "";
-}
-
 function asOfText(asOf) {
-  return asOf ? `Counted up to ${formatInstant(asOf)}` : "No clicks counted yet";
+  return asOf ? `Counted up to ${dateTimeFormat.format(new Date(asOf))}` : "No clicks counted yet";
 }
 
 function describeUrl(url) {
@@ -523,8 +519,10 @@ async function loadStats(campaign) {
   slot("as-of").textContent = asOfText(stats.as_of);
   const totals = stats.totals;
   slot("range-totals").textContent =
-    `${formatCount(totals.click_count)} clicks and ${formatCount(totals.bot_click_count)} bot clicks ` +
-    `from ${formatInstant(stats.from)} to ${formatInstant(stats.to)}`;
+    `${formatCount(totals.click_count)} clicks and ${formatCount(totals.bot_click_count)} bot clicks, ` +
+    (range.granularity === "day"
+      ? dateFormat.formatRange(new Date(stats.from), new Date(Date.parse(stats.to) - 1)) // to is exclusive
+      : dateTimeFormat.formatRange(new Date(stats.from), new Date(stats.to)));
   drawChart(slot("chart"), stats, campaign);
 }
 
