@@ -161,7 +161,8 @@ class Settings:
         used_by=("admin",),
     )
     login_max_failures: int = setting(
-        LOGIN_MAX_FAILURES, 10, "Failed basic-auth attempts one client may make per window before the admin answers 429.",
+        LOGIN_MAX_FAILURES, 10,
+        "Failed basic-auth attempts one client may make per window before the admin answers 429.",
         used_by=("admin",),
     )
     login_window_seconds: float = setting(
