@@ -199,3 +199,17 @@ def test_edit_and_delete_through_the_forms(page: Page, stack: Stack) -> None:
     expect(page.locator(f'#campaigns tr[data-id="{created["id"]}"]')).to_have_count(0)
     expect(page.get_by_text(f"Campaign #{created['id']} deleted.")).to_be_visible()
     assert requests.get(f"{stack.url}/admin/campaigns/{created['id']}", auth=AUTH, timeout=10).status_code == 404
+
+
+def test_the_list_pages_through_every_campaign_newest_first(page: Page, stack: Stack) -> None:
+    before = len(requests.get(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=10).json())
+    ids = [requests.post(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=10, json={
+        "redirect_url": f"https://example.com/page/{n}", "platforms": ["IPhone"]}).json()["id"] for n in range(25)]
+    page.goto("/admin/")
+    rows = page.locator("#campaigns tbody tr")
+    expect(rows).to_have_count(20)  # one page
+    page.get_by_role("button", name="Show more campaigns").click()
+    expect(rows).to_have_count(25 + before)
+    expect(page.get_by_role("button", name="Show more campaigns")).to_be_hidden()
+    shown = [int(row_id) for row_id in rows.evaluate_all("rows => rows.map(row => row.dataset.id)")]
+    assert shown[:25] == ids[::-1]
