@@ -47,9 +47,11 @@ class Campaign:
     updated_at: datetime
     platform_urls: dict[str, str] = field(default_factory=dict)
     counters: Counters = field(default_factory=zero_counters)
+    as_of: datetime | None = None
+    """Clicks are folded into ``counters`` up to this moment (README, "as_of"); None before any."""
 
     def to_json(self) -> dict[str, Any]:
-        """The original o7tracker's shape, plus ``platform_urls`` and ``bot_click_count``."""
+        """The original o7tracker's shape, plus ``platform_urls``, ``bot_click_count`` and ``as_of``."""
         return {
             "id": self.id,
             "redirect_url": self.redirect_url,
@@ -58,6 +60,7 @@ class Campaign:
             "platforms": list(self.platforms),
             "platform_urls": dict(self.platform_urls),
             **{name: self.counters.get(name, 0) for name in COUNTER_FIELDS},
+            "as_of": rfc3339(self.as_of) if self.as_of is not None else None,
         }
 
 

@@ -46,7 +46,7 @@ class CampaignsApi:
 
     def _collection(self, request: flask.Request) -> flask.Response:
         if request.method == "GET":
-            campaigns = self.store.list(platforms_filter(request.args.get("platforms", "")))
+            campaigns = self.store.list_page(platforms_filter(request.args.get("platforms", "")), None, None).campaigns
             return json_response([c.to_json() for c in campaigns])
         if request.method == "POST":
             values = parse_campaign_fields(read_json(request, self.max_body_bytes), partial=False)
