@@ -74,6 +74,8 @@ Environment:
   LOGIN_MAX_FAILURES, LOGIN_WINDOW_SECONDS
                        passed on to the functions that read them, when set
   K_SERVICE            never passed: Cloud Run sets it on every function
+  TRACK_BASE_URL       where the admin's tracking links point; unset, the
+                       deployed track function's URL
 EOF
 }
 
@@ -480,8 +482,13 @@ deploy_track() {
 deploy_admin() {
   step "function admin"
   local OPTIONAL_SETTINGS="COUNTER_SHARDS MAX_BODY_BYTES LOGIN_MAX_FAILURES LOGIN_WINDOW_SECONDS"
+  local track_url="${TRACK_BASE_URL:-}"
+  if [ -z "$track_url" ]; then
+    gc_capture track_url '<track url>' functions describe track --v2 --region="$REGION" \
+      --format='value(serviceConfig.uri)'
+  fi
   local env_vars
-  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AUTH_USER=$AUTH_USER")"
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AUTH_USER=$AUTH_USER" "TRACK_BASE_URL=$track_url")"
   if [ "$ADMIN_ACCESS" = public ]; then
     deploy_function admin admin admin --trigger-http --allow-unauthenticated \
       "$env_vars" --set-secrets="AUTH_PASSWORD=$ADMIN_SECRET:latest"

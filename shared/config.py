@@ -61,6 +61,7 @@ MAX_BODY_BYTES: Final = "MAX_BODY_BYTES"
 LOGIN_MAX_FAILURES: Final = "LOGIN_MAX_FAILURES"
 LOGIN_WINDOW_SECONDS: Final = "LOGIN_WINDOW_SECONDS"
 K_SERVICE: Final = "K_SERVICE"
+TRACK_BASE_URL: Final = "TRACK_BASE_URL"
 
 _DECLARATION = "o7tracker.setting"
 
@@ -198,6 +199,12 @@ class Settings:
     k_service: str | None = setting(
         K_SERVICE, None, "Set by Cloud Run to the service name (so not passed by deploy.sh); the admin's "
         "login limiter then names the client by X-Forwarded-For.",
+        used_by=("admin",),
+    )
+    # Unset, the admin request's own origin + "/track": right for ./run.sh's one port.
+    track_base_url: str | None = setting(
+        TRACK_BASE_URL, None, "Where the admin's tracking links point, as <TRACK_BASE_URL>/<id>?platform=<P>; "
+        "unset, the admin request's origin + /track. deploy.sh sets the track function's URL.",
         used_by=("admin",),
     )
 
