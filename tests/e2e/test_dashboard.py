@@ -7,10 +7,7 @@ nothing it loads may come from outside this machine.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,11 +29,7 @@ ANDROID_RGB, IPHONE_RGB = (0x1F, 0x9D, 0x55), (0x25, 0x63, 0xEB)  # the series c
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = start_stack(tmp_path_factory.mktemp("dashboard") / "run.log")
     yield stack
-    os.killpg(stack.process.pid, signal.SIGINT)  # Ctrl-C: run.sh stops its emulators too
-    try:
-        stack.process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(stack.process.pid, signal.SIGKILL)
+    stack.stop()
 
 
 @pytest.fixture(scope="module")
