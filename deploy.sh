@@ -57,19 +57,25 @@ Environment:
                        per shard per batch, whatever the click rate; event: the
                        Pub/Sub-triggered function alone, counts within a second
                        but one commit per click; both: each event is folded by
-                       both (counted once) for low latency with a safety net
+                       both (counted once) for low latency with a safety net.
+                       In every mode the scheduled run refreshes the totals the
+                       admin shows and sweeps deleted campaigns' counters
   AGGREGATE_SCHEDULE   cron schedule of the drain (default: every minute)
   AGGREGATE_TIMEOUT    timeout of aggregate-http and its scheduler attempt
-                       (default: 120s; keep it above AGGREGATE_MAX_SECONDS)
+                       (default: 120s; keep it above AGGREGATE_MAX_SECONDS +
+                       TOTALS_MAX_SECONDS)
   TRACK_CONCURRENCY    requests per track instance (default: 80)
   DEPLOY_STAGE_DIR     where function sources are staged (default: a temporary
                        directory, removed on exit)
   CACHE_TTL_SECONDS, CACHE_MAX_SIZE, NEGATIVE_CACHE_TTL_SECONDS,
   PUBLISH_TIMEOUT_SECONDS, PUBLISH_MAX_LATENCY_SECONDS, AGGREGATE_BATCH_SIZE,
   AGGREGATE_MAX_SECONDS, COUNTER_SHARDS, DEDUP_RETENTION_DAYS, MAX_BODY_BYTES,
+  TOTALS_MAX_SECONDS, DELETE_GRACE_SECONDS, DELETE_MAX_DOCUMENTS,
   LOGIN_MAX_FAILURES, LOGIN_WINDOW_SECONDS
                        passed on to the functions that read them, when set
   K_SERVICE            never passed: Cloud Run sets it on every function
+  TRACK_BASE_URL       where the admin's tracking links point; unset, the
+                       deployed track function's URL
 EOF
 }
 
@@ -319,6 +325,25 @@ ensure_firestore_ttl() {
   esac
 }
 
+# The admin's platform filter (targets.<Platform> == true, newest first) needs
+# one composite index per platform; Firestore merges them for several platforms.
+# Keep the list in step with shared/platforms.py (tests/test_deploy.py checks).
+FILTER_PLATFORMS="Android IPhone WindowsPhone"
+
+ensure_firestore_indexes() {
+  step "Firestore indexes for the campaign list"
+  local existing platform
+  gc_capture existing '' firestore indexes composite list --format='value(collectionGroup,fields[].fieldPath)' ||
+    existing=''
+  for platform in $FILTER_PLATFORMS; do
+    if ! grep -q "^campaigns[[:space:]]*targets\.$platform;created_at" <<<"$existing"; then
+      gc firestore indexes composite create --collection-group=campaigns --query-scope=COLLECTION \
+        --field-config="field-path=targets.$platform,order=ascending" \
+        --field-config=field-path=created_at,order=descending --async
+    fi
+  done
+}
+
 ensure_service_account() {
   local email="$1" display_name="$2"
   gc_exists iam service-accounts describe "$email" ||
@@ -457,8 +482,13 @@ deploy_track() {
 deploy_admin() {
   step "function admin"
   local OPTIONAL_SETTINGS="COUNTER_SHARDS MAX_BODY_BYTES LOGIN_MAX_FAILURES LOGIN_WINDOW_SECONDS"
+  local track_url="${TRACK_BASE_URL:-}"
+  if [ -z "$track_url" ]; then
+    gc_capture track_url '<track url>' functions describe track --v2 --region="$REGION" \
+      --format='value(serviceConfig.uri)'
+  fi
   local env_vars
-  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AUTH_USER=$AUTH_USER")"
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AUTH_USER=$AUTH_USER" "TRACK_BASE_URL=$track_url")"
   if [ "$ADMIN_ACCESS" = public ]; then
     deploy_function admin admin admin --trigger-http --allow-unauthenticated \
       "$env_vars" --set-secrets="AUTH_PASSWORD=$ADMIN_SECRET:latest"
@@ -476,26 +506,30 @@ deploy_admin() {
   done
 }
 
-AGGREGATE_SETTINGS="AGGREGATE_BATCH_SIZE AGGREGATE_MAX_SECONDS COUNTER_SHARDS DEDUP_RETENTION_DAYS"
+AGGREGATE_SETTINGS="AGGREGATE_BATCH_SIZE AGGREGATE_MAX_SECONDS COUNTER_SHARDS DEDUP_RETENTION_DAYS
+  TOTALS_MAX_SECONDS DELETE_GRACE_SECONDS DELETE_MAX_DOCUMENTS"
 
 # Counts each click as it is published; a failed commit is retried by Pub/Sub.
 deploy_aggregate_event() {
   step "function aggregate-event"
   local OPTIONAL_SETTINGS="$AGGREGATE_SETTINGS"
   local env_vars
-  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT")"
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AGGREGATE_MODE=$AGGREGATE_MODE")"
   deploy_function aggregate-event aggregate aggregate_event \
     --trigger-topic="$CLICKS_TOPIC" --retry --trigger-service-account="$AGGREGATE_SA" "$env_vars"
   gc functions add-invoker-policy-binding aggregate-event --region="$REGION" \
     --member="serviceAccount:$AGGREGATE_SA" --format=none
 }
 
-# The scheduled drain of the pull subscription; only the scheduler may call it.
+# The scheduled run: drains the pull subscription (not in event mode), refreshes
+# the totals the admin shows and sweeps deleted campaigns' counters, so it runs
+# in every mode; only the scheduler may call it.
 deploy_aggregate_http() {
   step "function aggregate-http"
   local OPTIONAL_SETTINGS="$AGGREGATE_SETTINGS"
   local env_vars
-  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "CLICKS_SUBSCRIPTION=$CLICKS_SUBSCRIPTION")"
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "CLICKS_SUBSCRIPTION=$CLICKS_SUBSCRIPTION" \
+    "AGGREGATE_MODE=$AGGREGATE_MODE")"
   deploy_function aggregate-http aggregate aggregate_http --trigger-http --no-allow-unauthenticated \
     --timeout="$AGGREGATE_TIMEOUT" "$env_vars"
   gc functions add-invoker-policy-binding aggregate-http --region="$REGION" \
@@ -528,6 +562,7 @@ main() {
   enable_apis
   ensure_firestore_database
   ensure_firestore_ttl
+  ensure_firestore_indexes
   ensure_service_accounts
   ensure_topics
   ensure_subscription
@@ -535,10 +570,8 @@ main() {
   deploy_track
   deploy_admin
   if [ "$AGGREGATE_MODE" != scheduled ]; then deploy_aggregate_event; fi
-  if [ "$AGGREGATE_MODE" != event ]; then
-    deploy_aggregate_http
-    ensure_scheduler_job
-  fi
+  deploy_aggregate_http
+  ensure_scheduler_job
   retire_shared_account
   step "done"
 }

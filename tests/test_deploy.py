@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from shared import config
+from shared.platforms import PLATFORMS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy.sh"
@@ -45,7 +46,8 @@ FUNCTION_ENV = {
               "WORKERS=1", "THREADS=80"},
     "admin": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "AUTH_USER=admin"},
     "aggregate-event": {f"GOOGLE_CLOUD_PROJECT={PROJECT}"},
-    "aggregate-http": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "CLICKS_SUBSCRIPTION=o7-clicks-aggregate"},
+    "aggregate-http": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "CLICKS_SUBSCRIPTION=o7-clicks-aggregate",
+                       "AGGREGATE_MODE=both"},
 }
 
 # A stand-in for gcloud: logs its arguments, keeps what it got on stdin for
@@ -279,15 +281,26 @@ def test_real_run_pipes_the_password_and_wires_the_scheduler(fake_gcloud, tmp_pa
                for c in calls)
 
 
-def test_event_mode_deploys_the_triggered_function_without_the_scheduler(fake_gcloud, tmp_path):
+def test_event_mode_schedules_the_run_that_refreshes_totals_but_not_the_drain(fake_gcloud, tmp_path):
     result = run_deploy(fake_gcloud, "--dry-run", env={
         "GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"), "AGGREGATE_MODE": "event"})
     assert result.returncode == 0, result.stderr
     cmds = commands(result.stdout)
-    assert sorted(c[2] for c in find(cmds, "functions", "deploy")) == ["admin", "aggregate-event", "track"]
-    assert find(cmds, "scheduler", "jobs", "create") == []
+    assert sorted(c[2] for c in find(cmds, "functions", "deploy")) == [
+        "admin", "aggregate-event", "aggregate-http", "track"]
+    assert "AGGREGATE_MODE=event" in env_vars(the_one(cmds, "functions", "deploy", "aggregate-http"))
+    assert find(cmds, "scheduler", "jobs", "create")
     bad = run_deploy(fake_gcloud, "--dry-run", env={"AGGREGATE_MODE": "sometimes"})
     assert bad.returncode == 2 and "AGGREGATE_MODE" in bad.stderr
+
+
+def test_every_platform_filter_has_its_composite_index(dry_run):
+    result, _ = dry_run
+    creates = find(commands(result.stdout), "firestore", "indexes", "composite", "create")
+    assert len(creates) == len(PLATFORMS)
+    for platform, create in zip(PLATFORMS, creates, strict=True):
+        assert {"--collection-group=campaigns", f"--field-config=field-path=targets.{platform},order=ascending",
+                "--field-config=field-path=created_at,order=descending"} <= set(create)
 
 
 # Settings the platform gives every function; deploy.sh never sets them.
