@@ -30,6 +30,9 @@ NOT_IMPORTED = {
         "uvloop": "the server's event loop",
         "httptools": "the server's HTTP parser",
     },
+    "admin": {
+        "tzdata": "the IANA time zones zoneinfo falls back to where the system has none",
+    },
 }
 _REQUIREMENT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(?P<version>\S+)$")
 

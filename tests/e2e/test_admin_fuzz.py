@@ -28,7 +28,12 @@ FUZZ_SECONDS = 60
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("fuzz-stack") / "run.log")
+    # The fuzzer sends wrong credentials on purpose (is auth enforced everywhere?), and the login
+    # limiter would soon answer its every request 429, right credentials included: this stack
+    # allows it as many failures as it makes. tests/functions/test_admin.py tests the limiter.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LOGIN_MAX_FAILURES", "1000000")
+        stack = start_stack(tmp_path_factory.mktemp("fuzz-stack") / "run.log")
     yield stack
     if stack.process.poll() is None:
         os.killpg(stack.process.pid, signal.SIGKILL)
