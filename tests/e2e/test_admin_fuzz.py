@@ -16,9 +16,7 @@ accepted". The other phases check that invalid input is refused.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,8 +33,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # login limit, its later requests would all answer 429.
     stack = start_stack(tmp_path_factory.mktemp("fuzz-stack") / "run.log", LOGIN_MAX_FAILURES="1000000")
     yield stack
-    if stack.process.poll() is None:
-        os.killpg(stack.process.pid, signal.SIGKILL)
+    stack.stop()
 
 
 def test_errors_the_framework_answers_are_json_on_the_running_stack(stack: Stack) -> None:
