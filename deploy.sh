@@ -31,6 +31,9 @@ Environment:
                        not exist yet; when set, it becomes the secret's new
                        version. Never printed.
   AUTH_USER            admin user name (default: admin)
+                       The key campaign ids are checked with is made once, at
+                       random, in Secret Manager as o7tracker-campaign-id-key,
+                       and never changed.
   FALLBACK_URL         redirect for unknown links (default: http://outfit7.com)
   CLICKS_TOPIC         click events topic (default: o7-clicks)
   CLICKS_SUBSCRIPTION  pull subscription drained by aggregate-http
@@ -51,7 +54,8 @@ Environment:
                        directory, removed on exit)
   CACHE_TTL_SECONDS, CACHE_MAX_SIZE, NEGATIVE_CACHE_TTL_SECONDS,
   PUBLISH_TIMEOUT_SECONDS, PUBLISH_MAX_LATENCY_SECONDS, AGGREGATE_BATCH_SIZE,
-  AGGREGATE_MAX_SECONDS, COUNTER_SHARDS, DEDUP_RETENTION_DAYS, MAX_BODY_BYTES
+  AGGREGATE_MAX_SECONDS, COUNTER_SHARDS, DEDUP_RETENTION_DAYS, MAX_BODY_BYTES,
+  LOGIN_MAX_FAILURES, LOGIN_WINDOW_SECONDS
                        passed on to the functions that read them, when set
 EOF
 }
@@ -81,6 +85,7 @@ CLICKS_SUBSCRIPTION="${CLICKS_SUBSCRIPTION:-o7-clicks-aggregate}"
 DEAD_LETTER_TOPIC="${DEAD_LETTER_TOPIC:-o7-clicks-dead-letter}"
 DEAD_LETTER_SUBSCRIPTION="$DEAD_LETTER_TOPIC-review"
 ADMIN_SECRET=o7tracker-admin-password
+ID_KEY_SECRET=o7tracker-campaign-id-key
 AUTH_USER="${AUTH_USER:-admin}"
 FALLBACK_URL="${FALLBACK_URL:-http://outfit7.com}"
 FIRESTORE_LOCATION="${FIRESTORE_LOCATION:-$REGION}"
@@ -329,6 +334,23 @@ ensure_admin_secret() {
     --role=roles/secretmanager.secretAccessor --format=none
 }
 
+# The key campaign ids carry their check with (shared/ids.py): random, made
+# once, never printed and never replaced, as a new key would send every link
+# issued under the old one to the fallback. Functions read version 1 only.
+ensure_campaign_id_key() {
+  step "campaign id key secret $ID_KEY_SECRET"
+  if ! gc_exists secrets describe "$ID_KEY_SECRET"; then
+    echo "+ head -c 32 /dev/urandom | base64 | $(quote gcloud secrets create "$ID_KEY_SECRET" \
+      --replication-policy=automatic --data-file=- --project="$PROJECT")"
+    if [ "$DRY_RUN" = 0 ]; then
+      head -c 32 /dev/urandom | base64 | gcloud secrets create "$ID_KEY_SECRET" \
+        --replication-policy=automatic --data-file=- --project="$PROJECT"
+    fi
+  fi
+  gc secrets add-iam-policy-binding "$ID_KEY_SECRET" --member="serviceAccount:$RUNTIME_SA" \
+    --role=roles/secretmanager.secretAccessor --format=none
+}
+
 # Each click holds a server thread while it waits for Pub/Sub, so the instance
 # needs a thread per concurrent request: functions-framework's default is only
 # 4 per CPU. One worker keeps one route cache and one publish batcher per instance.
@@ -340,17 +362,18 @@ deploy_track() {
   env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "CLICKS_TOPIC=$CLICKS_TOPIC" "FALLBACK_URL=$FALLBACK_URL" \
     "WORKERS=1" "THREADS=$TRACK_CONCURRENCY")"
   deploy_function track track track --trigger-http --allow-unauthenticated \
-    --memory=512Mi --cpu=1 --concurrency="$TRACK_CONCURRENCY" "$env_vars"
+    --memory=512Mi --cpu=1 --concurrency="$TRACK_CONCURRENCY" "$env_vars" \
+    --set-secrets="CAMPAIGN_ID_KEY=$ID_KEY_SECRET:1"
 }
 
 # Open to the internet: the function checks HTTP basic auth itself.
 deploy_admin() {
   step "function admin"
-  local OPTIONAL_SETTINGS="COUNTER_SHARDS MAX_BODY_BYTES"
+  local OPTIONAL_SETTINGS="COUNTER_SHARDS MAX_BODY_BYTES LOGIN_MAX_FAILURES LOGIN_WINDOW_SECONDS"
   local env_vars
   env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AUTH_USER=$AUTH_USER")"
   deploy_function admin admin admin --trigger-http --allow-unauthenticated \
-    "$env_vars" --set-secrets="AUTH_PASSWORD=$ADMIN_SECRET:latest"
+    "$env_vars" --set-secrets="AUTH_PASSWORD=$ADMIN_SECRET:latest,CAMPAIGN_ID_KEY=$ID_KEY_SECRET:1"
 }
 
 AGGREGATE_SETTINGS="AGGREGATE_BATCH_SIZE AGGREGATE_MAX_SECONDS COUNTER_SHARDS DEDUP_RETENTION_DAYS"
@@ -409,6 +432,7 @@ main() {
   ensure_topics
   ensure_subscription
   ensure_admin_secret
+  ensure_campaign_id_key
   deploy_track
   deploy_admin
   if [ "$AGGREGATE_MODE" != scheduled ]; then deploy_aggregate_event; fi
@@ -417,6 +441,8 @@ main() {
     ensure_scheduler_job
   fi
   step "done"
+  echo "note: the track function checks campaign ids before any lookup once the registry of ids issued" \
+    "before ids were keyed exists: write it once with python -m tools.legacy_ids (README, Campaign ids)" >&2
 }
 
 main

@@ -54,7 +54,8 @@ def main() -> None:
     # them at an emulator address spares them a search for credentials.
     for variable in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
         os.environ.setdefault(variable, "127.0.0.1:9")
-    tracker = build_tracker(Settings(project="demo-o7tracker", cache_max_size=args.campaigns))
+    tracker = build_tracker(Settings(project="demo-o7tracker", cache_max_size=args.campaigns,
+                                     campaign_id_key="cache-memory-bench-key"))
     gc.collect()
     before = rss_mib()
     tracker.routes = RouteCache(campaign, maxsize=args.campaigns, ttl=3600, negative_ttl=5)

@@ -31,6 +31,10 @@ MAX_BODY_BYTES = "MAX_BODY_BYTES"
 LOGIN_MAX_FAILURES = "LOGIN_MAX_FAILURES"
 LOGIN_WINDOW_SECONDS = "LOGIN_WINDOW_SECONDS"
 K_SERVICE = "K_SERVICE"
+CAMPAIGN_ID_KEY = "CAMPAIGN_ID_KEY"
+
+# 16 characters of deploy.sh's base64 are 96 random bits: far past guessing.
+MIN_CAMPAIGN_ID_KEY_CHARS = 16
 
 
 class ConfigError(RuntimeError):
@@ -76,6 +80,17 @@ class Settings:
     # Its presence means requests come through Google's front end, which
     # names the client in X-Forwarded-For.
     k_service: str | None = None
+    # The secret that campaign ids are keyed with (shared/ids.py); admin issues
+    # ids with it and track checks them. It must never change: every keyed id
+    # issued before would then fail the check and its links go to the fallback.
+    campaign_id_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.campaign_id_key is not None and len(self.campaign_id_key) < MIN_CAMPAIGN_ID_KEY_CHARS:
+            raise ConfigError(
+                f"{CAMPAIGN_ID_KEY} must be at least {MIN_CAMPAIGN_ID_KEY_CHARS} characters of random data "
+                "(deploy.sh makes one in Secret Manager)"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -14,7 +14,6 @@ campaign, and are sharded so that a hot campaign spreads its writes.
 from __future__ import annotations
 
 import functools
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -24,7 +23,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from shared.errors import NotFound
-from shared.models import MAX_CAMPAIGN_ID, Campaign, Counters, Route, zero_counters
+from shared.ids import CampaignIds
+from shared.models import Campaign, Counters, Route, zero_counters
 from shared.platforms import COUNTER_FIELDS
 
 CAMPAIGNS = "campaigns"
@@ -82,19 +82,20 @@ def route_from_document(data: dict[str, Any]) -> Route:
 class CampaignStore:
     """Campaign CRUD and counter reads; every call is one atomic Firestore operation."""
 
-    def __init__(self, db: firestore.Client, counter_shards: int) -> None:
+    def __init__(self, db: firestore.Client, counter_shards: int, ids: CampaignIds) -> None:
         self.db = db
         self.counter_shards = counter_shards
+        self.ids = ids
 
     def create(self, values: dict[str, Any]) -> Campaign:
         now = datetime.now(timezone.utc)
         document = {**values, "platform_urls": values.get("platform_urls", {}), "created_at": now, "updated_at": now}
         for _ in range(_CREATE_ATTEMPTS):
-            campaign_id = secrets.randbelow(MAX_CAMPAIGN_ID) + 1
+            campaign_id = self.ids.issue()
             try:
                 campaign_ref(self.db, campaign_id).create(document)
             except gexc.AlreadyExists:
-                continue  # a random 53-bit id collided; draw another
+                continue  # a random id collided; draw another
             return self._campaign(campaign_id, document, zero_counters())
         raise RuntimeError("could not draw an unused campaign id")
 

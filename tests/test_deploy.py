@@ -6,6 +6,7 @@ reach Google Cloud; the dry-run tests assert it was never called at all.
 
 from __future__ import annotations
 
+import base64
 import os
 import shlex
 import shutil
@@ -23,10 +24,12 @@ SCHEDULER_SA = f"o7tracker-scheduler@{PROJECT}.iam.gserviceaccount.com"
 
 # name -> (entry point, folder under functions/, flags its deploy line must carry)
 FUNCTIONS = {
-    "track": ("track", "track", {"--trigger-http", "--allow-unauthenticated"}),
+    "track": ("track", "track", {
+        "--trigger-http", "--allow-unauthenticated", "--set-secrets=CAMPAIGN_ID_KEY=o7tracker-campaign-id-key:1",
+    }),
     "admin": ("admin", "admin", {
         "--trigger-http", "--allow-unauthenticated",
-        "--set-secrets=AUTH_PASSWORD=o7tracker-admin-password:latest",
+        "--set-secrets=AUTH_PASSWORD=o7tracker-admin-password:latest,CAMPAIGN_ID_KEY=o7tracker-campaign-id-key:1",
     }),
     "aggregate-event": ("aggregate_event", "aggregate", {"--trigger-topic=o7-clicks", "--retry"}),
     "aggregate-http": ("aggregate_http", "aggregate", {"--trigger-http", "--no-allow-unauthenticated"}),
@@ -49,7 +52,8 @@ printf '%s\\n' "$*" >> "$FAKE_GCLOUD_DIR/calls"
 case "$1 $2" in
   "projects describe") echo 123456789; exit 0 ;;
   "functions describe") echo https://aggregate-http-abc123-ew.a.run.app; exit 0 ;;
-  "secrets create"|"secrets versions") cat >> "$FAKE_GCLOUD_DIR/stdin"; exit 0 ;;
+  "secrets create") cat >> "$FAKE_GCLOUD_DIR/stdin-$3"; exit 0 ;;
+  "secrets versions") cat >> "$FAKE_GCLOUD_DIR/stdin-$4"; exit 0 ;;
 esac
 for word in "$2" "$3" "$4"; do
   if [ "$word" = describe ]; then exit 1; fi
@@ -93,7 +97,7 @@ def commands(stdout: str) -> list[list[str]]:
         if not line.startswith("+ "):
             continue
         words = shlex.split(line[2:])
-        if "|" in words:  # printf '%s' <redacted> | gcloud ...
+        while "|" in words:  # printf '%s' <redacted> | gcloud ..., head ... | base64 | gcloud ...
             words = words[words.index("|") + 1:]
         assert words[0] == "gcloud", line
         result.append(words[1:])
@@ -150,6 +154,7 @@ def test_dry_run_prints_every_command_and_never_calls_gcloud(dry_run, fake_gclou
     } <= the_one(cmds, "pubsub", "subscriptions", "create", "o7-clicks-aggregate")
 
     assert "--data-file=-" in the_one(cmds, "secrets", "create", "o7tracker-admin-password")
+    assert "--data-file=-" in the_one(cmds, "secrets", "create", "o7tracker-campaign-id-key")
     assert "<redacted>" in result.stdout
 
     assert {"--collection-group=clicks", "--enable-ttl"} <= the_one(
@@ -249,14 +254,17 @@ def test_real_run_pipes_the_password_and_wires_the_scheduler(fake_gcloud, tmp_pa
     calls = (fake_gcloud / "calls").read_text().splitlines()
     assert all(SECRET not in call for call in calls)
     assert SECRET not in result.stdout + result.stderr
-    assert (fake_gcloud / "stdin").read_text() == SECRET
+    assert (fake_gcloud / "stdin-o7tracker-admin-password").read_text() == SECRET
+    id_key = (fake_gcloud / "stdin-o7tracker-campaign-id-key").read_text().strip()
+    assert len(base64.b64decode(id_key, validate=True)) == 32  # random bytes, so 256 bits of key
     assert not (fake_gcloud / "env-leaks").exists(), "AUTH_PASSWORD reached gcloud's environment"
 
     def index(prefix: str) -> int:
         return next(i for i, call in enumerate(calls) if call.startswith(prefix))
 
     assert index("pubsub topics create o7-clicks ") < index("functions deploy aggregate-event ")
-    assert index("secrets create ") < index("functions deploy admin ")
+    assert index("secrets create o7tracker-admin-password ") < index("functions deploy admin ")
+    assert index("secrets create o7tracker-campaign-id-key ") < index("functions deploy track ")
     assert index("functions deploy aggregate-http ") < index("scheduler jobs create http ")
     url = "https://aggregate-http-abc123-ew.a.run.app"
     job = calls[index("scheduler jobs create http ")].split()
@@ -275,3 +283,14 @@ def test_event_mode_deploys_the_triggered_function_without_the_scheduler(fake_gc
     assert find(cmds, "scheduler", "jobs", "create") == []
     bad = run_deploy(fake_gcloud, "--dry-run", env={"AGGREGATE_MODE": "sometimes"})
     assert bad.returncode == 2 and "AGGREGATE_MODE" in bad.stderr
+
+
+def test_login_limits_reach_the_admin_function_when_set(fake_gcloud, tmp_path):
+    result = run_deploy(fake_gcloud, "--dry-run", env={
+        "GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"),
+        "LOGIN_MAX_FAILURES": "5", "LOGIN_WINDOW_SECONDS": "600"})
+    assert result.returncode == 0, result.stderr
+    cmds = commands(result.stdout)
+    admin = env_vars(the_one(cmds, "functions", "deploy", "admin"))
+    assert {"LOGIN_MAX_FAILURES=5", "LOGIN_WINDOW_SECONDS=600"} <= admin
+    assert not any(v.startswith("LOGIN_") for v in env_vars(the_one(cmds, "functions", "deploy", "track")))

@@ -10,6 +10,7 @@ from google.cloud import firestore
 from shared.config import AUTH_PASSWORD, ConfigError, Settings
 from shared.errors import BadRequest, MethodNotAllowed, NotFound
 from shared.http import json_response, read_json
+from shared.ids import keyed_ids
 from shared.login_limiter import LoginLimiter, login_limiter
 from shared.models import parse_campaign_fields, parse_campaign_id
 from shared.platforms import PLATFORMS, is_platform
@@ -75,7 +76,7 @@ def platforms_filter(raw: str) -> list[str]:
 
 
 def build_api(settings: Settings) -> CampaignsApi:
-    store = CampaignStore(firestore.Client(project=settings.project), settings.counter_shards)
+    store = CampaignStore(firestore.Client(project=settings.project), settings.counter_shards, keyed_ids(settings))
     return CampaignsApi(
         store, settings.auth_user, settings.auth_password or "", settings.max_body_bytes, login_limiter(settings)
     )

@@ -8,7 +8,7 @@ from shared import config
 from shared.clients import Lazy
 from shared.http import json_errors
 
-settings = config.load(config.AUTH_PASSWORD)  # never run open
+settings = config.load(config.AUTH_PASSWORD, config.CAMPAIGN_ID_KEY)  # never run open
 api = Lazy(lambda: build_api(settings))
 
 

@@ -7,7 +7,7 @@ from tracking import ClickRequest, build_tracker
 from shared import config
 from shared.clients import Lazy
 
-settings = config.load(config.PROJECT)
+settings = config.load(config.PROJECT, config.CAMPAIGN_ID_KEY)
 tracker = Lazy(lambda: build_tracker(settings))
 
 

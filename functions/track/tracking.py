@@ -11,6 +11,8 @@ from route_cache import RouteCache
 
 from shared.config import Settings
 from shared.events import MAX_HEADER_CHARS, ClickEvent
+from shared.ids import CampaignIds, keyed_ids, may_exist
+from shared.legacy_ids import load_registry
 from shared.logs import get_logger
 from shared.models import parse_campaign_id
 from shared.publishing import ClickPublisher, batch_settings
@@ -37,10 +39,19 @@ def campaign_id_from_path(path: str) -> int | None:
 
 
 class Tracker:
-    def __init__(self, routes: RouteCache, publisher: ClickPublisher, fallback_url: str) -> None:
+    def __init__(
+        self,
+        routes: RouteCache,
+        publisher: ClickPublisher,
+        fallback_url: str,
+        ids: CampaignIds,
+        legacy_ids: frozenset[int] | None,
+    ) -> None:
         self.routes = routes
         self.publisher = publisher
         self.fallback_url = fallback_url
+        self.ids = ids
+        self.legacy_ids = legacy_ids
 
     def click(self, request: ClickRequest) -> str:
         """The redirect target; every link that cannot be counted goes to the fallback.
@@ -57,7 +68,9 @@ class Tracker:
 
     def _click(self, request: ClickRequest) -> str:
         campaign_id = campaign_id_from_path(request.path)
-        if campaign_id is None:
+        # An id that was never issued must cost no lookup, or a flood of made-up
+        # ids would be a flood of Firestore reads.
+        if campaign_id is None or not may_exist(campaign_id, self.ids, self.legacy_ids):
             return self.fallback_url
         route = self.routes.get(campaign_id)
         if route is None:
@@ -81,7 +94,9 @@ class Tracker:
 
 
 def build_tracker(settings: Settings) -> Tracker:
-    store = CampaignStore(firestore.Client(project=settings.project), settings.counter_shards)
+    db = firestore.Client(project=settings.project)
+    campaign_ids = keyed_ids(settings)
+    store = CampaignStore(db, settings.counter_shards, campaign_ids)
     routes = RouteCache(
         store.get_route,
         maxsize=settings.cache_max_size,
@@ -90,4 +105,5 @@ def build_tracker(settings: Settings) -> Tracker:
     )
     client = pubsub_v1.PublisherClient(batch_settings=batch_settings(settings.publish_max_latency_seconds))
     topic = client.topic_path(settings.project, settings.clicks_topic)
-    return Tracker(routes, ClickPublisher(client, topic, settings.publish_timeout_seconds), settings.fallback_url)
+    publisher = ClickPublisher(client, topic, settings.publish_timeout_seconds)
+    return Tracker(routes, publisher, settings.fallback_url, campaign_ids, load_registry(db))
