@@ -31,9 +31,9 @@ Environment:
                        not exist yet; when set, it becomes the secret's new
                        version. Never printed.
   AUTH_USER            admin user name (default: admin)
-                       The key campaign ids are checked with is made once, at
-                       random, in Secret Manager as o7tracker-campaign-id-key,
-                       and never changed.
+  CAMPAIGN_ID_KEY      not read from here: the key campaign ids are checked
+                       with is made once, at random, in Secret Manager as
+                       o7tracker-campaign-id-key, and never changed
   FALLBACK_URL         redirect for unknown links (default: http://outfit7.com)
   CLICKS_TOPIC         click events topic (default: o7-clicks)
   CLICKS_SUBSCRIPTION  pull subscription drained by aggregate-http
@@ -57,6 +57,7 @@ Environment:
   AGGREGATE_MAX_SECONDS, COUNTER_SHARDS, DEDUP_RETENTION_DAYS, MAX_BODY_BYTES,
   LOGIN_MAX_FAILURES, LOGIN_WINDOW_SECONDS
                        passed on to the functions that read them, when set
+  K_SERVICE            never passed: Cloud Run sets it on every function
 EOF
 }
 

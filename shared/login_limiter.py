@@ -36,17 +36,16 @@ def client_address(request: flask.Request, *, behind_google_front_end: bool) -> 
 
     On Cloud Run every request reaches the instance through Google's front
     end, so the peer address (``remote_addr``) is the front end's own and the
-    same for all clients; the front end sets ``X-Forwarded-For`` to the address
-    the connection came from, replacing what a client may have sent, so its
-    first hop is the client. Elsewhere (./run.sh, tests) nothing sets the
-    header but the client itself, so it is not trusted. Behind an external
-    load balancer the header would carry a client-supplied part first: this
-    would then have to take the hop the balancer appends instead.
+    same for all clients. The front end appends the address the connection
+    came from to ``X-Forwarded-For``, after whatever the client sent in that
+    header, so only its last hop is not the client's to choose. Elsewhere
+    (./run.sh, tests) nothing sets the header but the client itself, so it
+    is not trusted.
     """
     if behind_google_front_end:
-        first_hop = request.headers.get("X-Forwarded-For", "").split(",", 1)[0].strip()
-        if first_hop:
-            return first_hop
+        last_hop = request.headers.get("X-Forwarded-For", "").rsplit(",", 1)[-1].strip()
+        if last_hop:
+            return last_hop
     return request.remote_addr or "unknown"
 
 

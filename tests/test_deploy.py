@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -15,6 +16,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from shared import config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy.sh"
@@ -285,12 +288,39 @@ def test_event_mode_deploys_the_triggered_function_without_the_scheduler(fake_gc
     assert bad.returncode == 2 and "AGGREGATE_MODE" in bad.stderr
 
 
-def test_login_limits_reach_the_admin_function_when_set(fake_gcloud, tmp_path):
+def test_deploy_defaults_are_the_declared_ones(fake_gcloud):
+    """deploy.sh needs only bash and gcloud, so it spells out the defaults of what it
+    always passes; they must be shared/config.py's, in the code and in --help."""
+    assigned = dict(re.findall(r'^([A-Z_]+)="\$\{\1:-([^}]*)\}"$', DEPLOY.read_text(), re.MULTILINE))
+    help_text = run_deploy(fake_gcloud, "--help").stdout
+    # An entry is "  NAME  text" and its more deeply indented continuation lines.
+    entries = re.findall(r"^  ([A-Z_]+) +(.*(?:\n {4,}.*)*)", help_text, re.MULTILINE)
+    documented = {name: m.group(1) for name, text in entries if (m := re.search(r"\(default: ([^)]*)\)", text))}
+    checked = 0
+    for item in config.SETTINGS:
+        for source, defaults in (("deploy.sh", assigned), ("deploy.sh --help", documented)):
+            if item.name in defaults:
+                assert defaults[item.name] == str(item.default), f"{source}: {item.name}"
+                checked += 1
+        assert item.name in help_text, f"deploy.sh --help does not mention {item.name}"
+    assert checked >= 8
+
+
+def test_each_function_gets_every_setting_it_reads(fake_gcloud, tmp_path):
+    """With every setting set, each function's environment holds exactly what config says it reads."""
+    values = {item.name: str(item.default or "set") for item in config.SETTINGS if item.name != config.AUTH_PASSWORD}
     result = run_deploy(fake_gcloud, "--dry-run", env={
-        "GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"),
-        "LOGIN_MAX_FAILURES": "5", "LOGIN_WINDOW_SECONDS": "600"})
+        **values, "GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "AGGREGATE_MODE": "both",
+        "DEPLOY_STAGE_DIR": str(tmp_path / "stage")})
     assert result.returncode == 0, result.stderr
     cmds = commands(result.stdout)
-    admin = env_vars(the_one(cmds, "functions", "deploy", "admin"))
-    assert {"LOGIN_MAX_FAILURES=5", "LOGIN_WINDOW_SECONDS=600"} <= admin
-    assert not any(v.startswith("LOGIN_") for v in env_vars(the_one(cmds, "functions", "deploy", "track")))
+    for name, (_, folder, _) in FUNCTIONS.items():
+        flags = the_one(cmds, "functions", "deploy", name)
+        passed = {pair.split("=", 1)[0] for pair in env_vars(flags)} - {"WORKERS", "THREADS"}
+        secrets = {pair.split("=", 1)[0] for f in flags if f.startswith("--set-secrets=")
+                   for pair in f.removeprefix("--set-secrets=").split(",")}
+        wanted = {item.name for item in config.SETTINGS if folder in item.used_by}
+        wanted.discard(config.K_SERVICE)  # Cloud Run sets it on every function
+        if name == "aggregate-event":
+            wanted.discard(config.CLICKS_SUBSCRIPTION)  # it is pushed its events
+        assert passed | secrets == wanted, name

@@ -9,7 +9,7 @@ from classify import detect_platform, is_bot
 from google.cloud import firestore, pubsub_v1
 from route_cache import RouteCache
 
-from shared.config import Settings
+from shared.config import PROJECT, Settings
 from shared.events import MAX_HEADER_CHARS, ClickEvent
 from shared.ids import CampaignIds, keyed_ids, may_exist
 from shared.legacy_ids import load_registry
@@ -104,6 +104,6 @@ def build_tracker(settings: Settings) -> Tracker:
         negative_ttl=settings.negative_cache_ttl_seconds,
     )
     client = pubsub_v1.PublisherClient(batch_settings=batch_settings(settings.publish_max_latency_seconds))
-    topic = client.topic_path(settings.project, settings.clicks_topic)
+    topic = client.topic_path(settings.required(PROJECT), settings.clicks_topic)
     publisher = ClickPublisher(client, topic, settings.publish_timeout_seconds)
     return Tracker(routes, publisher, settings.fallback_url, campaign_ids, load_registry(db))
