@@ -55,7 +55,7 @@ def main() -> None:
     for variable in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
         os.environ.setdefault(variable, "127.0.0.1:9")
     tracker = build_tracker(Settings(project="demo-o7tracker", cache_max_size=args.campaigns,
-                                     campaign_id_key="cache-memory-bench-key"))
+                                     campaign_id_key="cache-memory-bench-key"), legacy_ids=None)
     gc.collect()
     before = rss_mib()
     tracker.routes = RouteCache(campaign, maxsize=args.campaigns, ttl=3600, negative_ttl=5)

@@ -30,7 +30,7 @@ REGISTRY = "id_registry"
 MANIFEST = "legacy"
 # 400 KB of 8-byte integers a document, well under Firestore's 1 MiB limit.
 CHUNK_IDS = 50_000
-# The registry loads on a track instance's first click, which waits for it:
+# A track instance loads the registry at cold start, which waits for it:
 # retries included, never much longer than this.
 LOAD_TIMEOUT_SECONDS = 10.0
 

@@ -2,14 +2,15 @@
 
 import flask
 import functions_framework
-from tracking import ClickRequest, build_tracker
+from tracking import ClickRequest, build_tracker, read_legacy_ids
 
 from shared import config
 from shared.clients import Lazy
 from shared.logs import bind_request
 
 settings = config.load(config.PROJECT, config.CAMPAIGN_ID_KEY)
-tracker = Lazy(lambda: build_tracker(settings))
+legacy_ids = read_legacy_ids(settings)  # at cold start, so that no click waits for it
+tracker = Lazy(lambda: build_tracker(settings, legacy_ids))
 
 
 @functions_framework.http

@@ -93,10 +93,18 @@ class Tracker:
         return route.destination(platform)
 
 
-def build_tracker(settings: Settings) -> Tracker:
-    db = firestore.Client(project=settings.project)
+def read_legacy_ids(settings: Settings) -> frozenset[int] | None:
+    """The registry of ids issued before ids were keyed (None: none was read), once per instance."""
+    db = firestore.Client(project=settings.required(PROJECT))
+    try:
+        return load_registry(db)
+    finally:
+        db.close()  # type: ignore[no-untyped-call]  # unannotated in google-cloud-firestore
+
+
+def build_tracker(settings: Settings, legacy_ids: frozenset[int] | None) -> Tracker:
     campaign_ids = keyed_ids(settings)
-    store = CampaignStore(db, settings.counter_shards, campaign_ids)
+    store = CampaignStore(firestore.Client(project=settings.project), settings.counter_shards, campaign_ids)
     routes = RouteCache(
         store.get_route,
         maxsize=settings.cache_max_size,
@@ -106,4 +114,4 @@ def build_tracker(settings: Settings) -> Tracker:
     client = pubsub_v1.PublisherClient(batch_settings=batch_settings(settings.publish_max_latency_seconds))
     topic = client.topic_path(settings.required(PROJECT), settings.clicks_topic)
     publisher = ClickPublisher(client, topic, settings.publish_timeout_seconds)
-    return Tracker(routes, publisher, settings.fallback_url, campaign_ids, load_registry(db))
+    return Tracker(routes, publisher, settings.fallback_url, campaign_ids, legacy_ids)

@@ -322,7 +322,7 @@ def write_legacy_registry(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def fresh_track() -> Track:
-    """A new track instance: it loads the legacy id registry on its first click."""
+    """A new track instance: it loads the legacy id registry as it starts."""
     return Track(function_app("track", "track").test_client(), sys.modules["main"])
 
 
