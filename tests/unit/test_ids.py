@@ -12,7 +12,8 @@ KEY = b"unit-test-campaign-id-key"
 def test_issued_ids_are_distinct_positive_53_bit_integers_that_verify() -> None:
     ids = CampaignIds(KEY)
     issued = {ids.issue() for _ in range(10_000)}
-    assert len(issued) == 10_000
+    # 29 random bits: two of 10,000 draws coincide with chance 9% (the store then draws again).
+    assert len(issued) >= 9_990
     assert all(0 < i <= MAX_CAMPAIGN_ID and ids.verify(i) for i in issued)
     assert max(issued).bit_length() == 53  # the serial's random bits reach the top
     assert TAG_BITS + SERIAL_BITS == 53
