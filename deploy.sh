@@ -33,6 +33,9 @@ Environment:
                        not exist yet, a random one is generated and stored, and
                        the command that reads it back is printed. Never printed.
   AUTH_USER            admin user name (default: admin)
+  CAMPAIGN_ID_KEY      not read from here: the key campaign ids are checked
+                       with is made once, at random, in Secret Manager as
+                       o7tracker-campaign-id-key, and never changed
   ADMIN_ACCESS         public (default): the admin function is open to the
                        internet behind its basic auth; iam: only the members in
                        ADMIN_INVOKERS may call it, with an identity token, and
@@ -106,6 +109,7 @@ CLICKS_SUBSCRIPTION="${CLICKS_SUBSCRIPTION:-o7-clicks-aggregate}"
 DEAD_LETTER_TOPIC="${DEAD_LETTER_TOPIC:-o7-clicks-dead-letter}"
 DEAD_LETTER_SUBSCRIPTION="$DEAD_LETTER_TOPIC-review"
 ADMIN_SECRET=o7tracker-admin-password
+ID_KEY_SECRET=o7tracker-campaign-id-key
 MIN_PASSWORD_LENGTH=16
 AUTH_USER="${AUTH_USER:-admin}"
 FALLBACK_URL="${FALLBACK_URL:-http://outfit7.com}"
@@ -464,6 +468,27 @@ ensure_admin_secret() {
     --role=roles/secretmanager.secretAccessor --format=none
 }
 
+# The key campaign ids carry their check with (shared/ids.py): random, made
+# once, never printed and never replaced, as a new key would send every link
+# issued under the old one to the fallback. Functions read version 1 only.
+ensure_campaign_id_key() {
+  step "campaign id key secret $ID_KEY_SECRET"
+  if ! gc_exists secrets describe "$ID_KEY_SECRET"; then
+    echo "+ head -c 32 /dev/urandom | base64 | $(quote gcloud secrets create "$ID_KEY_SECRET" \
+      --replication-policy=automatic --data-file=- --project="$PROJECT")"
+    if [ "$DRY_RUN" = 0 ]; then
+      head -c 32 /dev/urandom | base64 | gcloud secrets create "$ID_KEY_SECRET" \
+        --replication-policy=automatic --data-file=- --project="$PROJECT"
+    fi
+  fi
+  # Track checks ids with it, admin issues them: nothing else may read it.
+  local account
+  for account in "$TRACK_SA" "$ADMIN_SA"; do
+    gc secrets add-iam-policy-binding "$ID_KEY_SECRET" --member="serviceAccount:$account" \
+      --role=roles/secretmanager.secretAccessor --format=none
+  done
+}
+
 # An async function: functions-framework serves it with gunicorn and uvicorn
 # workers (uvloop, httptools). WORKERS=1 keeps one route cache and one group-
 # commit publisher per instance; a click waiting on Pub/Sub holds no thread, so
@@ -478,7 +503,8 @@ deploy_track() {
   env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "CLICKS_TOPIC=$CLICKS_TOPIC" "FALLBACK_URL=$FALLBACK_URL" \
     "WORKERS=1")"
   deploy_function track track track --trigger-http --allow-unauthenticated \
-    --memory=512Mi --cpu=1 --concurrency="$TRACK_CONCURRENCY" "$env_vars"
+    --memory=512Mi --cpu=1 --concurrency="$TRACK_CONCURRENCY" "$env_vars" \
+    --set-secrets="CAMPAIGN_ID_KEY=$ID_KEY_SECRET:1"
 }
 
 # Open to the internet by default: the function checks HTTP basic auth
@@ -496,11 +522,11 @@ deploy_admin() {
   env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AUTH_USER=$AUTH_USER" "TRACK_BASE_URL=$track_url")"
   if [ "$ADMIN_ACCESS" = public ]; then
     deploy_function admin admin admin --trigger-http --allow-unauthenticated \
-      "$env_vars" --set-secrets="AUTH_PASSWORD=$ADMIN_SECRET:latest"
+      "$env_vars" --set-secrets="AUTH_PASSWORD=$ADMIN_SECRET:latest,CAMPAIGN_ID_KEY=$ID_KEY_SECRET:1"
     return
   fi
   deploy_function admin admin admin --trigger-http --no-allow-unauthenticated \
-    "$env_vars" --set-secrets="AUTH_PASSWORD=$ADMIN_SECRET:latest"
+    "$env_vars" --set-secrets="AUTH_PASSWORD=$ADMIN_SECRET:latest,CAMPAIGN_ID_KEY=$ID_KEY_SECRET:1"
   # A redeploy keeps an earlier public grant; it is not an error when there is none.
   gc functions remove-invoker-policy-binding admin --region="$REGION" --member=allUsers --format=none ||
     true
@@ -572,6 +598,7 @@ main() {
   ensure_topics
   ensure_subscription
   ensure_admin_secret
+  ensure_campaign_id_key
   deploy_track
   deploy_admin
   if [ "$AGGREGATE_MODE" != scheduled ]; then deploy_aggregate_event; fi
@@ -579,6 +606,8 @@ main() {
   ensure_scheduler_job
   retire_shared_account
   step "done"
+  echo "note: the track function checks campaign ids before any lookup once the registry of ids issued" \
+    "before ids were keyed exists: write it once with python -m tools.legacy_ids (README, Campaign ids)" >&2
 }
 
 main

@@ -34,6 +34,7 @@ from google.cloud import firestore  # noqa: E402
 from bench.reads import ReadCounter  # noqa: E402
 from local import emulators  # noqa: E402
 from shared import config  # noqa: E402
+from shared.ids import CampaignIds  # noqa: E402
 from shared.models import zero_counters  # noqa: E402
 from shared.platforms import COUNTER_FIELDS, PLATFORMS  # noqa: E402
 from shared.store import (  # noqa: E402
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         db = firestore.Client(project=project)
         now = datetime.now(timezone.utc)
         ids = seed(db, args.campaigns, args.clicked, now)
-        store = CampaignStore(db, SHARDS)
+        store = CampaignStore(db, SHARDS, CampaignIds(os.urandom(32)))  # reads only: no id is issued
         counter = ReadCounter(db)
         deep, pages = store.list_page([], 100, None), 1
         while pages < 50 and deep.next_cursor and (pages + 1) * 100 < args.campaigns:

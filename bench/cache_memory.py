@@ -58,7 +58,8 @@ async def measure(campaigns: int) -> None:
     # them at an emulator address spares them a search for credentials.
     for variable in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
         os.environ.setdefault(variable, "127.0.0.1:9")
-    tracker = build_tracker(Settings(project="demo-o7tracker", cache_max_size=campaigns))
+    tracker = build_tracker(Settings(project="demo-o7tracker", cache_max_size=campaigns,
+                                     campaign_id_key="cache-memory-bench-key"), legacy_ids=None)
     gc.collect()
     before = rss_mib()
     tracker.routes = RouteCache(campaign, maxsize=campaigns, ttl=3600, negative_ttl=5, timeout=1)

@@ -34,6 +34,7 @@ import http.client
 import json
 import os
 import random
+import secrets
 import signal
 import statistics
 import subprocess
@@ -341,9 +342,15 @@ class Accounting:
 def create_campaigns(count: int) -> list[int]:
     from google.cloud import firestore
 
+    from shared.ids import keyed_ids
+    from shared.legacy_ids import save_registry
     from shared.store import CampaignStore
 
-    store = CampaignStore(firestore.Client(), config.Settings().counter_shards)
+    settings = config.Settings.from_env()
+    store = CampaignStore(firestore.Client(), settings.counter_shards, keyed_ids(settings))
+    # A fresh database has no ids from before ids were keyed: with its (empty)
+    # registry written, as on a deployment, the track function checks every id.
+    save_registry(store.db, [])
     return [store.create({"redirect_url": LOCATION, "platforms": ["Android", "IPhone"]}).id for _ in range(count)]
 
 
@@ -435,6 +442,7 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="o7tracker-hotpath-"))
     with emulators.running(log_dir=workdir) as emulator_env:
         os.environ.update(emulator_env)
+        os.environ.setdefault(config.CAMPAIGN_ID_KEY, secrets.token_urlsafe(32))
         project = emulator_env[config.PROJECT]
         base_env = {**os.environ, **emulator_env}
         print_settings(args, base_env)

@@ -61,6 +61,7 @@ from local.stack import wait_serving  # noqa: E402
 from shared import config  # noqa: E402
 from shared.counting import ClickFolder, Delivery, FoldResult  # noqa: E402
 from shared.events import ClickEvent  # noqa: E402
+from shared.ids import keyed_ids  # noqa: E402
 from shared.platforms import PLATFORMS  # noqa: E402
 from shared.store import CAMPAIGNS, CampaignStore  # noqa: E402
 from shared.store import COUNTER_SHARDS as SHARD_COLLECTION  # noqa: E402
@@ -653,11 +654,12 @@ def soak(args: argparse.Namespace) -> bool:
     workdir = Path(tempfile.mkdtemp(prefix="o7tracker-soak-"))
     with emulator_environment(workdir) as (env, how):
         project = env[config.PROJECT]
+        env[config.CAMPAIGN_ID_KEY] = os.environ.get(config.CAMPAIGN_ID_KEY) or secrets.token_urlsafe(32)
         say(f"emulators ({how}): firestore {env['FIRESTORE_EMULATOR_HOST']}, pubsub {env['PUBSUB_EMULATOR_HOST']}")
         suffix = uuid.uuid4().hex[:12]
         topic, subscription = f"soak-clicks-{suffix}", f"soak-clicks-agg-{suffix}"
         emulators.create_topic_and_subscription(project, topic, subscription)
-        store = CampaignStore(firestore.Client(project=project), SHARD_COUNT)
+        store = CampaignStore(firestore.Client(project=project), SHARD_COUNT, keyed_ids(config.Settings.from_env(env)))
         campaigns, workload = prepare(store, args)
         publish(project, topic, workload)
         drain = drain_concurrently(project, subscription, args.second_aggregator)

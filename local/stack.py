@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,8 +17,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from google.cloud import firestore
+
 from local import emulators
 from shared import config
+from shared.legacy_ids import save_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,8 +63,10 @@ def main() -> int:
         return 1
     project = os.environ.get(config.PROJECT) or emulators.DEFAULT_PROJECT
     settings = config.Settings.from_env({**os.environ, config.PROJECT: project})
+    # The emulators start empty on every run, so a key of the run's own loses no campaign.
     env = {**os.environ, config.PROJECT: project, config.AUTH_USER: settings.auth_user,
-           config.AUTH_PASSWORD: settings.auth_password or "admin"}
+           config.AUTH_PASSWORD: settings.auth_password or "admin",
+           config.CAMPAIGN_ID_KEY: settings.campaign_id_key or secrets.token_urlsafe(32)}
     if not settings.auth_password:
         print("note: AUTH_PASSWORD not set; the local admin API uses admin/admin", file=sys.stderr)
 
@@ -72,6 +78,9 @@ def main() -> int:
             env.update(emulator_env)
             os.environ.update(emulator_env)
             emulators.create_topic_and_subscription(project, settings.clicks_topic, settings.clicks_subscription)
+            # An empty database holds no id from before ids were keyed: an empty
+            # registry makes the track function check every id, as deployed.
+            save_registry(firestore.Client(project=project), [])
             server = subprocess.Popen(
                 # One worker, on the track function's stack: uvicorn with uvloop and httptools.
                 [sys.executable, "-m", "uvicorn", "--factory", "local.gateway:create_gateway",

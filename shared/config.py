@@ -67,6 +67,10 @@ LOGIN_MAX_FAILURES: Final = "LOGIN_MAX_FAILURES"
 LOGIN_WINDOW_SECONDS: Final = "LOGIN_WINDOW_SECONDS"
 K_SERVICE: Final = "K_SERVICE"
 TRACK_BASE_URL: Final = "TRACK_BASE_URL"
+CAMPAIGN_ID_KEY: Final = "CAMPAIGN_ID_KEY"
+
+# 16 characters of deploy.sh's base64 are 96 random bits: far past guessing.
+MIN_CAMPAIGN_ID_KEY_CHARS: Final = 16
 
 _DECLARATION = "o7tracker.setting"
 
@@ -235,6 +239,20 @@ class Settings:
         "unset, the admin request's origin + /track. deploy.sh sets the track function's URL.",
         used_by=("admin",),
     )
+    # It must never change: every keyed id issued before would then fail the
+    # check, and its links go to the fallback.
+    campaign_id_key: str | None = setting(
+        CAMPAIGN_ID_KEY, None, "Secret key of the campaign ids' check (shared/ids.py): admin issues ids with it, "
+        "track checks them before any lookup; required; made once by deploy.sh, never changed.",
+        used_by=("track", "admin"),
+    )
+
+    def __post_init__(self) -> None:
+        if self.campaign_id_key is not None and len(self.campaign_id_key) < MIN_CAMPAIGN_ID_KEY_CHARS:
+            raise ConfigError(
+                f"{CAMPAIGN_ID_KEY} must be at least {MIN_CAMPAIGN_ID_KEY_CHARS} characters of random data "
+                "(deploy.sh makes one in Secret Manager)"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

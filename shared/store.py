@@ -29,7 +29,6 @@ import base64
 import binascii
 import functools
 import json
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,7 +39,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from shared.errors import BadRequest, NotFound
-from shared.models import MAX_CAMPAIGN_ID, Campaign, Counters, Route, zero_counters
+from shared.ids import CampaignIds
+from shared.models import Campaign, Counters, Route, zero_counters
 from shared.platforms import COUNTER_FIELDS
 
 CAMPAIGNS = "campaigns"
@@ -153,10 +153,6 @@ def new_campaign_document(values: dict[str, Any], now: datetime) -> dict[str, An
     }
 
 
-def draw_campaign_id() -> int:
-    return secrets.randbelow(MAX_CAMPAIGN_ID) + 1
-
-
 @dataclass(frozen=True)
 class CampaignPage:
     campaigns: list[Campaign]
@@ -184,14 +180,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
 class CampaignStore:
     """Campaign CRUD and counter reads; every write is one atomic Firestore operation."""
 
-    def __init__(self, db: firestore.Client, counter_shards: int) -> None:
+    def __init__(self, db: firestore.Client, counter_shards: int, ids: CampaignIds) -> None:
         self.db = db
         self.counter_shards = counter_shards
+        self.ids = ids
 
     def create(self, values: dict[str, Any]) -> Campaign:
         document = new_campaign_document(values, datetime.now(timezone.utc))
         for _ in range(_CREATE_ATTEMPTS):
-            campaign_id = draw_campaign_id()
+            campaign_id = self.ids.issue()
             batch = self.db.batch()
             batch.create(campaign_ref(self.db, campaign_id), document)
             # Never reuse the id of a deleted campaign whose counters still await
@@ -200,7 +197,7 @@ class CampaignStore:
             try:
                 batch.commit(timeout=REQUEST_TIMEOUT_SECONDS)
             except gexc.AlreadyExists:
-                continue  # a random 53-bit id collided; draw another
+                continue  # a random id collided; draw another
             return self._campaign(campaign_id, document, None)
         raise RuntimeError("could not draw an unused campaign id")
 

@@ -58,6 +58,14 @@ def pubsub_names(project: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, st
     return topic, subscription
 
 
+@pytest.fixture(autouse=True)
+def campaign_id_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The admin and track functions refuse to start without one, as deployed."""
+    key = "test-campaign-id-key-" + uuid.uuid4().hex
+    monkeypatch.setenv("CAMPAIGN_ID_KEY", key)
+    return key
+
+
 @pytest.fixture
 def admin_env(monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     monkeypatch.setenv("AUTH_USER", "admin")

@@ -6,6 +6,7 @@ reach Google Cloud; the dry-run tests assert it was never called at all.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shlex
@@ -32,10 +33,12 @@ PUBSUB_AGENT = "service-<project-number>@gcp-sa-pubsub.iam.gserviceaccount.com"
 
 # name -> (entry point, folder under functions/, flags its deploy line must carry)
 FUNCTIONS = {
-    "track": ("track", "track", {"--trigger-http", "--allow-unauthenticated"}),
+    "track": ("track", "track", {
+        "--trigger-http", "--allow-unauthenticated", "--set-secrets=CAMPAIGN_ID_KEY=o7tracker-campaign-id-key:1",
+    }),
     "admin": ("admin", "admin", {
         "--trigger-http", "--allow-unauthenticated",
-        "--set-secrets=AUTH_PASSWORD=o7tracker-admin-password:latest",
+        "--set-secrets=AUTH_PASSWORD=o7tracker-admin-password:latest,CAMPAIGN_ID_KEY=o7tracker-campaign-id-key:1",
     }),
     "aggregate-event": ("aggregate_event", "aggregate", {"--trigger-topic=o7-clicks", "--retry"}),
     "aggregate-http": ("aggregate_http", "aggregate", {"--trigger-http", "--no-allow-unauthenticated"}),
@@ -61,7 +64,8 @@ case "$1 $2" in
   "projects describe") echo 123456789; exit 0 ;;
   "functions describe") echo https://aggregate-http-abc123-ew.a.run.app; exit 0 ;;
   "functions list") printf '%s' "${FAKE_GCLOUD_FUNCTIONS:-}"; exit 0 ;;
-  "secrets create"|"secrets versions") cat >> "$FAKE_GCLOUD_DIR/stdin"; exit 0 ;;
+  "secrets create") cat >> "$FAKE_GCLOUD_DIR/stdin-$3"; exit 0 ;;
+  "secrets versions") cat >> "$FAKE_GCLOUD_DIR/stdin-$4"; exit 0 ;;
 esac
 if [ -n "${FAKE_GCLOUD_EXISTS:-}" ]; then
   case "$*" in *"$FAKE_GCLOUD_EXISTS"*) exit 0 ;; esac
@@ -108,7 +112,7 @@ def commands(stdout: str) -> list[list[str]]:
         if not line.startswith("+ "):
             continue
         words = shlex.split(line[2:])
-        if "|" in words:  # printf '%s' <redacted> | gcloud ...
+        while "|" in words:  # printf '%s' <redacted> | gcloud ..., head ... | base64 | gcloud ...
             words = words[words.index("|") + 1:]
         assert words[0] == "gcloud", line
         result.append(words[1:])
@@ -165,6 +169,7 @@ def test_dry_run_prints_every_command_and_never_calls_gcloud(dry_run, fake_gclou
     } <= the_one(cmds, "pubsub", "subscriptions", "create", "o7-clicks-aggregate")
 
     assert "--data-file=-" in the_one(cmds, "secrets", "create", "o7tracker-admin-password")
+    assert "--data-file=-" in the_one(cmds, "secrets", "create", "o7tracker-campaign-id-key")
     assert "<redacted>" in result.stdout
 
     assert {"--collection-group=clicks", "--enable-ttl"} <= the_one(
@@ -264,14 +269,17 @@ def test_real_run_pipes_the_password_and_wires_the_scheduler(fake_gcloud, tmp_pa
     calls = (fake_gcloud / "calls").read_text().splitlines()
     assert all(SECRET not in call for call in calls)
     assert SECRET not in result.stdout + result.stderr
-    assert (fake_gcloud / "stdin").read_text() == SECRET
+    assert (fake_gcloud / "stdin-o7tracker-admin-password").read_text() == SECRET
+    id_key = (fake_gcloud / "stdin-o7tracker-campaign-id-key").read_text().strip()
+    assert len(base64.b64decode(id_key, validate=True)) == 32  # random bytes, so 256 bits of key
     assert not (fake_gcloud / "env-leaks").exists(), "AUTH_PASSWORD reached gcloud's environment"
 
     def index(prefix: str) -> int:
         return next(i for i, call in enumerate(calls) if call.startswith(prefix))
 
     assert index("pubsub topics create o7-clicks ") < index("functions deploy aggregate-event ")
-    assert index("secrets create ") < index("functions deploy admin ")
+    assert index("secrets create o7tracker-admin-password ") < index("functions deploy admin ")
+    assert index("secrets create o7tracker-campaign-id-key ") < index("functions deploy track ")
     assert index("functions deploy aggregate-http ") < index("scheduler jobs create http ")
     url = "https://aggregate-http-abc123-ew.a.run.app"
     job = calls[index("scheduler jobs create http ")].split()
@@ -354,7 +362,8 @@ def test_each_function_gets_every_setting_it_reads(fake_gcloud, tmp_path):
     for name, (_, folder, _) in FUNCTIONS.items():
         flags = the_one(cmds, "functions", "deploy", name)
         passed = {pair.split("=", 1)[0] for pair in env_vars(flags)} - {"WORKERS", "THREADS"}
-        secrets = {f.removeprefix("--set-secrets=").split("=", 1)[0] for f in flags if f.startswith("--set-secrets=")}
+        secrets = {pair.split("=", 1)[0] for f in flags if f.startswith("--set-secrets=")
+                   for pair in f.removeprefix("--set-secrets=").split(",")}
         wanted = {item.name for item in config.SETTINGS if folder in item.used_by} - SET_BY_CLOUD_RUN
         if name == "aggregate-event":
             wanted.discard(config.CLICKS_SUBSCRIPTION)  # it is pushed its events
@@ -383,9 +392,11 @@ def test_each_function_runs_as_its_own_account_with_only_what_it_uses(dry_run):
     cmds = commands(result.stdout)
     granted = bindings(cmds)
     expected = {
-        TRACK_SA: {("roles/datastore.viewer", "project"), ("roles/pubsub.publisher", "topic o7-clicks")},
+        TRACK_SA: {("roles/datastore.viewer", "project"), ("roles/pubsub.publisher", "topic o7-clicks"),
+                   ("roles/secretmanager.secretAccessor", "secret o7tracker-campaign-id-key")},
         ADMIN_SA: {("roles/datastore.user", "project"),
-                   ("roles/secretmanager.secretAccessor", "secret o7tracker-admin-password")},
+                   ("roles/secretmanager.secretAccessor", "secret o7tracker-admin-password"),
+                   ("roles/secretmanager.secretAccessor", "secret o7tracker-campaign-id-key")},
         AGGREGATE_SA: {("roles/datastore.user", "project"),
                        ("roles/pubsub.subscriber", "subscription o7-clicks-aggregate"),
                        ("roles/run.invoker", "function aggregate-event")},  # as the topic trigger's identity
@@ -401,6 +412,9 @@ def test_each_function_runs_as_its_own_account_with_only_what_it_uses(dry_run):
 
     # only admin may read the admin password
     assert {m for m, role, on in granted if on == "secret o7tracker-admin-password"} == {f"serviceAccount:{ADMIN_SA}"}
+    # the campaign id key: admin issues ids with it, track checks them
+    assert {m for m, role, on in granted if on == "secret o7tracker-campaign-id-key"} == {
+        f"serviceAccount:{ADMIN_SA}", f"serviceAccount:{TRACK_SA}"}
     for account in (TRACK_SA, ADMIN_SA, AGGREGATE_SA, SCHEDULER_SA):
         assert find(cmds, "iam", "service-accounts", "create", account.split("@")[0])
     runs_as = {"track": TRACK_SA, "admin": ADMIN_SA, "aggregate-event": AGGREGATE_SA, "aggregate-http": AGGREGATE_SA}
@@ -440,7 +454,7 @@ def test_a_short_password_is_refused_before_anything_is_done(fake_gcloud, passwo
 def test_without_a_password_one_is_generated_stored_and_how_to_read_it_is_printed(fake_gcloud, tmp_path):
     result = run_deploy(fake_gcloud, env={"GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    stored = (fake_gcloud / "stdin").read_text()
+    stored = (fake_gcloud / "stdin-o7tracker-admin-password").read_text()
     assert re.fullmatch(r"[A-Za-z0-9]{32}", stored)
     assert stored not in result.stdout + result.stderr
     assert (f"gcloud secrets versions access latest --secret=o7tracker-admin-password --project={PROJECT}"
@@ -454,7 +468,7 @@ def test_an_existing_secret_is_kept_when_no_password_is_given(fake_gcloud, tmp_p
         "GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path),
         "FAKE_GCLOUD_EXISTS": "secrets describe o7tracker-admin-password"})
     assert result.returncode == 0, result.stderr
-    assert not (fake_gcloud / "stdin").exists()
+    assert not (fake_gcloud / "stdin-o7tracker-admin-password").exists()
     assert "generated" not in result.stderr
 
 
@@ -467,7 +481,8 @@ def test_admin_behind_iam(fake_gcloud, tmp_path):
     cmds = commands(result.stdout)
     flags = the_one(cmds, "functions", "deploy", "admin")
     assert "--no-allow-unauthenticated" in flags and "--allow-unauthenticated" not in flags
-    assert "--set-secrets=AUTH_PASSWORD=o7tracker-admin-password:latest" in flags  # basic auth still applies
+    assert ("--set-secrets=AUTH_PASSWORD=o7tracker-admin-password:latest,CAMPAIGN_ID_KEY=o7tracker-campaign-id-key:1"
+            in flags)  # basic auth still applies
     assert {m for m, role, on in bindings(cmds) if on == "function admin"} == set(invokers.split(","))
     assert "--member=allUsers" in the_one(cmds, "functions", "remove-invoker-policy-binding", "admin")
 

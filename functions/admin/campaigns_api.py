@@ -26,6 +26,7 @@ from shared.clients import Lazy
 from shared.config import AUTH_PASSWORD, TRACK_BASE_URL, ConfigError, Settings
 from shared.errors import BadRequest, MethodNotAllowed, NotFound
 from shared.http import csv_response, json_response, read_json
+from shared.ids import keyed_ids
 from shared.login_limiter import LoginLimiter, login_limiter
 from shared.models import Campaign, parse_campaign_fields, parse_campaign_id, rfc3339, validate_url
 from shared.platforms import COUNTER_FIELDS, PLATFORMS, is_platform
@@ -301,7 +302,8 @@ def check_track_base_url(value: str | None) -> str | None:
 
 def build_api(settings: Settings) -> AdminApi:
     """The API with every setting checked now; its Firestore client is made on first use."""
-    store = Lazy(lambda: CampaignStore(firestore.Client(project=settings.project), settings.counter_shards))
+    store = Lazy(lambda: CampaignStore(
+        firestore.Client(project=settings.project), settings.counter_shards, keyed_ids(settings)))
     return AdminApi(store, settings.auth_user, settings.auth_password or "", settings.max_body_bytes,
                     check_track_base_url(settings.track_base_url), login_limiter(settings))
 

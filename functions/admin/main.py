@@ -10,7 +10,7 @@ from shared.http import framework_error_response, json_errors
 from shared.logs import bind_request
 from shared.shard_guard import guard_counter_shards
 
-settings = config.load(config.AUTH_PASSWORD)  # never run open
+settings = config.load(config.AUTH_PASSWORD, config.CAMPAIGN_ID_KEY)  # never run open
 api = build_api(settings)  # every setting checked before the shard guard's Firestore call
 guard_counter_shards(settings)
 

@@ -4,15 +4,16 @@ import functions_framework.aio
 import web
 from starlette.requests import Request
 from starlette.responses import Response
-from tracking import build_tracker
+from tracking import build_tracker, read_legacy_ids
 
 from shared import config
 from shared.clients import Lazy
 from shared.logs import bind_request
 
-settings = config.load(config.PROJECT)
+settings = config.load(config.PROJECT, config.CAMPAIGN_ID_KEY)
+legacy_ids = read_legacy_ids(settings)  # at cold start, so that no click waits for it
 # Built on the first request, inside the event loop its async clients bind to.
-tracker = Lazy(lambda: build_tracker(settings))
+tracker = Lazy(lambda: build_tracker(settings, legacy_ids))
 
 
 async def shutdown() -> None:

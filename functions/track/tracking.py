@@ -12,6 +12,8 @@ from route_cache import LookupTimeout, RouteCache
 
 from shared.config import PROJECT, Settings
 from shared.events import MAX_HEADER_CHARS, ClickEvent
+from shared.ids import CampaignIds, keyed_ids, may_exist
+from shared.legacy_ids import load_registry
 from shared.logs import get_logger
 from shared.models import Route, parse_campaign_id
 from shared.publishing import GroupPublisher
@@ -40,10 +42,19 @@ def campaign_id_from_path(path: str) -> int | None:
 
 
 class Tracker:
-    def __init__(self, routes: RouteCache, publisher: GroupPublisher, fallback_url: str) -> None:
+    def __init__(
+        self,
+        routes: RouteCache,
+        publisher: GroupPublisher,
+        fallback_url: str,
+        ids: CampaignIds,
+        legacy_ids: frozenset[int] | None,
+    ) -> None:
         self.routes = routes
         self.publisher = publisher
         self.fallback_url = fallback_url
+        self.ids = ids
+        self.legacy_ids = legacy_ids
 
     async def click(self, request: ClickRequest) -> str:
         """The redirect target; every link that cannot be counted goes to the fallback.
@@ -64,7 +75,9 @@ class Tracker:
 
     async def _click(self, request: ClickRequest) -> str:
         campaign_id = campaign_id_from_path(request.path)
-        if campaign_id is None:
+        # An id that was never issued must cost no lookup, or a flood of made-up
+        # ids would be a flood of Firestore reads.
+        if campaign_id is None or not may_exist(campaign_id, self.ids, self.legacy_ids):
             return self.fallback_url
         route = await self.routes.get(campaign_id)
         if route is None:
@@ -102,7 +115,16 @@ class CampaignReader:
         return route_from_document(snapshot.to_dict() or {}) if snapshot.exists else None
 
 
-def build_tracker(settings: Settings) -> Tracker:
+def read_legacy_ids(settings: Settings) -> frozenset[int] | None:
+    """The registry of ids issued before ids were keyed (None: none was read), once per instance."""
+    db = firestore.Client(project=settings.required(PROJECT))
+    try:
+        return load_registry(db)
+    finally:
+        db.close()  # type: ignore[no-untyped-call]  # unannotated in google-cloud-firestore
+
+
+def build_tracker(settings: Settings, legacy_ids: frozenset[int] | None) -> Tracker:
     """The instance's tracker; built inside the event loop, which the async clients bind to."""
     reader = CampaignReader(firestore.AsyncClient(project=settings.required(PROJECT)), settings.lookup_timeout_seconds)
     routes = RouteCache(
@@ -122,4 +144,4 @@ def build_tracker(settings: Settings) -> Tracker:
         buffer_max_messages=settings.publish_buffer_max_messages,
         buffer_max_bytes=settings.publish_buffer_max_bytes,
     )
-    return Tracker(routes, publisher, settings.fallback_url)
+    return Tracker(routes, publisher, settings.fallback_url, keyed_ids(settings), legacy_ids)

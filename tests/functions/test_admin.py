@@ -191,6 +191,24 @@ def test_wrong_methods_answer_405_with_allow(
     assert answer.headers["Allow"] == allowed
 
 
+def test_created_ids_carry_the_keyed_check(client: Any, auth: dict[str, str]) -> None:
+    from shared.config import Settings
+    from shared.ids import keyed_ids
+
+    ids = keyed_ids(Settings.from_env())  # the key as the functions read it
+    assert all(ids.verify(create(client, auth)["id"]) for _ in range(5))
+
+
+def test_without_a_campaign_id_key_the_function_refuses_to_start(
+    admin_env: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.config import ConfigError
+
+    monkeypatch.delenv("CAMPAIGN_ID_KEY")
+    with pytest.raises(ConfigError, match="CAMPAIGN_ID_KEY"):
+        function_app("admin", "admin")
+
+
 def test_without_a_password_the_function_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
     from shared.config import ConfigError
 

@@ -19,6 +19,7 @@ from upkeep import TotalsRefresher
 from shared.config import Settings
 from shared.counting import ClickFolder, Delivery
 from shared.events import ClickEvent
+from shared.ids import keyed_ids
 from shared.store import CampaignStore
 
 T0 = datetime(2026, 11, 28, 10, 15, tzinfo=timezone.utc)
@@ -31,7 +32,7 @@ def new_folder(db: Any) -> ClickFolder:
 
 @pytest.fixture
 def store(db: Any) -> CampaignStore:
-    return CampaignStore(db, counter_shards=SHARDS)
+    return CampaignStore(db, SHARDS, keyed_ids(Settings.from_env()))
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from conftest import function_app
 from helpers import push_cloud_event_headers, push_envelope, serve_track
 
 from shared import logs
+from shared.config import Settings
+from shared.ids import keyed_ids
 from shared.store import CampaignStore
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -33,7 +35,7 @@ def test_a_clicks_error_line_carries_its_requests_trace_and_execution_id(
     header: str, db: Any, project: str, pubsub_names: tuple[str, str],
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    campaign = CampaignStore(db, counter_shards=16).create(
+    campaign = CampaignStore(db, 16, keyed_ids(Settings.from_env())).create(
         {"redirect_url": "https://e.com/", "platforms": ["Android"]})
     monkeypatch.setenv("CLICKS_TOPIC", "no-such-topic-" + str(time.time_ns()))  # the emulator answers NOT_FOUND
     with serve_track() as track:

@@ -15,11 +15,11 @@ from helpers import push_cloud_event_headers, push_envelope
 from upkeep import TotalsRefresher, advance_as_of
 
 from bench.reads import ReadCounter
-from shared import store as store_module
 from shared.config import Settings
 from shared.counting import ClickFolder, Delivery
 from shared.errors import BadRequest, NotFound
 from shared.events import ClickEvent
+from shared.ids import keyed_ids
 from shared.store import CampaignStore, campaign_ref, deletion_ref
 
 SHARDS = Settings().counter_shards
@@ -29,7 +29,7 @@ ALL = ["Android", "IPhone", "WindowsPhone"]
 
 @pytest.fixture
 def store(db: Any) -> CampaignStore:
-    return CampaignStore(db, counter_shards=SHARDS)
+    return CampaignStore(db, SHARDS, keyed_ids(Settings.from_env()))
 
 
 def new_campaign(store: CampaignStore, platforms: list[str] = ALL) -> int:
@@ -367,9 +367,10 @@ def test_an_id_awaiting_cleanup_is_never_given_to_a_new_campaign(
     deleted = new_campaign(store)
     fold(db, clicks(deleted, 2))
     store.delete(deleted)
-    draws = iter([deleted, deleted + 1])
-    monkeypatch.setattr(store_module, "draw_campaign_id", lambda: next(draws))
-    assert store.create({"redirect_url": "https://e.com/", "platforms": ["Android"]}).id == deleted + 1
+    fresh = store.ids.issue()
+    draws = iter([deleted, fresh])
+    monkeypatch.setattr(store.ids, "issue", lambda: next(draws))
+    assert store.create({"redirect_url": "https://e.com/", "platforms": ["Android"]}).id == fresh
     assert not campaign_ref(db, deleted).get().exists
 
 

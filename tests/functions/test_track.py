@@ -18,6 +18,7 @@ import pytest
 from helpers import Track, log_lines, pulled_events, serve_track
 
 from shared.config import Settings
+from shared.ids import keyed_ids
 from shared.logs import JsonFormatter
 from shared.store import CampaignStore
 
@@ -26,7 +27,8 @@ FALLBACK = "https://fallback.example/"
 
 @pytest.fixture
 def store(db: Any) -> CampaignStore:
-    return CampaignStore(db, counter_shards=Settings().counter_shards)
+    settings = Settings.from_env()  # the key as the functions read it
+    return CampaignStore(db, settings.counter_shards, keyed_ids(settings))
 
 
 @pytest.fixture
@@ -325,3 +327,64 @@ def test_a_huge_user_agent_is_classified_and_kept_truncated(
     assert event.user_agent == huge[:512]
     classify.is_bot(huge[:512])
     assert classify.is_bot.cache_info().hits == 1  # the tracker asked about the truncated string only
+
+
+def legacy_campaign(db: Any, store: CampaignStore) -> int:
+    """A campaign as the store made them before ids were keyed: any random id below 2^53."""
+    while True:
+        legacy_id = random.randint(1, 2**53 - 1)
+        if not store.ids.verify(legacy_id):
+            break
+    now = datetime.now(timezone.utc)
+    db.collection("campaigns").document(str(legacy_id)).create({
+        "redirect_url": "https://legacy.example/", "platforms": ["Android"], "platform_urls": {},
+        "created_at": now, "updated_at": now})
+    return legacy_id
+
+
+def write_legacy_registry(capsys: pytest.CaptureFixture[str]) -> str:
+    from tools import legacy_ids
+
+    assert legacy_ids.main() == 0
+    return capsys.readouterr().out
+
+
+def test_a_flood_of_never_issued_ids_costs_no_firestore_read(
+    track: Track, campaign: Any, store: CampaignStore, project: str, pubsub_names: tuple[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert "0 of 1 campaign ids are unkeyed" in write_legacy_registry(capsys)
+    with serve_track() as fresh:  # a new instance loads the registry as it starts
+        reads = fresh.count_reads()
+        # One made-up id in 16.8 million passes the check (and costs a read): left out, so the count is exact.
+        flood = [i for i in random.sample(range(1, 2**53), 2000) if not store.ids.verify(i)]
+        for campaign_id in flood:
+            assert fresh.click(f"/track/{campaign_id}?platform=Android").headers["Location"] == FALLBACK
+        assert reads == []
+        assert fresh.click(f"/track/{campaign.id}?platform=Android").headers["Location"] == campaign.redirect_url
+        assert reads == [campaign.id]
+    assert [e.campaign_id for e in pulled_events(project, pubsub_names[1])] == [campaign.id]
+
+
+def test_ids_issued_before_ids_were_keyed_keep_redirecting(
+    track: Track, campaign: Any, db: Any, store: CampaignStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    legacy_id = legacy_campaign(db, store)
+    never_issued = legacy_id + 1 if not store.ids.verify(legacy_id + 1) else legacy_id + 2
+    # No registry yet (the track function deployed first): every id is looked up, as before.
+    assert track.click(f"/track/{legacy_id}?platform=Android").headers["Location"] == "https://legacy.example/"
+    assert "1 of 2 campaign ids are unkeyed, written in 1 document(s)" in write_legacy_registry(capsys)
+    with serve_track() as fresh:
+        reads = fresh.count_reads()
+        assert fresh.click(f"/track/{legacy_id}?platform=Android").headers["Location"] == "https://legacy.example/"
+        assert fresh.click(f"/track/{campaign.id}?platform=Android").headers["Location"] == campaign.redirect_url
+        assert fresh.click(f"/track/{never_issued}?platform=Android").headers["Location"] == FALLBACK
+        assert sorted(reads) == sorted([legacy_id, campaign.id])  # never the made-up id
+
+
+def test_without_a_campaign_id_key_the_function_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.config import ConfigError
+
+    monkeypatch.delenv("CAMPAIGN_ID_KEY")
+    with pytest.raises(ConfigError, match="CAMPAIGN_ID_KEY"), serve_track():
+        pass
