@@ -20,6 +20,7 @@ from helpers import Track, log_lines, pulled_events, serve_track
 
 from local import emulators
 from shared.config import Settings
+from shared.ids import keyed_ids
 from shared.store import CampaignStore
 
 FALLBACK = "https://fallback.example/"
@@ -40,7 +41,8 @@ def timed(track: Track, path: str) -> tuple[Any, float]:
 
 def create_campaign(url: str) -> int:
     """A campaign in whichever Firestore the environment names."""
-    store = CampaignStore(firestore.Client(), Settings().counter_shards)
+    settings = Settings.from_env()  # the id key as the function reads it
+    store = CampaignStore(firestore.Client(), settings.counter_shards, keyed_ids(settings))
     return store.create({"redirect_url": url, "platforms": ["Android"]}).id
 
 

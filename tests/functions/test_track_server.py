@@ -26,10 +26,13 @@ from helpers import pulled_events
 from local import emulators
 from local.stack import wait_serving
 from shared.config import Settings
+from shared.ids import CampaignIds
 from shared.store import CampaignStore
 
 ROOT = Path(__file__).resolve().parents[2]
 FALLBACK = "https://fallback.example/"
+# The servers outlive a test, so they keep one id key rather than each test's own.
+SERVER_ID_KEY = "track-server-test-campaign-id-key"
 CAMPAIGN_URL = "https://campaign.example/"
 
 
@@ -69,7 +72,8 @@ def start_server(env: dict[str, str], log_path: Path) -> Server:
         process = subprocess.Popen(
             ["functions-framework", "--target", "track", "--source", str(ROOT / "functions/track/main.py"),
              "--host", "127.0.0.1", "--port", str(port)],
-            env={**os.environ, "PYTHONPATH": str(ROOT), "FALLBACK_URL": FALLBACK, **env},
+            env={**os.environ, "PYTHONPATH": str(ROOT), "FALLBACK_URL": FALLBACK, "CAMPAIGN_ID_KEY": SERVER_ID_KEY,
+                 **env},
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
     server = Server(process, port, log_path)
@@ -127,7 +131,7 @@ def server(
 
 @pytest.fixture
 def campaign_id(db: Any) -> int:
-    store = CampaignStore(db, Settings().counter_shards)
+    store = CampaignStore(db, Settings().counter_shards, CampaignIds(SERVER_ID_KEY.encode()))
     return store.create({"redirect_url": CAMPAIGN_URL, "platforms": ["Android"]}).id
 
 
