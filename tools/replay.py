@@ -160,7 +160,7 @@ def click_events(entries: Iterable[Entry], summary: Summary, report: TextIO = sy
 
 
 class Republisher:
-    """Publishes events as the track function does, and waits for every outcome."""
+    """Publishes events, the body alone as the track function sends them, and waits for every outcome."""
 
     def __init__(self, client: pubsub_v1.PublisherClient, topic_path: str, timeout_seconds: float) -> None:
         self.client = client
@@ -170,8 +170,7 @@ class Republisher:
     def republish(self, events: Sequence[ClickEvent]) -> int:
         """Publish all, then wait up to the timeout for them all; the number not confirmed, each logged."""
         futures = [
-            (event, self.client.publish(self.topic_path, event.encode(), timeout=self.timeout_seconds,
-                                        campaign_id=str(event.campaign_id)))
+            (event, self.client.publish(self.topic_path, event.encode(), timeout=self.timeout_seconds))
             for event in events
         ]
         deadline = time.monotonic() + self.timeout_seconds
