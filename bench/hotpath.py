@@ -1,6 +1,6 @@
 """Hot path benchmark: one track instance as deployed, side by side with bare functions.
 
-    python -m bench.hotpath [--seconds 5] [--connections 1,16,64] [--rounds 3] [--stall-seconds 2]
+    python -m bench.hotpath [--seconds 5] [--connections 1,16,64] [--rounds 3] [--stall-seconds 2] [--profile CASE]
 
 Starts the Firestore and Pub/Sub emulators and one server per function, each
 ONE worker started with ``functions-framework --source ... --target ...`` as
@@ -29,6 +29,10 @@ server's ERROR lines, read with :mod:`tools.replay`); ``lost`` counts the rest.
 The last line sums it up at 64 connections: each case's median rate and p99
 over the rounds, and ratios as the median of the per-round ratios (the cases of
 a round ran back to back). wrk is required (``apt-get install wrk``).
+
+``--profile hit`` (or any case) runs that case once more at the end, under
+py-spy attached to the server's worker, and prints where its CPU went:
+functions by inclusive and by own samples, in microseconds per request.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import argparse
 import http.client
 import os
 import random
+import re
 import shlex
 import signal
 import statistics
@@ -44,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -443,6 +449,77 @@ def _installed(package: str) -> bool:
     return True
 
 
+# --- profile ------------------------------------------------------------------------------------
+
+_LINE_NUMBER = re.compile(r":\d+\)$")
+
+
+def profile(bench: Bench, case: Case, seconds: float) -> tuple[Run, Path]:
+    """One more run of ``case`` at the summary's connection count, its server's worker sampled by py-spy.
+
+    Run apart from the measured rounds: sampling stops the worker a hundred
+    times a second, which costs it some speed.
+    """
+    spy_path = Path(sys.executable).with_name("py-spy")
+    if not spy_path.exists():
+        raise RuntimeError("py-spy is not installed: pip install -r requirements-dev.txt")
+    output = bench.workdir / f"profile-{case.name}.txt"
+    worker = bench.servers[case.server].pids()[-1]
+    spy = subprocess.Popen([str(spy_path), "record", "--pid", str(worker), "--threads", "--format", "raw",
+                            "--output", str(output)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.0)  # attached
+        run = bench.run(case, SUMMARY_CONNECTIONS, seconds, -1)
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its samples when interrupted
+        _, errors = spy.communicate(timeout=60)
+    if not output.exists():
+        raise RuntimeError(f"py-spy wrote no profile: {errors.decode(errors='replace').strip()}")
+    return run, output
+
+
+def print_profile(run: Run, output: Path, top: int = 20) -> None:
+    """Where the worker's CPU went, as shares of the samples and microseconds per request.
+
+    By thread first (gRPC's completion-queue poller runs apart from the event
+    loop), then by function, counting what it calls (frames that only pass
+    through to one callee are left out) and on its own (native code shows
+    under the Python frame that called it: the event loop under Runner.run).
+    """
+    threads: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    callees: dict[str, set[str]] = {}
+    total = 0
+    for line in output.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        thread, *frames = stack.split(";")
+        frames = [_LINE_NUMBER.sub(")", frame) for frame in frames]
+        samples = int(count)
+        total += samples
+        threads[thread.partition(": ")[2] or thread] += samples
+        if frames:
+            own[frames[-1]] += samples
+        for caller, callee in zip(frames, frames[1:], strict=False):
+            callees.setdefault(caller, set()).add(callee)
+        for frame in set(frames):
+            inclusive[frame] += samples
+    if not total:
+        print(f"profile of {run.case.name}: no samples")
+        return
+    us_per_sample = run.cpu_us_per_request / total  # the run's CPU per request, spread over the samples
+    branching = Counter({f: n for f, n in inclusive.items() if own[f] or len(callees.get(f, ())) > 1})
+    print(f"profile of {run.case.name} at {run.connections} connections under py-spy: {run.load.rps:.0f} req/s, "
+          f"{run.cpu_us_per_request:.0f} us of server CPU per request, {total} samples ({output})")
+    for title, counts in (("thread", threads), ("function, with what it calls", branching),
+                          ("function, on its own", own)):
+        print(f"  by {title}:")
+        for name, count in counts.most_common(top):
+            print(f"    {100 * count / total:5.1f}%  {count * us_per_sample:6.0f} us/req  {name}")
+
+
 # --- report -------------------------------------------------------------------------------------
 
 
@@ -519,6 +596,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--campaigns", type=int, default=64, help="campaigns the clicks spread over")
     parser.add_argument("--stall-seconds", type=float, default=2.0,
                         help="how long the stall case pauses Pub/Sub, from its first second (default 2)")
+    parser.add_argument("--profile", choices=[c.name for c in CASES if not c.stall], metavar="CASE",
+                        help="at the end, run CASE once more under py-spy and print where the server's CPU went")
     args = parser.parse_args(argv)
     args.connection_counts = [int(c) for c in args.connections.split(",")]
     if SUMMARY_CONNECTIONS not in args.connection_counts:
@@ -581,10 +660,15 @@ def run(args: argparse.Namespace) -> int:
                         result = bench.run(case, conns, args.seconds, round_)
                         print(f"  {case.name:<10} c={conns:<3} {result.load.rps:>7.0f} req/s  "
                               f"p99 {result.load.p99_ms:.1f} ms", flush=True)
+            profiled = profile(bench, next(c for c in CASES if c.name == args.profile), args.seconds) \
+                if args.profile else None
             rss = {name: server.rss_mib() for name, server in servers.items()}
             track_servers = [s for s in servers.values() if s.spec.track]
             published = [e for s in track_servers for e in drain(project, s.spec.topic + "-sub")]  # type: ignore[operator]
             accounting = account(bench.runs, published, [e for s in track_servers for e in logged(s)])
+        if profiled:
+            print()
+            print_profile(*profiled)
         return report(args, bench, rss, accounting)
 
 
