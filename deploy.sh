@@ -51,8 +51,10 @@ Environment:
                        directory, removed on exit)
   CACHE_TTL_SECONDS, CACHE_MAX_SIZE, NEGATIVE_CACHE_TTL_SECONDS,
   PUBLISH_TIMEOUT_SECONDS, PUBLISH_MAX_LATENCY_SECONDS, AGGREGATE_BATCH_SIZE,
-  AGGREGATE_MAX_SECONDS, COUNTER_SHARDS, DEDUP_RETENTION_DAYS, MAX_BODY_BYTES
+  AGGREGATE_MAX_SECONDS, COUNTER_SHARDS, DEDUP_RETENTION_DAYS, MAX_BODY_BYTES,
+  LOGIN_MAX_FAILURES, LOGIN_WINDOW_SECONDS
                        passed on to the functions that read them, when set
+  K_SERVICE            never passed: Cloud Run sets it on every function
 EOF
 }
 
@@ -346,7 +348,7 @@ deploy_track() {
 # Open to the internet: the function checks HTTP basic auth itself.
 deploy_admin() {
   step "function admin"
-  local OPTIONAL_SETTINGS="COUNTER_SHARDS MAX_BODY_BYTES"
+  local OPTIONAL_SETTINGS="COUNTER_SHARDS MAX_BODY_BYTES LOGIN_MAX_FAILURES LOGIN_WINDOW_SECONDS"
   local env_vars
   env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AUTH_USER=$AUTH_USER")"
   deploy_function admin admin admin --trigger-http --allow-unauthenticated \

@@ -16,7 +16,8 @@ import functions_framework
 
 from shared import config
 from shared.errors import AppError
-from shared.http import error_response, require_basic_auth
+from shared.http import error_response
+from shared.login_limiter import login_limiter
 
 ROOT = Path(__file__).resolve().parent.parent
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -31,6 +32,7 @@ def create_gateway() -> WsgiApp:
     track = function_app("track", "track")
     admin = function_app("admin", "admin")
     update_stats = function_app("aggregate", "aggregate_http")
+    logins = login_limiter(settings)
 
     def gateway(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -38,7 +40,7 @@ def create_gateway() -> WsgiApp:
             return admin(environ, start_response)
         if path.rstrip("/") == "/tasks/update_stats":
             try:
-                require_basic_auth(flask.Request(environ), settings.auth_user, settings.auth_password or "")
+                logins.require_basic_auth(flask.Request(environ), settings.auth_user, settings.auth_password or "")
             except AppError as error:
                 return error_response(error)(environ, start_response)
             return update_stats(environ, start_response)

@@ -11,6 +11,7 @@ class AppError(Exception):
     def __init__(self, msg: str) -> None:
         super().__init__(msg)
         self.msg = msg
+        self.headers: dict[str, str] = {}
 
 
 class BadRequest(AppError):
@@ -31,6 +32,14 @@ class MethodNotAllowed(AppError):
 
 class PayloadTooLarge(AppError):
     status = 413
+
+
+class TooManyRequests(AppError):
+    status = 429
+
+    def __init__(self, msg: str, retry_after_seconds: int) -> None:
+        super().__init__(msg)
+        self.headers = {"Retry-After": str(retry_after_seconds)}
 
 
 class InvalidEvent(ValueError):

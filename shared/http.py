@@ -29,7 +29,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(error: AppError) -> flask.Response:
     headers = {"WWW-Authenticate": 'Basic realm="o7tracker", charset="UTF-8"'} if error.status == 401 else {}
-    return json_response({"status": "error", "msg": error.msg}, error.status, headers)
+    return json_response({"status": "error", "msg": error.msg}, error.status, {**headers, **error.headers})
 
 
 def json_errors(handler: Handler) -> Handler:

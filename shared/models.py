@@ -74,7 +74,7 @@ def parse_campaign_id(raw: str | None) -> int | None:
 
 
 def validate_url(value: object, name: str) -> str:
-    """An absolute http(s) URL with a host: never ``javascript:``, ``data:`` or relative."""
+    """An absolute http(s) URL with a host and no user info: never ``javascript:``, ``data:`` or relative."""
     if not isinstance(value, str) or not value:
         raise BadRequest(f"'{name}' must be a non-empty string")
     if len(value) > MAX_URL_LENGTH:
@@ -88,6 +88,11 @@ def validate_url(value: object, name: str) -> str:
         raise BadRequest(f"'{name}' is not a valid URL") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise BadRequest(f"'{name}' must be an absolute http or https URL")
+    # "https://good.example@evil.example/" reads as good.example but goes to
+    # evil.example, and a password in a link is leaked to every browser that
+    # follows it; no campaign needs either.
+    if "@" in parts.netloc:
+        raise BadRequest(f"'{name}' must not contain user info (user:password@ before the host)")
     return value
 
 

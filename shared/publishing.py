@@ -12,8 +12,12 @@ from shared.logs import get_logger
 log = get_logger("publishing")
 
 
+class PublishFuture(Protocol):
+    def result(self, timeout: float | None = None) -> object: ...
+
+
 class Publisher(Protocol):
-    def publish(self, topic: str, data: bytes, **attrs: str) -> object: ...
+    def publish(self, topic: str, data: bytes, *, campaign_id: str) -> PublishFuture: ...
 
 
 class ClickPublisher:
@@ -32,7 +36,7 @@ class ClickPublisher:
     def publish(self, event: ClickEvent) -> bool:
         try:
             future = self.client.publish(self.topic_path, event.encode(), campaign_id=str(event.campaign_id))
-            future.result(timeout=self.timeout_seconds)  # type: ignore[attr-defined]
+            future.result(timeout=self.timeout_seconds)
         except Exception as exc:  # noqa: BLE001 - any failure must still redirect
             log.error(
                 "click event not published",

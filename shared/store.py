@@ -40,11 +40,11 @@ def campaign_ref(db: firestore.Client, campaign_id: int) -> firestore.DocumentRe
 
 
 def shard_ref(db: firestore.Client, campaign_id: int, shard: int) -> firestore.DocumentReference:
-    return campaign_ref(db, campaign_id).collection(COUNTER_SHARDS).document(str(shard))
+    return db.document(CAMPAIGNS, str(campaign_id), COUNTER_SHARDS, str(shard))
 
 
 def hourly_ref(db: firestore.Client, campaign_id: int, hour: datetime, shard: int) -> firestore.DocumentReference:
-    return campaign_ref(db, campaign_id).collection(HOURLY).document(f"{hour:%Y%m%d%H}-{shard}")
+    return db.document(CAMPAIGNS, str(campaign_id), HOURLY, f"{hour:%Y%m%d%H}-{shard}")
 
 
 def click_ref(db: firestore.Client, click_id: str) -> firestore.DocumentReference:
@@ -60,7 +60,7 @@ def _platform_set(platforms: tuple[str, ...]) -> frozenset[str]:
 _NO_PLATFORM_URLS: Mapping[str, str] = MappingProxyType({})
 
 
-def _data(snapshot: firestore.DocumentSnapshot) -> dict[str, Any]:
+def _data(snapshot: firestore.DocumentSnapshot[Any]) -> dict[str, Any]:
     """The fields of a snapshot known to exist (``to_dict`` is typed for missing ones too)."""
     return snapshot.to_dict() or {}
 

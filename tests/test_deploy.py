@@ -7,6 +7,7 @@ reach Google Cloud; the dry-run tests assert it was never called at all.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -14,6 +15,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from shared import config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy.sh"
@@ -275,3 +278,43 @@ def test_event_mode_deploys_the_triggered_function_without_the_scheduler(fake_gc
     assert find(cmds, "scheduler", "jobs", "create") == []
     bad = run_deploy(fake_gcloud, "--dry-run", env={"AGGREGATE_MODE": "sometimes"})
     assert bad.returncode == 2 and "AGGREGATE_MODE" in bad.stderr
+
+
+# Settings the platform gives every function; deploy.sh never sets them.
+SET_BY_CLOUD_RUN = {config.K_SERVICE}
+
+
+def test_deploy_defaults_are_the_declared_ones(fake_gcloud):
+    """deploy.sh needs only bash and gcloud, so it spells out the defaults of what it
+    always passes; they must be shared/config.py's, in the code and in --help."""
+    assigned = dict(re.findall(r'^([A-Z_]+)="\$\{\1:-([^}]*)\}"$', DEPLOY.read_text(), re.MULTILINE))
+    help_text = run_deploy(fake_gcloud, "--help").stdout
+    # An entry is "  NAME  text" and its more deeply indented continuation lines.
+    entries = re.findall(r"^  ([A-Z_]+) +(.*(?:\n {4,}.*)*)", help_text, re.MULTILINE)
+    documented = {name: m.group(1) for name, text in entries if (m := re.search(r"\(default: ([^)]*)\)", text))}
+    checked = 0
+    for item in config.SETTINGS:
+        for source, defaults in (("deploy.sh", assigned), ("deploy.sh --help", documented)):
+            if item.name in defaults:
+                assert defaults[item.name] == str(item.default), f"{source}: {item.name}"
+                checked += 1
+        assert item.name in help_text or item.name in SET_BY_CLOUD_RUN, f"deploy.sh --help does not mention {item.name}"
+    assert checked >= 8
+
+
+def test_each_function_gets_every_setting_it_reads(fake_gcloud, tmp_path):
+    """With every setting set, each function's environment holds exactly what config says it reads."""
+    values = {item.name: str(item.default or "set") for item in config.SETTINGS if item.name != config.AUTH_PASSWORD}
+    result = run_deploy(fake_gcloud, "--dry-run", env={
+        **values, "GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "AGGREGATE_MODE": "both",
+        "DEPLOY_STAGE_DIR": str(tmp_path / "stage")})
+    assert result.returncode == 0, result.stderr
+    cmds = commands(result.stdout)
+    for name, (_, folder, _) in FUNCTIONS.items():
+        flags = the_one(cmds, "functions", "deploy", name)
+        passed = {pair.split("=", 1)[0] for pair in env_vars(flags)} - {"WORKERS", "THREADS"}
+        secrets = {f.removeprefix("--set-secrets=").split("=", 1)[0] for f in flags if f.startswith("--set-secrets=")}
+        wanted = {item.name for item in config.SETTINGS if folder in item.used_by} - SET_BY_CLOUD_RUN
+        if name == "aggregate-event":
+            wanted.discard(config.CLICKS_SUBSCRIPTION)  # it is pushed its events
+        assert passed | secrets == wanted, name

@@ -9,7 +9,8 @@ from google.cloud import firestore
 
 from shared.config import AUTH_PASSWORD, ConfigError, Settings
 from shared.errors import BadRequest, MethodNotAllowed, NotFound
-from shared.http import json_response, read_json, require_basic_auth
+from shared.http import json_response, read_json
+from shared.login_limiter import LoginLimiter, login_limiter
 from shared.models import parse_campaign_fields, parse_campaign_id
 from shared.platforms import PLATFORMS, is_platform
 from shared.store import CampaignStore
@@ -19,16 +20,19 @@ _CAMPAIGNS_PATH = re.compile(r"^(?:/admin)?/campa(?:ig|i)ns(?:/(?P<id>[^/]+))?/?
 
 
 class CampaignsApi:
-    def __init__(self, store: CampaignStore, auth_user: str, auth_password: str, max_body_bytes: int) -> None:
+    def __init__(
+        self, store: CampaignStore, auth_user: str, auth_password: str, max_body_bytes: int, logins: LoginLimiter
+    ) -> None:
         if not auth_password:
             raise ConfigError(f"{AUTH_PASSWORD} is empty; the admin API never runs open")
         self.store = store
+        self.logins = logins
         self.auth_user = auth_user
         self.auth_password = auth_password
         self.max_body_bytes = max_body_bytes
 
     def handle(self, request: flask.Request) -> flask.Response:
-        require_basic_auth(request, self.auth_user, self.auth_password)
+        self.logins.require_basic_auth(request, self.auth_user, self.auth_password)
         match = _CAMPAIGNS_PATH.match(request.path)
         if match is None:
             raise NotFound(f"no such endpoint: {request.path}")
@@ -72,4 +76,6 @@ def platforms_filter(raw: str) -> list[str]:
 
 def build_api(settings: Settings) -> CampaignsApi:
     store = CampaignStore(firestore.Client(project=settings.project), settings.counter_shards)
-    return CampaignsApi(store, settings.auth_user, settings.auth_password or "", settings.max_body_bytes)
+    return CampaignsApi(
+        store, settings.auth_user, settings.auth_password or "", settings.max_body_bytes, login_limiter(settings)
+    )

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
 
-from shared.config import Settings
+from shared.config import PROJECT, Settings
 from shared.counting import ClickFolder, Delivery, FoldResult
 from shared.logs import get_logger
 
@@ -137,7 +137,7 @@ def build_drainer(settings: Settings, folder: ClickFolder) -> Drainer:
     return Drainer(
         folder,
         subscriber,
-        subscriber.subscription_path(settings.project, settings.clicks_subscription),
+        subscriber.subscription_path(settings.required(PROJECT), settings.clicks_subscription),
         settings.aggregate_batch_size,
         settings.aggregate_max_seconds,
     )

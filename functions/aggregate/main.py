@@ -12,8 +12,11 @@ from cloudevents.http import CloudEvent
 from shared import config
 from shared.clients import Lazy
 from shared.http import json_errors, json_response
+from shared.logs import bind_request
+from shared.shard_guard import guard_counter_shards
 
 settings = config.load(config.PROJECT)
+guard_counter_shards(settings)
 folder = Lazy(lambda: build_folder(settings))
 drainer = Lazy(lambda: build_drainer(settings, folder.get()))
 
@@ -26,6 +29,7 @@ def aggregate_event(cloud_event: CloudEvent) -> None:
 @functions_framework.http
 @json_errors
 def aggregate_http(request: flask.Request) -> flask.Response:
+    bind_request(request.headers, settings.project)
     result, pulled = drainer.get().drain()
     summary = {"pulled": pulled, "counted": result.counted, "duplicates": result.duplicates,
                "poison": result.poison, "failed": len(result.failed)}

@@ -6,6 +6,7 @@ from tracking import ClickRequest, build_tracker
 
 from shared import config
 from shared.clients import Lazy
+from shared.logs import bind_request
 
 settings = config.load(config.PROJECT)
 tracker = Lazy(lambda: build_tracker(settings))
@@ -13,6 +14,7 @@ tracker = Lazy(lambda: build_tracker(settings))
 
 @functions_framework.http
 def track(request: flask.Request) -> flask.Response:
+    bind_request(request.headers, settings.project)
     click = ClickRequest(
         path=request.path,
         platform=request.args.get("platform"),

@@ -9,7 +9,7 @@ from classify import detect_platform, is_bot
 from google.cloud import firestore, pubsub_v1
 from route_cache import RouteCache
 
-from shared.config import Settings
+from shared.config import PROJECT, Settings
 from shared.events import MAX_HEADER_CHARS, ClickEvent
 from shared.logs import get_logger
 from shared.models import parse_campaign_id
@@ -89,5 +89,5 @@ def build_tracker(settings: Settings) -> Tracker:
         negative_ttl=settings.negative_cache_ttl_seconds,
     )
     client = pubsub_v1.PublisherClient(batch_settings=batch_settings(settings.publish_max_latency_seconds))
-    topic = client.topic_path(settings.project, settings.clicks_topic)
+    topic = client.topic_path(settings.required(PROJECT), settings.clicks_topic)
     return Tracker(routes, ClickPublisher(client, topic, settings.publish_timeout_seconds), settings.fallback_url)

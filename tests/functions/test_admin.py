@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import pytest
@@ -126,6 +127,10 @@ def test_every_endpoint_needs_the_exact_credentials(
     (b'{"redirect_url": "data:text/html,x", "platforms": ["Android"]}', "http or https"),
     (b'{"redirect_url": "/relative", "platforms": ["Android"]}', "http or https"),
     (b'{"redirect_url": "https://", "platforms": ["Android"]}', "http or https"),
+    (b'{"redirect_url": "https://user:pw@evil.example/", "platforms": ["Android"]}', "must not contain user info"),
+    (b'{"redirect_url": "https://user@evil.example/", "platforms": ["Android"]}', "must not contain user info"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], '
+     b'"platform_urls": {"Android": "https://u:p@x.example/"}}', "'platform_urls.Android' must not contain user info"),
     (b'{"redirect_url": "https://e.com", "platforms": []}', "platforms"),
     (b'{"redirect_url": "https://e.com", "platforms": ["android"]}', "unsupported"),
     (b'{"redirect_url": "https://e.com", "platforms": "Android"}', "platforms"),
@@ -183,4 +188,79 @@ def test_platform_urls_are_accepted_and_returned_everywhere(client: Any, auth: d
     answer = client.put(path, headers=auth, json={"platform_urls": {"Android": stores["Android"]}})
     assert answer.get_json()["platform_urls"] == {"Android": stores["Android"]}
     assert_error(client.put(path, headers=auth, json={"platform_urls": {"IPhone": "itms://x"}}), 400, "http")
+    assert_error(client.put(path, headers=auth, json={"platform_urls": {"IPhone": "https://me@apps.apple.com/"}}),
+                 400, "'platform_urls.IPhone' must not contain user info")
+    assert_error(client.put(path, headers=auth, json={"redirect_url": "https://a:b@e.com/"}), 400, "user info")
     assert client.get(path, headers=auth).get_json()["platform_urls"] == {"Android": stores["Android"]}
+
+
+def basic(credentials: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+
+
+@pytest.fixture
+def limited(db: Any, admin_env: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The admin function allowing three failed logins per client per minute."""
+    monkeypatch.setenv("LOGIN_MAX_FAILURES", "3")
+    monkeypatch.setenv("LOGIN_WINDOW_SECONDS", "60")
+    return function_app("admin", "admin").test_client()
+
+
+def get_as(client: Any, headers: dict[str, str], address: str = "198.51.100.1") -> Any:
+    return client.get("/admin/campaigns", headers=headers, environ_base={"REMOTE_ADDR": address})
+
+
+def test_repeated_failed_logins_from_one_client_answer_429_until_the_window_ends(
+    limited: Any, auth: dict[str, str]
+) -> None:
+    for _ in range(3):
+        assert get_as(limited, basic("admin:guess")).status_code == 401
+    answer = get_as(limited, basic("admin:guess"))
+    assert_error(answer, 429, "Too many failed logins")
+    assert 55 <= int(answer.headers["Retry-After"]) <= 60
+    assert get_as(limited, auth).status_code == 429  # a right guess must not stand out now
+    assert get_as(limited, auth, address="198.51.100.2").status_code == 200  # other clients are not blocked
+    assert get_as(limited, basic("admin:guess"), address="198.51.100.2").status_code == 401
+
+
+def test_the_block_lifts_when_the_window_ends(
+    db: Any, admin_env: tuple[str, str], auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOGIN_MAX_FAILURES", "1")
+    monkeypatch.setenv("LOGIN_WINDOW_SECONDS", "1")
+    client = function_app("admin", "admin").test_client()
+    assert get_as(client, basic("admin:guess")).status_code == 401
+    answer = get_as(client, auth)
+    assert answer.status_code == 429 and answer.headers["Retry-After"] == "1"
+    time.sleep(1.2)
+    assert get_as(client, auth).status_code == 200
+
+
+def test_successful_logins_and_requests_without_credentials_do_not_count(limited: Any, auth: dict[str, str]) -> None:
+    for _ in range(10):
+        assert get_as(limited, auth).status_code == 200
+        assert get_as(limited, {}).status_code == 401  # a browser before its login prompt
+    for _ in range(3):
+        assert get_as(limited, basic("admin:guess")).status_code == 401
+    assert get_as(limited, basic("admin:guess")).status_code == 429
+
+
+def test_on_cloud_run_the_client_is_the_last_forwarded_for_hop(
+    limited: Any, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("K_SERVICE", "admin")  # set by Cloud Run on every deployed function
+    client = function_app("admin", "admin").test_client()
+    attacker = {"X-Forwarded-For": "203.0.113.7"}
+    for hop in range(3):
+        # What the client itself sends comes first, and changes nothing.
+        spoofed = {"X-Forwarded-For": f"198.51.100.{hop}, 203.0.113.7"}
+        assert get_as(client, {**basic("admin:guess"), **spoofed}).status_code == 401
+    assert get_as(client, {**auth, **attacker}).status_code == 429
+    # Every client reaches the instance from the front end's address; only the attacker is blocked.
+    assert get_as(client, {**auth, "X-Forwarded-For": "203.0.113.8"}).status_code == 200
+
+
+def test_off_cloud_run_a_forwarded_for_header_does_not_escape_the_limit(limited: Any, auth: dict[str, str]) -> None:
+    for hop in range(3):
+        assert get_as(limited, {**basic("admin:guess"), "X-Forwarded-For": f"203.0.113.{hop}"}).status_code == 401
+    assert get_as(limited, {**auth, "X-Forwarded-For": "203.0.113.99"}).status_code == 429

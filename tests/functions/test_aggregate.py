@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from aggregation import Drainer, build_drainer
-from conftest import function_app
+from conftest import ROOT, function_app
 from google.api_core import exceptions as gexc
 from helpers import publish, pull_all, push_cloud_event_headers, push_envelope
 
@@ -290,3 +292,53 @@ def test_a_drain_folds_several_small_pulls_as_one_batch(
     result, pulled = drainer(db, project, subscription, batch_size=1000).drain()
     assert (pulled, result.counted) == (250, 250)
     assert len([path for path in result.writes if "/counter_shards/" in path]) == 1  # one commit for all
+
+
+def subscription_retention() -> timedelta:
+    """The longest message retention deploy.sh gives a subscription: how late a redelivery can come."""
+    days = re.findall(r"--message-retention-duration=(\d+)d", (ROOT / "deploy.sh").read_text())
+    assert days, "deploy.sh sets no message retention"
+    return timedelta(days=max(map(int, days)))
+
+
+@pytest.mark.parametrize("entry_point", ["aggregate_event", "aggregate_http"])
+def test_dedup_records_outlive_every_redelivery_as_deployed(
+    db: Any, campaign_id: int, project: str, pubsub_names: tuple[str, str], monkeypatch: pytest.MonkeyPatch,
+    entry_point: str,
+) -> None:
+    monkeypatch.delenv("DEDUP_RETENTION_DAYS", raising=False)  # deploy.sh passes it only when set
+    event = click(campaign_id)
+    client = function_app("aggregate", entry_point).test_client()
+    if entry_point == "aggregate_event":
+        assert push(client, event.encode(), "m-retention").status_code == 200
+    else:
+        publish(project, pubsub_names[0], [event.encode()])
+        assert client.post("/").get_json()["counted"] == 1
+    record = db.collection("clicks").document(event.click_id).get().to_dict()
+    kept_for = record["expire_at"] - datetime.now(timezone.utc)
+    assert kept_for > subscription_retention()
+    assert kept_for > timedelta(days=Settings().dedup_retention_days) - timedelta(minutes=5)
+
+
+def test_a_drain_stops_at_its_time_budget_and_leaves_the_rest_for_the_next_run(
+    db: Any, store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backlog = 2000
+    publish(project, pubsub_names[0], [click(campaign_id).encode() for _ in range(backlog)])
+    # Batches of 10 make the whole backlog 200 commits, many seconds of work.
+    monkeypatch.setenv("AGGREGATE_BATCH_SIZE", "10")
+    monkeypatch.setenv("AGGREGATE_MAX_SECONDS", "0.2")
+    drain = function_app("aggregate", "aggregate_http").test_client()
+    started = time.monotonic()
+    first = drain.post("/").get_json()
+    elapsed = time.monotonic() - started
+    assert first["status"] == "Updated"
+    assert 0 < first["counted"] < backlog // 4, first
+    assert elapsed < 5  # the budget plus the batch in flight, with a generous margin
+    monkeypatch.setenv("AGGREGATE_MAX_SECONDS", "120")
+    monkeypatch.setenv("AGGREGATE_BATCH_SIZE", "1000")
+    rest = function_app("aggregate", "aggregate_http").test_client().post("/").get_json()
+    assert first["counted"] + rest["counted"] == backlog
+    assert totals(store, campaign_id)["click_count"] == backlog
+    assert pull_all(project, pubsub_names[1]) == []

@@ -26,6 +26,20 @@ def test_invalid_urls_are_refused(url: object) -> None:
         validate_url(url, "redirect_url")
 
 
+@pytest.mark.parametrize("url", [
+    "https://user:pw@evil.example/", "https://user@evil.example/", "http://@evil.example/",
+    "https://good.example@evil.example/", "https://good.example\\@evil.example/", "HTTPS://a:b@e.com:8443/",
+])
+def test_urls_with_user_info_are_refused(url: str) -> None:
+    with pytest.raises(BadRequest, match="must not contain user info"):
+        validate_url(url, "redirect_url")
+
+
+def test_an_at_sign_after_the_host_is_fine() -> None:
+    for url in ("https://e.com/@handle", "https://e.com/?mail=a@b.example", "https://e.com/#@x"):
+        assert validate_url(url, "redirect_url") == url
+
+
 def test_create_needs_url_and_platforms() -> None:
     with pytest.raises(BadRequest, match="missing field"):
         parse_campaign_fields({"redirect_url": "https://e.com"}, partial=False)
