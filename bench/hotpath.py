@@ -516,8 +516,8 @@ def print_profile(run: Run, output: Path, top: int = 20) -> None:
     for title, counts in (("thread", threads), ("function, with what it calls", branching),
                           ("function, on its own", own)):
         print(f"  by {title}:")
-        for name, count in counts.most_common(top):
-            print(f"    {100 * count / total:5.1f}%  {count * us_per_sample:6.0f} us/req  {name}")
+        for name, share in counts.most_common(top):
+            print(f"    {100 * share / total:5.1f}%  {share * us_per_sample:6.0f} us/req  {name}")
 
 
 # --- report -------------------------------------------------------------------------------------

@@ -241,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary.republished = sum(1 for _ in events)
         print(summary.line(dry_run=True))
         return 0
+    assert settings.project is not None  # config.load has required it
     client = pubsub_v1.PublisherClient()
     topic_path = client.topic_path(settings.project, settings.clicks_topic)
     republisher = Republisher(client, topic_path, args.timeout)
