@@ -30,9 +30,9 @@ The last line sums it up at 64 connections: each case's median rate and p99
 over the rounds, and ratios as the median of the per-round ratios (the cases of
 a round ran back to back). wrk is required (``apt-get install wrk``).
 
-``--profile hit`` (or any case) runs that case once more at the end, under
-py-spy attached to the server's worker, and prints where its CPU went:
-functions by inclusive and by own samples, in microseconds per request.
+``--profile hit,bare_aio`` (any cases but stall) runs each once more at the
+end with py-spy attached to its server's worker, and prints where the CPU went:
+by thread, and by function, in microseconds per request.
 """
 
 from __future__ import annotations
@@ -454,70 +454,103 @@ def _installed(package: str) -> bool:
 _LINE_NUMBER = re.compile(r":\d+\)$")
 
 
-def profile(bench: Bench, case: Case, seconds: float) -> tuple[Run, Path]:
+@dataclass(frozen=True)
+class Profile:
+    run: Run
+    samples: Path  # py-spy's raw output: one "thread (tid): name;frame;...;frame count" line per stack
+    thread_cpu: dict[int, float]  # CPU seconds of each of the worker's threads during the run, from /proc
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:
+            continue  # ended meanwhile
+        fields = stat[stat.rindex(")") + 2:].split()
+        cpu[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return cpu
+
+
+def profile(bench: Bench, case: Case, seconds: float) -> Profile:
     """One more run of ``case`` at the summary's connection count, its server's worker sampled by py-spy.
 
-    Run apart from the measured rounds: sampling stops the worker a hundred
-    times a second, which costs it some speed.
+    Run apart from the measured rounds, though py-spy reads the worker's
+    memory without stopping it (``--nonblocking``): its own CPU is the bench's.
     """
     spy_path = Path(sys.executable).with_name("py-spy")
     if not spy_path.exists():
         raise RuntimeError("py-spy is not installed: pip install -r requirements-dev.txt")
     output = bench.workdir / f"profile-{case.name}.txt"
     worker = bench.servers[case.server].pids()[-1]
-    spy = subprocess.Popen([str(spy_path), "record", "--pid", str(worker), "--threads", "--format", "raw",
-                            "--output", str(output)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    spy = subprocess.Popen([str(spy_path), "record", "--pid", str(worker), "--nonblocking", "--rate", "250",
+                            "--threads", "--format", "raw", "--output", str(output)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(1.0)  # attached
+        before = thread_cpu_seconds(worker)
         run = bench.run(case, SUMMARY_CONNECTIONS, seconds, -1)
+        after = thread_cpu_seconds(worker)
     finally:
         spy.send_signal(signal.SIGINT)  # py-spy writes its samples when interrupted
         _, errors = spy.communicate(timeout=60)
     if not output.exists():
         raise RuntimeError(f"py-spy wrote no profile: {errors.decode(errors='replace').strip()}")
-    return run, output
+    return Profile(run, output, {tid: cpu - before.get(tid, 0.0) for tid, cpu in after.items()})
 
 
-def print_profile(run: Run, output: Path, top: int = 20) -> None:
-    """Where the worker's CPU went, as shares of the samples and microseconds per request.
+def print_profile(profiled: Profile, top: int = 20) -> None:
+    """Where the worker's CPU went during the run, in microseconds per request.
 
-    By thread first (gRPC's completion-queue poller runs apart from the event
-    loop), then by function, counting what it calls (frames that only pass
-    through to one callee are left out) and on its own (native code shows
-    under the Python frame that called it: the event loop under Runner.run).
+    By thread, from the kernel's count of each thread's CPU (gRPC's completion
+    queue poller runs apart from the event loop); then by function, each
+    thread's CPU shared out over its py-spy samples: with what the function
+    calls (frames that only pass through to one callee are left out), and on
+    its own (native code shows under the Python frame that called it: the
+    event loop's own work under Runner.run).
     """
-    threads: Counter[str] = Counter()
+    run = profiled.run
+    stacks: list[tuple[int, list[str], int]] = []
+    names: dict[int, str] = {}
+    samples_by_thread: Counter[int] = Counter()
+    for line in profiled.samples.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        thread = re.match(r"thread \((\d+)\)(?:: (.*))?$", stack.split(";", 1)[0])
+        if not thread or not count.isdigit():
+            continue
+        tid = int(thread[1])
+        names[tid] = thread[2] or f"thread {tid}"
+        frames = [_LINE_NUMBER.sub(")", frame) for frame in stack.split(";")[1:]]
+        stacks.append((tid, frames, int(count)))
+        samples_by_thread[tid] += int(count)
+    requests = run.load.requests or 1
+    us_per_sample = {tid: 1e6 * profiled.thread_cpu.get(tid, 0.0) / requests / n
+                     for tid, n in samples_by_thread.items()}
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     callees: dict[str, set[str]] = {}
-    total = 0
-    for line in output.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        thread, *frames = stack.split(";")
-        frames = [_LINE_NUMBER.sub(")", frame) for frame in frames]
-        samples = int(count)
-        total += samples
-        threads[thread.partition(": ")[2] or thread] += samples
+    for tid, frames, samples in stacks:
+        weight = samples * us_per_sample[tid]
         if frames:
-            own[frames[-1]] += samples
+            own[frames[-1]] += weight
         for caller, callee in zip(frames, frames[1:], strict=False):
             callees.setdefault(caller, set()).add(callee)
         for frame in set(frames):
-            inclusive[frame] += samples
-    if not total:
-        print(f"profile of {run.case.name}: no samples")
-        return
-    us_per_sample = run.cpu_us_per_request / total  # the run's CPU per request, spread over the samples
-    branching = Counter({f: n for f, n in inclusive.items() if own[f] or len(callees.get(f, ())) > 1})
+            inclusive[frame] += weight
+    threads = Counter({f"{names.get(tid, 'thread')} ({tid})": 1e6 * cpu / requests
+                       for tid, cpu in profiled.thread_cpu.items() if cpu})
+    total_us = sum(threads.values())
+    branching = Counter({f: us for f, us in inclusive.items() if own[f] or len(callees.get(f, ())) > 1})
     print(f"profile of {run.case.name} at {run.connections} connections under py-spy: {run.load.rps:.0f} req/s, "
-          f"{run.cpu_us_per_request:.0f} us of server CPU per request, {total} samples ({output})")
-    for title, counts in (("thread", threads), ("function, with what it calls", branching),
-                          ("function, on its own", own)):
+          f"{total_us:.0f} us of the worker's CPU per request, {sum(samples_by_thread.values())} samples "
+          f"({profiled.samples})")
+    for title, table in (("thread", threads), ("function, with what it calls", branching),
+                         ("function, on its own", own)):
         print(f"  by {title}:")
-        for name, share in counts.most_common(top):
-            print(f"    {100 * share / total:5.1f}%  {share * us_per_sample:6.0f} us/req  {name}")
+        for name, us in table.most_common(top):
+            print(f"    {us:6.1f} us/req  {100 * us / total_us:5.1f}%  {name}")
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -596,10 +629,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--campaigns", type=int, default=64, help="campaigns the clicks spread over")
     parser.add_argument("--stall-seconds", type=float, default=2.0,
                         help="how long the stall case pauses Pub/Sub, from its first second (default 2)")
-    parser.add_argument("--profile", choices=[c.name for c in CASES if not c.stall], metavar="CASE",
-                        help="at the end, run CASE once more under py-spy and print where the server's CPU went")
+    parser.add_argument("--profile", default="", metavar="CASE[,CASE...]",
+                        help="at the end, run each CASE once more under py-spy and print where the server's CPU went")
     args = parser.parse_args(argv)
     args.connection_counts = [int(c) for c in args.connections.split(",")]
+    profilable = {c.name: c for c in CASES if not c.stall}
+    args.profiled_cases = [profilable[name] for name in args.profile.split(",") if name in profilable]
+    if len(args.profiled_cases) != len([name for name in args.profile.split(",") if name]):
+        parser.error(f"--profile takes cases among {', '.join(profilable)}")
     if SUMMARY_CONNECTIONS not in args.connection_counts:
         parser.error(f"--connections must include {SUMMARY_CONNECTIONS}: the summary line compares there")
     if args.seconds < STALL_STARTS_AFTER_S + args.stall_seconds + 1:
@@ -660,15 +697,14 @@ def run(args: argparse.Namespace) -> int:
                         result = bench.run(case, conns, args.seconds, round_)
                         print(f"  {case.name:<10} c={conns:<3} {result.load.rps:>7.0f} req/s  "
                               f"p99 {result.load.p99_ms:.1f} ms", flush=True)
-            profiled = profile(bench, next(c for c in CASES if c.name == args.profile), args.seconds) \
-                if args.profile else None
+            profiles = [profile(bench, case, args.seconds) for case in args.profiled_cases]
             rss = {name: server.rss_mib() for name, server in servers.items()}
             track_servers = [s for s in servers.values() if s.spec.track]
             published = [e for s in track_servers for e in drain(project, s.spec.topic + "-sub")]  # type: ignore[operator]
             accounting = account(bench.runs, published, [e for s in track_servers for e in logged(s)])
-        if profiled:
+        for profiled in profiles:
             print()
-            print_profile(*profiled)
+            print_profile(profiled)
         return report(args, bench, rss, accounting)
 
 
