@@ -49,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -528,8 +528,8 @@ def print_profile(profiled: Profile, top: int = 20) -> None:
     requests = run.load.requests or 1
     us_per_sample = {tid: 1e6 * profiled.thread_cpu.get(tid, 0.0) / requests / n
                      for tid, n in samples_by_thread.items()}
-    inclusive: Counter[str] = Counter()
-    own: Counter[str] = Counter()
+    inclusive: defaultdict[str, float] = defaultdict(float)
+    own: defaultdict[str, float] = defaultdict(float)
     callees: dict[str, set[str]] = {}
     for tid, frames, samples in stacks:
         weight = samples * us_per_sample[tid]
@@ -539,17 +539,17 @@ def print_profile(profiled: Profile, top: int = 20) -> None:
             callees.setdefault(caller, set()).add(callee)
         for frame in set(frames):
             inclusive[frame] += weight
-    threads = Counter({f"{names.get(tid, 'thread')} ({tid})": 1e6 * cpu / requests
-                       for tid, cpu in profiled.thread_cpu.items() if cpu})
+    threads = {f"{names.get(tid, 'thread')} ({tid})": 1e6 * cpu / requests
+               for tid, cpu in profiled.thread_cpu.items() if cpu}
     total_us = sum(threads.values())
-    branching = Counter({f: us for f, us in inclusive.items() if own[f] or len(callees.get(f, ())) > 1})
+    branching = {f: us for f, us in inclusive.items() if own.get(f) or len(callees.get(f, ())) > 1}
     print(f"profile of {run.case.name} at {run.connections} connections under py-spy: {run.load.rps:.0f} req/s, "
           f"{total_us:.0f} us of the worker's CPU per request, {sum(samples_by_thread.values())} samples "
           f"({profiled.samples})")
     for title, table in (("thread", threads), ("function, with what it calls", branching),
                          ("function, on its own", own)):
         print(f"  by {title}:")
-        for name, us in table.most_common(top):
+        for name, us in sorted(table.items(), key=lambda item: -item[1])[:top]:
             print(f"    {us:6.1f} us/req  {100 * us / total_us:5.1f}%  {name}")
 
 
