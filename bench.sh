@@ -3,12 +3,13 @@
 #   ./bench.sh hotpath [--seconds 5]     one track instance as deployed against bare functions (needs wrk)
 #   ./bench.sh soak [--clicks 100000]    counting accuracy under duplicates, poison and two aggregators
 #   ./bench.sh cache_memory              a track instance's memory with 100,000 campaigns cached
+#   ./bench.sh admin [--campaigns 10000] document reads and latency of the admin's reads
 #   ./bench.sh logs                      what log correlation costs a click
 set -euo pipefail
 source "$(dirname "$0")/scripts/venv.sh"
 case "${1:-}" in
-  hotpath|soak|cache_memory|logs) name="$1"; shift ;;
-  *) echo "usage: ./bench.sh hotpath|soak|cache_memory|logs [options]" >&2; exit 2 ;;
+  hotpath|soak|cache_memory|admin|logs) name="$1"; shift ;;
+  *) echo "usage: ./bench.sh hotpath|soak|cache_memory|admin|logs [options]" >&2; exit 2 ;;
 esac
 if [ "$name" = hotpath ] && ! command -v wrk >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Deploys o7tracker to a Google Cloud project with gcloud: the four gen2
 # functions and everything they rely on (Pub/Sub, Secret Manager, Firestore
-# TTL, Cloud Scheduler, service accounts). Safe to run again: each resource is
-# created only when missing, and the functions are redeployed.
+# TTL, Cloud Scheduler, a service account per function with only what that
+# function uses). Safe to run again: each resource is created only when
+# missing, and the functions are redeployed.
 # Needs only bash and gcloud; see usage() for the settings.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -26,11 +27,25 @@ python312) and creates what they need when it is missing.
   -h, --help       show this help
 
 Environment:
-  AUTH_PASSWORD        admin password, stored in Secret Manager as
-                       o7tracker-admin-password; required when that secret does
-                       not exist yet; when set, it becomes the secret's new
-                       version. Never printed.
+  AUTH_PASSWORD        admin password, at least 16 characters, stored in Secret
+                       Manager as o7tracker-admin-password; when set, it becomes
+                       the secret's new version. When unset and the secret does
+                       not exist yet, a random one is generated and stored, and
+                       the command that reads it back is printed. Never printed.
   AUTH_USER            admin user name (default: admin)
+  ADMIN_ACCESS         public (default): the admin function is open to the
+                       internet behind its basic auth; iam: only the members in
+                       ADMIN_INVOKERS may call it, with an identity token, and
+                       basic auth still applies (see the README)
+  ADMIN_INVOKERS       comma-separated IAM members allowed to call the admin
+                       function when ADMIN_ACCESS=iam, e.g. user:me@example.com
+  TRACK_MAX_INSTANCES  most instances of track (default: 100)
+  ADMIN_MAX_INSTANCES  most instances of admin (default: 2)
+  AGGREGATE_EVENT_MAX_INSTANCES
+                       most instances of aggregate-event (default: 10)
+  AGGREGATE_HTTP_MAX_INSTANCES
+                       most instances of aggregate-http (default: 1: one drain
+                       at a time empties the backlog)
   FALLBACK_URL         redirect for unknown links (default: http://outfit7.com)
   CLICKS_TOPIC         click events topic (default: o7-clicks)
   CLICKS_SUBSCRIPTION  pull subscription drained by aggregate-http
@@ -42,19 +57,25 @@ Environment:
                        per shard per batch, whatever the click rate; event: the
                        Pub/Sub-triggered function alone, counts within a second
                        but one commit per click; both: each event is folded by
-                       both (counted once) for low latency with a safety net
+                       both (counted once) for low latency with a safety net.
+                       In every mode the scheduled run refreshes the totals the
+                       admin shows and sweeps deleted campaigns' counters
   AGGREGATE_SCHEDULE   cron schedule of the drain (default: every minute)
   AGGREGATE_TIMEOUT    timeout of aggregate-http and its scheduler attempt
-                       (default: 120s; keep it above AGGREGATE_MAX_SECONDS)
+                       (default: 120s; keep it above AGGREGATE_MAX_SECONDS +
+                       TOTALS_MAX_SECONDS)
   TRACK_CONCURRENCY    requests per track instance (default: 80)
   DEPLOY_STAGE_DIR     where function sources are staged (default: a temporary
                        directory, removed on exit)
   CACHE_TTL_SECONDS, CACHE_MAX_SIZE, NEGATIVE_CACHE_TTL_SECONDS,
   PUBLISH_TIMEOUT_SECONDS, PUBLISH_MAX_LATENCY_SECONDS, AGGREGATE_BATCH_SIZE,
   AGGREGATE_MAX_SECONDS, COUNTER_SHARDS, DEDUP_RETENTION_DAYS, MAX_BODY_BYTES,
+  TOTALS_MAX_SECONDS, DELETE_GRACE_SECONDS, DELETE_MAX_DOCUMENTS,
   LOGIN_MAX_FAILURES, LOGIN_WINDOW_SECONDS
                        passed on to the functions that read them, when set
   K_SERVICE            never passed: Cloud Run sets it on every function
+  TRACK_BASE_URL       where the admin's tracking links point; unset, the
+                       deployed track function's URL
 EOF
 }
 
@@ -83,6 +104,7 @@ CLICKS_SUBSCRIPTION="${CLICKS_SUBSCRIPTION:-o7-clicks-aggregate}"
 DEAD_LETTER_TOPIC="${DEAD_LETTER_TOPIC:-o7-clicks-dead-letter}"
 DEAD_LETTER_SUBSCRIPTION="$DEAD_LETTER_TOPIC-review"
 ADMIN_SECRET=o7tracker-admin-password
+MIN_PASSWORD_LENGTH=16
 AUTH_USER="${AUTH_USER:-admin}"
 FALLBACK_URL="${FALLBACK_URL:-http://outfit7.com}"
 FIRESTORE_LOCATION="${FIRESTORE_LOCATION:-$REGION}"
@@ -94,13 +116,33 @@ esac
 AGGREGATE_SCHEDULE="${AGGREGATE_SCHEDULE:-* * * * *}"
 AGGREGATE_TIMEOUT="${AGGREGATE_TIMEOUT:-120s}"
 TRACK_CONCURRENCY="${TRACK_CONCURRENCY:-80}"
+TRACK_MAX_INSTANCES="${TRACK_MAX_INSTANCES:-100}"
+ADMIN_MAX_INSTANCES="${ADMIN_MAX_INSTANCES:-2}"
+AGGREGATE_EVENT_MAX_INSTANCES="${AGGREGATE_EVENT_MAX_INSTANCES:-10}"
+AGGREGATE_HTTP_MAX_INSTANCES="${AGGREGATE_HTTP_MAX_INSTANCES:-1}"
+for name in TRACK_MAX_INSTANCES ADMIN_MAX_INSTANCES AGGREGATE_EVENT_MAX_INSTANCES AGGREGATE_HTTP_MAX_INSTANCES; do
+  if ! [[ ${!name} =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: $name must be a positive whole number, not '${!name}'" >&2
+    exit 2
+  fi
+done
+ADMIN_ACCESS="${ADMIN_ACCESS:-public}"
+ADMIN_INVOKERS="${ADMIN_INVOKERS:-}"
+case "$ADMIN_ACCESS" in
+  public) ;;
+  iam) [ -n "$ADMIN_INVOKERS" ] || echo "warning: ADMIN_ACCESS=iam with no ADMIN_INVOKERS: only project owners and editors can call admin" >&2 ;;
+  *) echo "error: ADMIN_ACCESS must be public or iam, not '$ADMIN_ACCESS'" >&2; exit 2 ;;
+esac
 SCHEDULER_JOB=o7tracker-aggregate
-RUNTIME_SA_NAME=o7tracker-functions
-SCHEDULER_SA_NAME=o7tracker-scheduler
 
 # The password is read once and kept out of the environment of every command.
 ADMIN_PASSWORD="${AUTH_PASSWORD:-}"
 unset AUTH_PASSWORD
+if [ -n "$ADMIN_PASSWORD" ] && [ "${#ADMIN_PASSWORD}" -lt "$MIN_PASSWORD_LENGTH" ]; then
+  echo "error: AUTH_PASSWORD is ${#ADMIN_PASSWORD} characters; the admin API is on the internet, so it must be" >&2
+  echo "       at least $MIN_PASSWORD_LENGTH (or leave it unset to have one generated when the secret is made)" >&2
+  exit 2
+fi
 
 if [ -z "$PROJECT" ]; then
   if [ "$DRY_RUN" = 0 ]; then
@@ -110,8 +152,21 @@ if [ -z "$PROJECT" ]; then
   fi
   PROJECT='<project>'
 fi
-RUNTIME_SA="$RUNTIME_SA_NAME@$PROJECT.iam.gserviceaccount.com"
-SCHEDULER_SA="$SCHEDULER_SA_NAME@$PROJECT.iam.gserviceaccount.com"
+
+# One service account per function, each allowed only what its code uses
+# (the README's "Service accounts" table; tests/test_deploy.py checks every binding):
+#   track      reads campaigns; publishes to the click topic
+#   admin      reads and writes campaigns; reads the admin password secret
+#   aggregate  reads and writes campaigns and counters; pulls the subscription;
+#              is the identity the click topic's trigger calls aggregate-event as
+#   scheduler  calls aggregate-http
+TRACK_SA="o7tracker-track@$PROJECT.iam.gserviceaccount.com"
+ADMIN_SA="o7tracker-admin@$PROJECT.iam.gserviceaccount.com"
+AGGREGATE_SA="o7tracker-aggregate@$PROJECT.iam.gserviceaccount.com"
+SCHEDULER_SA="o7tracker-scheduler@$PROJECT.iam.gserviceaccount.com"
+# Earlier deploys ran every function as this one account, which could do
+# everything; it is deleted once the functions have moved off it.
+SHARED_SA="o7tracker-functions@$PROJECT.iam.gserviceaccount.com"
 
 if [ "$DRY_RUN" = 0 ]; then
   command -v gcloud >/dev/null || { echo "error: gcloud not found; install the Google Cloud CLI" >&2; exit 1; }
@@ -206,14 +261,32 @@ stage_function() {
   echo "    staged functions/$folder + shared/ in $dir" >&2
 }
 
-# deploy_function NAME FOLDER ENTRY_POINT FLAGS...: stage, then deploy.
+# The service account and instance cap of each function.
+account_of() {
+  case "$1" in
+    track) echo "$TRACK_SA" ;;
+    admin) echo "$ADMIN_SA" ;;
+    aggregate-event|aggregate-http) echo "$AGGREGATE_SA" ;;
+  esac
+}
+max_instances_of() {
+  case "$1" in
+    track) echo "$TRACK_MAX_INSTANCES" ;;
+    admin) echo "$ADMIN_MAX_INSTANCES" ;;
+    aggregate-event) echo "$AGGREGATE_EVENT_MAX_INSTANCES" ;;
+    aggregate-http) echo "$AGGREGATE_HTTP_MAX_INSTANCES" ;;
+  esac
+}
+
+# deploy_function NAME FOLDER ENTRY_POINT FLAGS...: stage, then deploy as the
+# function's own service account, within its instance cap.
 deploy_function() {
   local name="$1" folder="$2" entry="$3"
   shift 3
   stage_function "$folder" "$STAGE_DIR/$name"
   gc functions deploy "$name" --gen2 --region="$REGION" --runtime="$RUNTIME" \
     --source="$STAGE_DIR/$name" --entry-point="$entry" \
-    --service-account="$RUNTIME_SA" "$@"
+    --service-account="$(account_of "$name")" --max-instances="$(max_instances_of "$name")" "$@"
 }
 
 # --------------------------------------------------------------- resources --
@@ -252,18 +325,64 @@ ensure_firestore_ttl() {
   esac
 }
 
-ensure_service_account() {
-  local name="$1" email="$2" display_name="$3"
-  gc_exists iam service-accounts describe "$email" ||
-    gc iam service-accounts create "$name" --display-name="$display_name"
+# The admin's platform filter (targets.<Platform> == true, newest first) needs
+# one composite index per platform; Firestore merges them for several platforms.
+# Keep the list in step with shared/platforms.py (tests/test_deploy.py checks).
+FILTER_PLATFORMS="Android IPhone WindowsPhone"
+
+ensure_firestore_indexes() {
+  step "Firestore indexes for the campaign list"
+  local existing platform
+  gc_capture existing '' firestore indexes composite list --format='value(collectionGroup,fields[].fieldPath)' ||
+    existing=''
+  for platform in $FILTER_PLATFORMS; do
+    if ! grep -q "^campaigns[[:space:]]*targets\.$platform;created_at" <<<"$existing"; then
+      gc firestore indexes composite create --collection-group=campaigns --query-scope=COLLECTION \
+        --field-config="field-path=targets.$platform,order=ascending" \
+        --field-config=field-path=created_at,order=descending --async
+    fi
+  done
 }
 
+ensure_service_account() {
+  local email="$1" display_name="$2"
+  gc_exists iam service-accounts describe "$email" ||
+    gc iam service-accounts create "${email%%@*}" --display-name="$display_name"
+}
+
+grant_project_role() {
+  run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$1" \
+    --role="$2" --condition=None --format=none
+}
+
+# Firestore's roles apply to the whole database; the narrower grants (topic,
+# subscription, secret, function) are made on the resource, where it is created.
 ensure_service_accounts() {
   step "service accounts"
-  ensure_service_account "$RUNTIME_SA_NAME" "$RUNTIME_SA" "o7tracker functions"
-  ensure_service_account "$SCHEDULER_SA_NAME" "$SCHEDULER_SA" "o7tracker scheduler (invokes aggregate-http)"
-  run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$RUNTIME_SA" \
-    --role=roles/datastore.user --condition=None --format=none
+  ensure_service_account "$TRACK_SA" "o7tracker track (reads campaigns, publishes clicks)"
+  ensure_service_account "$ADMIN_SA" "o7tracker admin (campaigns, admin password)"
+  ensure_service_account "$AGGREGATE_SA" "o7tracker aggregate (folds clicks into counters)"
+  ensure_service_account "$SCHEDULER_SA" "o7tracker scheduler (invokes aggregate-http)"
+  grant_project_role "$TRACK_SA" roles/datastore.viewer
+  grant_project_role "$ADMIN_SA" roles/datastore.user
+  grant_project_role "$AGGREGATE_SA" roles/datastore.user
+}
+
+# Once no function runs as the old shared account, it goes, and every grant
+# with it. A function this deploy did not redeploy (aggregate-event left from
+# an earlier AGGREGATE_MODE, say) may still use it: then it stays, with a warning.
+retire_shared_account() {
+  gc_exists iam service-accounts describe "$SHARED_SA" || return 0
+  step "retiring the shared service account $SHARED_SA"
+  local users
+  gc_capture users '' functions list --regions="$REGION" \
+    --filter="serviceConfig.serviceAccountEmail=$SHARED_SA" --format='value(name)'
+  if [ -n "$users" ]; then
+    echo "warning: $SHARED_SA kept: still used by $(echo "$users" | tr '\n' ' ')" >&2
+    echo "         (delete those functions or redeploy them with their own accounts, then run again)" >&2
+    return 0
+  fi
+  gc iam service-accounts delete "$SHARED_SA"
 }
 
 ensure_topic() {
@@ -278,7 +397,7 @@ ensure_topics() {
   gc_exists pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION" ||
     gc pubsub subscriptions create "$DEAD_LETTER_SUBSCRIPTION" --topic="$DEAD_LETTER_TOPIC" \
       --message-retention-duration=7d --expiration-period=never
-  gc pubsub topics add-iam-policy-binding "$CLICKS_TOPIC" --member="serviceAccount:$RUNTIME_SA" \
+  gc pubsub topics add-iam-policy-binding "$CLICKS_TOPIC" --member="serviceAccount:$TRACK_SA" \
     --role=roles/pubsub.publisher --format=none
 }
 
@@ -292,7 +411,7 @@ ensure_subscription() {
       --ack-deadline=60 --message-retention-duration=7d --expiration-period=never \
       --dead-letter-topic="$DEAD_LETTER_TOPIC" --max-delivery-attempts=10
   gc pubsub subscriptions add-iam-policy-binding "$CLICKS_SUBSCRIPTION" \
-    --member="serviceAccount:$RUNTIME_SA" --role=roles/pubsub.subscriber --format=none
+    --member="serviceAccount:$AGGREGATE_SA" --role=roles/pubsub.subscriber --format=none
 
   local project_number pubsub_agent
   capture project_number '<project-number>' gcloud projects describe "$PROJECT" --format='value(projectNumber)'
@@ -313,21 +432,33 @@ store_password() {
   fi
 }
 
+# 32 letters and digits from the kernel's generator: about 190 bits.
+generate_password() {
+  local random
+  random="$(head -c 96 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
+  echo "${random:0:32}"
+}
+
 ensure_admin_secret() {
   step "admin password secret $ADMIN_SECRET"
   if gc_exists secrets describe "$ADMIN_SECRET"; then
     if [ -n "$ADMIN_PASSWORD" ]; then
       store_password versions add "$ADMIN_SECRET"
     fi
-  elif [ -n "$ADMIN_PASSWORD" ]; then
-    store_password create "$ADMIN_SECRET" --replication-policy=automatic
-  elif [ "$DRY_RUN" = 1 ]; then
-    echo "warning: AUTH_PASSWORD is unset; a real deploy fails if $ADMIN_SECRET does not exist yet" >&2
   else
-    echo "error: secret $ADMIN_SECRET does not exist; set AUTH_PASSWORD to create it" >&2
-    exit 1
+    local generated=0
+    if [ -z "$ADMIN_PASSWORD" ]; then
+      ADMIN_PASSWORD="$(generate_password)"
+      generated=1
+    fi
+    store_password create "$ADMIN_SECRET" --replication-policy=automatic
+    if [ "$generated" = 1 ]; then
+      echo "    generated the admin password (AUTH_PASSWORD was unset); read it back with:" >&2
+      echo "    gcloud secrets versions access latest --secret=$ADMIN_SECRET --project=$PROJECT" >&2
+    fi
   fi
-  gc secrets add-iam-policy-binding "$ADMIN_SECRET" --member="serviceAccount:$RUNTIME_SA" \
+  # The admin function alone may read it.
+  gc secrets add-iam-policy-binding "$ADMIN_SECRET" --member="serviceAccount:$ADMIN_SA" \
     --role=roles/secretmanager.secretAccessor --format=none
 }
 
@@ -345,36 +476,60 @@ deploy_track() {
     --memory=512Mi --cpu=1 --concurrency="$TRACK_CONCURRENCY" "$env_vars"
 }
 
-# Open to the internet: the function checks HTTP basic auth itself.
+# Open to the internet by default: the function checks HTTP basic auth
+# itself. With ADMIN_ACCESS=iam, Cloud Run first lets through only the
+# ADMIN_INVOKERS' identity tokens.
 deploy_admin() {
   step "function admin"
   local OPTIONAL_SETTINGS="COUNTER_SHARDS MAX_BODY_BYTES LOGIN_MAX_FAILURES LOGIN_WINDOW_SECONDS"
+  local track_url="${TRACK_BASE_URL:-}"
+  if [ -z "$track_url" ]; then
+    gc_capture track_url '<track url>' functions describe track --v2 --region="$REGION" \
+      --format='value(serviceConfig.uri)'
+  fi
   local env_vars
-  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AUTH_USER=$AUTH_USER")"
-  deploy_function admin admin admin --trigger-http --allow-unauthenticated \
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AUTH_USER=$AUTH_USER" "TRACK_BASE_URL=$track_url")"
+  if [ "$ADMIN_ACCESS" = public ]; then
+    deploy_function admin admin admin --trigger-http --allow-unauthenticated \
+      "$env_vars" --set-secrets="AUTH_PASSWORD=$ADMIN_SECRET:latest"
+    return
+  fi
+  deploy_function admin admin admin --trigger-http --no-allow-unauthenticated \
     "$env_vars" --set-secrets="AUTH_PASSWORD=$ADMIN_SECRET:latest"
+  # A redeploy keeps an earlier public grant; it is not an error when there is none.
+  gc functions remove-invoker-policy-binding admin --region="$REGION" --member=allUsers --format=none ||
+    true
+  local member members=()
+  IFS=, read -ra members <<< "$ADMIN_INVOKERS"
+  for member in "${members[@]}"; do
+    gc functions add-invoker-policy-binding admin --region="$REGION" --member="$member" --format=none
+  done
 }
 
-AGGREGATE_SETTINGS="AGGREGATE_BATCH_SIZE AGGREGATE_MAX_SECONDS COUNTER_SHARDS DEDUP_RETENTION_DAYS"
+AGGREGATE_SETTINGS="AGGREGATE_BATCH_SIZE AGGREGATE_MAX_SECONDS COUNTER_SHARDS DEDUP_RETENTION_DAYS
+  TOTALS_MAX_SECONDS DELETE_GRACE_SECONDS DELETE_MAX_DOCUMENTS"
 
 # Counts each click as it is published; a failed commit is retried by Pub/Sub.
 deploy_aggregate_event() {
   step "function aggregate-event"
   local OPTIONAL_SETTINGS="$AGGREGATE_SETTINGS"
   local env_vars
-  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT")"
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AGGREGATE_MODE=$AGGREGATE_MODE")"
   deploy_function aggregate-event aggregate aggregate_event \
-    --trigger-topic="$CLICKS_TOPIC" --retry --trigger-service-account="$RUNTIME_SA" "$env_vars"
+    --trigger-topic="$CLICKS_TOPIC" --retry --trigger-service-account="$AGGREGATE_SA" "$env_vars"
   gc functions add-invoker-policy-binding aggregate-event --region="$REGION" \
-    --member="serviceAccount:$RUNTIME_SA" --format=none
+    --member="serviceAccount:$AGGREGATE_SA" --format=none
 }
 
-# The scheduled drain of the pull subscription; only the scheduler may call it.
+# The scheduled run: drains the pull subscription (not in event mode), refreshes
+# the totals the admin shows and sweeps deleted campaigns' counters, so it runs
+# in every mode; only the scheduler may call it.
 deploy_aggregate_http() {
   step "function aggregate-http"
   local OPTIONAL_SETTINGS="$AGGREGATE_SETTINGS"
   local env_vars
-  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "CLICKS_SUBSCRIPTION=$CLICKS_SUBSCRIPTION")"
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "CLICKS_SUBSCRIPTION=$CLICKS_SUBSCRIPTION" \
+    "AGGREGATE_MODE=$AGGREGATE_MODE")"
   deploy_function aggregate-http aggregate aggregate_http --trigger-http --no-allow-unauthenticated \
     --timeout="$AGGREGATE_TIMEOUT" "$env_vars"
   gc functions add-invoker-policy-binding aggregate-http --region="$REGION" \
@@ -407,6 +562,7 @@ main() {
   enable_apis
   ensure_firestore_database
   ensure_firestore_ttl
+  ensure_firestore_indexes
   ensure_service_accounts
   ensure_topics
   ensure_subscription
@@ -414,10 +570,9 @@ main() {
   deploy_track
   deploy_admin
   if [ "$AGGREGATE_MODE" != scheduled ]; then deploy_aggregate_event; fi
-  if [ "$AGGREGATE_MODE" != event ]; then
-    deploy_aggregate_http
-    ensure_scheduler_job
-  fi
+  deploy_aggregate_http
+  ensure_scheduler_job
+  retire_shared_account
   step "done"
 }
 

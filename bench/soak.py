@@ -6,8 +6,10 @@ Starts its own Firestore and Pub/Sub emulators (or reuses the pair named by
 ``FIRESTORE_EMULATOR_HOST`` and ``PUBSUB_EMULATOR_HOST``, wiping Firestore
 first), creates campaigns, publishes clicks with bots, duplicates and poison
 events, and drains them with two aggregators racing on one subscription. Every
-campaign's counters and hourly buckets are then compared with a ground truth
-kept in memory, computed here independently of ``shared.counting``. Last, one
+campaign's counters and hourly buckets, and the totals and hourly counts the
+admin shows once refreshed as the scheduled run refreshes them, are then
+compared with a ground truth kept in memory, computed here independently of
+``shared.counting``. Last, one
 track function instance is put under HTTP load, so the fold rate can be set
 against the click rate one instance produces.
 
@@ -51,6 +53,7 @@ import requests  # noqa: E402
 from aggregation import Drainer, RetryLater, build_drainer, fold_pushed  # noqa: E402
 from google.api_core import exceptions as gexc  # noqa: E402
 from google.cloud import firestore, pubsub_v1  # noqa: E402
+from upkeep import RefreshResult, TotalsRefresher  # noqa: E402
 
 from bench import wrk  # noqa: E402
 from local import emulators  # noqa: E402
@@ -420,13 +423,17 @@ def drain_concurrently(project: str, subscription: str, second: str) -> DrainRep
 
 # --- comparing with the ground truth ------------------------------------------------------
 
-State = dict[int, tuple[Counts, dict[datetime, Counts]]]
+State = dict[int, tuple[Counts, Counts, dict[datetime, Counts]]]
+"""Per campaign: its counter shards summed, the totals readers see, the hourly counts readers see."""
 
 
 def read_state(store: CampaignStore, campaigns: Sequence[CampaignSpec]) -> State:
     totals = store.counters([c.id for c in campaigns])
+    now = datetime.now(timezone.utc)
+    start, end = now - timedelta(days=30), now + timedelta(days=1)
     return {
-        c.id: (dict(totals[c.id]), {_plain(hour): dict(counts) for hour, counts in store.hourly(c.id).items()})
+        c.id: (dict(totals[c.id]), dict(store.get(c.id).counters),
+               {_plain(hour): dict(counts) for hour, counts in store.hourly(c.id, start, end).items()})
         for c in campaigns
     }
 
@@ -454,10 +461,12 @@ def settled_state(
 def mismatches(state: State, campaigns: Sequence[CampaignSpec], truth: GroundTruth) -> list[str]:
     found = []
     for campaign in campaigns:
-        totals, hourly = state[campaign.id]
+        totals, shown, hourly = state[campaign.id]
         expected = truth.totals(campaign.id)
         if totals != expected:
             found.append(f"campaign {campaign.id} totals: {difference(expected, totals)}")
+        if shown != expected:
+            found.append(f"campaign {campaign.id} shown totals: {difference(expected, shown)}")
         expected_hourly = truth.hourly(campaign.id)
         for hour in sorted(set(expected_hourly) | set(hourly)):
             if hourly.get(hour) != expected_hourly.get(hour):
@@ -692,12 +701,23 @@ def report_drain(drain: DrainReport) -> tuple[Tally, float]:
     return total, fold_rps
 
 
+def refresh_shown(store: CampaignStore) -> RefreshResult:
+    """What the scheduled run does after draining: the totals and days readers see, from the shards."""
+    refresher = TotalsRefresher(store.db, SHARD_COUNT, max_seconds=300)
+    result = refresher.refresh()
+    if not result.complete:
+        raise RuntimeError("the totals refresh did not finish")
+    return result
+
+
 def check(store: CampaignStore, campaigns: Sequence[CampaignSpec], workload: Workload, total: Tally) -> bool:
     """Every campaign's counters and hourly buckets against the ground truth; True if all match."""
+    refreshed = refresh_shown(store)
     state, settled = settled_state(store, campaigns)
     found = mismatches(state, campaigns, workload.truth)
     counted = total.result.counted
-    say(f"check: {len(campaigns)} campaigns, {sum(len(h) for _, h in state.values())} hourly buckets, "
+    say(f"refresh: {refreshed.campaigns} campaigns' totals and days from {refreshed.markers} dirty markers")
+    say(f"check: {len(campaigns)} campaigns, {sum(len(h) for *_, h in state.values())} hourly buckets, "
         f"{len(found)} mismatches; settled={'yes' if settled else 'no'}; counted {counted} of {workload.sent} clicks")
     if (total.result.duplicates, total.result.poison) != (workload.duplicates, workload.poison):
         say(f"  note: {workload.duplicates} duplicates and {workload.poison} poison events were published; "

@@ -51,12 +51,17 @@ PUBLISH_TIMEOUT_SECONDS: Final = "PUBLISH_TIMEOUT_SECONDS"
 PUBLISH_MAX_LATENCY_SECONDS: Final = "PUBLISH_MAX_LATENCY_SECONDS"
 AGGREGATE_BATCH_SIZE: Final = "AGGREGATE_BATCH_SIZE"
 AGGREGATE_MAX_SECONDS: Final = "AGGREGATE_MAX_SECONDS"
+AGGREGATE_MODE: Final = "AGGREGATE_MODE"
+TOTALS_MAX_SECONDS: Final = "TOTALS_MAX_SECONDS"
+DELETE_GRACE_SECONDS: Final = "DELETE_GRACE_SECONDS"
+DELETE_MAX_DOCUMENTS: Final = "DELETE_MAX_DOCUMENTS"
 COUNTER_SHARDS: Final = "COUNTER_SHARDS"
 DEDUP_RETENTION_DAYS: Final = "DEDUP_RETENTION_DAYS"
 MAX_BODY_BYTES: Final = "MAX_BODY_BYTES"
 LOGIN_MAX_FAILURES: Final = "LOGIN_MAX_FAILURES"
 LOGIN_WINDOW_SECONDS: Final = "LOGIN_WINDOW_SECONDS"
 K_SERVICE: Final = "K_SERVICE"
+TRACK_BASE_URL: Final = "TRACK_BASE_URL"
 
 _DECLARATION = "o7tracker.setting"
 
@@ -143,6 +148,26 @@ class Settings:
         AGGREGATE_MAX_SECONDS, 50.0, "Time budget of one drain; keep it below the function's timeout.",
         used_by=("aggregate",),
     )
+    aggregate_mode: str = setting(
+        AGGREGATE_MODE, "scheduled", "scheduled, event or both, as deploy.sh deploys them; with event the scheduled "
+        "run refreshes totals and sweeps deletions but does not drain the pull subscription.",
+        used_by=("aggregate",),
+    )
+    totals_max_seconds: float = setting(
+        TOTALS_MAX_SECONDS, 30.0, "Time budget of a scheduled run's refresh of shown totals and daily counts, "
+        "after its drain.",
+        used_by=("aggregate",),
+    )
+    # Longer than any fold that checked the campaign just before its delete
+    # takes to commit, so such a fold's counters are swept with the rest.
+    delete_grace_seconds: float = setting(
+        DELETE_GRACE_SECONDS, 600.0, "How long after a campaign's delete the scheduled run sweeps its counters.",
+        used_by=("aggregate",),
+    )
+    delete_max_documents: int = setting(
+        DELETE_MAX_DOCUMENTS, 2000, "Documents one scheduled run deletes at most while sweeping deleted campaigns.",
+        used_by=("aggregate",),
+    )
     # Two drains folding 1,200 clicks/s of one campaign committed to it about
     # ten times a second; over 16 shards that is 0.6 writes per second per
     # counter document (python -m bench.soak).
@@ -174,6 +199,12 @@ class Settings:
     k_service: str | None = setting(
         K_SERVICE, None, "Set by Cloud Run to the service name (so not passed by deploy.sh); the admin's "
         "login limiter then names the client by X-Forwarded-For.",
+        used_by=("admin",),
+    )
+    # Unset, the admin request's own origin + "/track": right for ./run.sh's one port.
+    track_base_url: str | None = setting(
+        TRACK_BASE_URL, None, "Where the admin's tracking links point, as <TRACK_BASE_URL>/<id>?platform=<P>; "
+        "unset, the admin request's origin + /track. deploy.sh sets the track function's URL.",
         used_by=("admin",),
     )
 

@@ -14,6 +14,10 @@ at most once, and a crash between commit and ack only causes a redelivery
 that the dedup records absorb. Increments are grouped per campaign (and per
 campaign hour) within a commit and land on one of several counter shards,
 so a hot campaign costs one write per shard per commit, not one per click.
+Each counter shard written also marks its campaign dirty (``dirty/{id}-{k}``,
+sharded like the counters, listing the hours the commit touched) in the same
+batch, so the aggregator's refresh of what readers see (functions/aggregate/upkeep.py)
+never misses a commit.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from shared.errors import InvalidEvent
 from shared.events import ClickEvent
 from shared.logs import get_logger
 from shared.platforms import BOT_FIELD, PLATFORM_FIELDS, TOTAL_FIELD
-from shared.store import campaign_ref, click_ref, hourly_ref, shard_ref
+from shared.store import MARKED_HOURS, campaign_ref, click_ref, dirty_ref, hour_key, hourly_ref, shard_ref
 
 log = get_logger("counting")
 
@@ -175,10 +179,19 @@ class ClickFolder:
         # next shard with each commit, however many campaigns share the commit.
         shard = next(self._shards)
         writes = []
+        hours: defaultdict[int, list[str]] = defaultdict(list)
+        for campaign_id, hour in by_hour:
+            hours[campaign_id].append(hour_key(hour))
         for campaign_id, group in by_campaign.items():
             ref = shard_ref(self.db, campaign_id, shard)
             batch.set(ref, _increments(group), merge=True)
-            writes.append(ref.path)
+            # Marks the campaign's totals and these hours stale for the aggregator's
+            # refresh; the increment makes every marking a change, which the
+            # refresh's delete precondition sees.
+            marker = dirty_ref(self.db, campaign_id, shard)
+            batch.set(marker, {"marks": firestore.Increment(1), MARKED_HOURS: firestore.ArrayUnion(hours[campaign_id])},
+                      merge=True)
+            writes += [ref.path, marker.path]
         for (campaign_id, hour), group in by_hour.items():
             ref = hourly_ref(self.db, campaign_id, hour, shard)
             batch.set(ref, {"hour": hour, "shard": shard, **_increments(group)}, merge=True)
@@ -208,7 +221,8 @@ def _chunks(items: list[_Pending]) -> list[list[_Pending]]:
     hours: set[tuple[int, datetime]] = set()
     for item in items:
         key = (item.event.campaign_id, hour_of(item.event.ts))
-        writes = len(current) + 1 + len(campaigns | {key[0]}) + len(hours | {key})
+        # A dedup record per click; a shard and a dirty marker per campaign; a bucket per campaign hour.
+        writes = len(current) + 1 + 2 * len(campaigns | {key[0]}) + len(hours | {key})
         if current and writes > MAX_WRITES_PER_COMMIT:
             chunks.append(current)
             current, campaigns, hours = [], set(), set()

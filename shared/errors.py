@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 
 class AppError(Exception):
-    """An error whose message is safe to show to the caller."""
+    """An error whose message (and headers) are safe to show to the caller."""
 
     status: int = 500
 
-    def __init__(self, msg: str) -> None:
+    def __init__(self, msg: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(msg)
         self.msg = msg
-        self.headers: dict[str, str] = {}
+        self.headers = dict(headers or {})
 
 
 class BadRequest(AppError):
@@ -28,6 +30,9 @@ class NotFound(AppError):
 
 class MethodNotAllowed(AppError):
     status = 405
+
+    def __init__(self, msg: str, allowed: Iterable[str]) -> None:
+        super().__init__(msg, {"Allow": ", ".join(sorted(allowed))})
 
 
 class PayloadTooLarge(AppError):

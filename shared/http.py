@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import csv
 import functools
 import hmac
+import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import flask
+from werkzeug.exceptions import HTTPException
 
 from shared.errors import AppError, BadRequest, PayloadTooLarge, Unauthorized
 from shared.logs import get_logger
 
 log = get_logger("http")
+
+# Nothing the API accepts nests this deep; the limit keeps every later walk
+# over a body (validation, error messages) far from Python's recursion limit.
+MAX_JSON_DEPTH = 32
 
 Handler = Callable[[flask.Request], flask.Response]
 
@@ -27,13 +34,38 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
+def csv_response(
+    filename: str, header: Sequence[str], rows: Iterable[Sequence[object]], headers: dict[str, str] | None = None
+) -> flask.Response:
+    """RFC 4180: a header row, fields quoted where needed, CRLF line ends; offered as a download."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    disposition = f'attachment; filename="{filename}"'
+    return flask.Response(
+        buffer.getvalue(),
+        headers={"Cache-Control": "no-store", "Content-Disposition": disposition, **(headers or {})},
+        mimetype="text/csv",
+    )
+
+
 def error_response(error: AppError) -> flask.Response:
     headers = {"WWW-Authenticate": 'Basic realm="o7tracker", charset="UTF-8"'} if error.status == 401 else {}
     return json_response({"status": "error", "msg": error.msg}, error.status, {**headers, **error.headers})
 
 
+def framework_error_response(error: HTTPException) -> flask.Response:
+    """What Flask or werkzeug would answer as an HTML page (say, a path its router cannot match), as JSON."""
+    status = error.code or 500
+    if status >= 500:
+        log.error("framework error", extra={"status": status, "description": error.description})
+    headers = {k: v for k, v in error.get_headers() if k.lower() not in ("content-type", "content-length")}
+    return json_response({"status": "error", "msg": error.description or error.name}, status, headers)
+
+
 def json_errors(handler: Handler) -> Handler:
-    """The one place errors become answers: app errors as JSON, anything else a logged 500."""
+    """The one place errors become answers: app and framework errors as JSON, anything else a logged 500."""
 
     @functools.wraps(handler)
     def wrapper(request: flask.Request) -> flask.Response:
@@ -41,6 +73,8 @@ def json_errors(handler: Handler) -> Handler:
             return handler(request)
         except AppError as error:
             return error_response(error)
+        except HTTPException as error:
+            return framework_error_response(error)
         except Exception:
             log.exception("unhandled error", extra={"method": request.method, "path": request.path})
             return json_response({"status": "error", "msg": "Internal server error."}, 500)
@@ -64,6 +98,8 @@ def read_json(request: flask.Request, max_bytes: int) -> Any:
 
     The content type is not enforced: ``curl -d`` sends a form type by default,
     and the body either parses as JSON or is refused with a clear message.
+    Python's parser accepts ``NaN`` and ``Infinity``, which are not JSON, and
+    strings with lone surrogates, which no store can keep: both are refused.
     """
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"body larger than {max_bytes} bytes")
@@ -71,6 +107,35 @@ def read_json(request: flask.Request, max_bytes: int) -> Any:
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"body larger than {max_bytes} bytes")
     try:
-        return json.loads(raw)
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise BadRequest(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
+    _check_json_value(body)
+    return body
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _check_json_value(body: Any) -> None:
+    """Depth and text checks, iteratively so that no body can exhaust the stack."""
+    pending: list[tuple[Any, int]] = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, (list, dict)):
+            if depth > MAX_JSON_DEPTH:
+                raise BadRequest(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            pending.extend((item, depth + 1) for item in items)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("malformed JSON: a string holds a lone surrogate (\\ud800-\\udfff)") from None

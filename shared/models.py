@@ -15,7 +15,8 @@ from shared.platforms import COUNTER_FIELDS, PLATFORMS, is_platform
 MAX_CAMPAIGN_ID = 2**53 - 1  # the largest integer a JavaScript client keeps exact
 MAX_URL_LENGTH = 2048
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
-_READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", *COUNTER_FIELDS})
+# What the API shows but never takes: ignored in a body, so that what was read can be sent back.
+READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", "as_of", "tracking_links", *COUNTER_FIELDS})
 _WRITABLE_FIELDS = ("redirect_url", "platforms", "platform_urls")
 
 Counters = dict[str, int]
@@ -47,9 +48,11 @@ class Campaign:
     updated_at: datetime
     platform_urls: dict[str, str] = field(default_factory=dict)
     counters: Counters = field(default_factory=zero_counters)
+    as_of: datetime | None = None
+    """Clicks are folded into ``counters`` up to this moment (README, "as_of"); None before any."""
 
     def to_json(self) -> dict[str, Any]:
-        """The original o7tracker's shape, plus ``platform_urls`` and ``bot_click_count``."""
+        """The original o7tracker's shape, plus ``platform_urls``, ``bot_click_count`` and ``as_of``."""
         return {
             "id": self.id,
             "redirect_url": self.redirect_url,
@@ -58,6 +61,7 @@ class Campaign:
             "platforms": list(self.platforms),
             "platform_urls": dict(self.platform_urls),
             **{name: self.counters.get(name, 0) for name in COUNTER_FIELDS},
+            "as_of": rfc3339(self.as_of) if self.as_of is not None else None,
         }
 
 
@@ -130,7 +134,7 @@ def parse_campaign_fields(body: object, *, partial: bool) -> dict[str, Any]:
     """
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
-    unknown = sorted(set(body) - _READ_ONLY_FIELDS - set(_WRITABLE_FIELDS))
+    unknown = sorted(set(body) - READ_ONLY_FIELDS - set(_WRITABLE_FIELDS))
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
     required = () if partial else ("redirect_url", "platforms")

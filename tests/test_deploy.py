@@ -17,12 +17,18 @@ from pathlib import Path
 import pytest
 
 from shared import config
+from shared.platforms import PLATFORMS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy.sh"
 PROJECT = "demo-test"
 SECRET = "some-secret-value"
+TRACK_SA = f"o7tracker-track@{PROJECT}.iam.gserviceaccount.com"
+ADMIN_SA = f"o7tracker-admin@{PROJECT}.iam.gserviceaccount.com"
+AGGREGATE_SA = f"o7tracker-aggregate@{PROJECT}.iam.gserviceaccount.com"
 SCHEDULER_SA = f"o7tracker-scheduler@{PROJECT}.iam.gserviceaccount.com"
+SHARED_SA = f"o7tracker-functions@{PROJECT}.iam.gserviceaccount.com"
+PUBSUB_AGENT = "service-<project-number>@gcp-sa-pubsub.iam.gserviceaccount.com"
 
 # name -> (entry point, folder under functions/, flags its deploy line must carry)
 FUNCTIONS = {
@@ -40,20 +46,26 @@ FUNCTION_ENV = {
               "WORKERS=1", "THREADS=80"},
     "admin": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "AUTH_USER=admin"},
     "aggregate-event": {f"GOOGLE_CLOUD_PROJECT={PROJECT}"},
-    "aggregate-http": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "CLICKS_SUBSCRIPTION=o7-clicks-aggregate"},
+    "aggregate-http": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "CLICKS_SUBSCRIPTION=o7-clicks-aggregate",
+                       "AGGREGATE_MODE=both"},
 }
 
 # A stand-in for gcloud: logs its arguments, keeps what it got on stdin for
 # the secret commands, notes whether AUTH_PASSWORD reached its environment,
-# answers describe commands as if nothing existed yet, and succeeds otherwise.
+# answers describe commands as if nothing existed yet (but what FAKE_GCLOUD_EXISTS
+# names), lists FAKE_GCLOUD_FUNCTIONS as the functions found, and succeeds otherwise.
 FAKE_GCLOUD = """#!/bin/sh
 printf '%s\\n' "$*" >> "$FAKE_GCLOUD_DIR/calls"
 [ -z "${AUTH_PASSWORD:-}" ] || echo leaked >> "$FAKE_GCLOUD_DIR/env-leaks"
 case "$1 $2" in
   "projects describe") echo 123456789; exit 0 ;;
   "functions describe") echo https://aggregate-http-abc123-ew.a.run.app; exit 0 ;;
+  "functions list") printf '%s' "${FAKE_GCLOUD_FUNCTIONS:-}"; exit 0 ;;
   "secrets create"|"secrets versions") cat >> "$FAKE_GCLOUD_DIR/stdin"; exit 0 ;;
 esac
+if [ -n "${FAKE_GCLOUD_EXISTS:-}" ]; then
+  case "$*" in *"$FAKE_GCLOUD_EXISTS"*) exit 0 ;; esac
+fi
 for word in "$2" "$3" "$4"; do
   if [ "$word" = describe ]; then exit 1; fi
 done
@@ -269,15 +281,26 @@ def test_real_run_pipes_the_password_and_wires_the_scheduler(fake_gcloud, tmp_pa
                for c in calls)
 
 
-def test_event_mode_deploys_the_triggered_function_without_the_scheduler(fake_gcloud, tmp_path):
+def test_event_mode_schedules_the_run_that_refreshes_totals_but_not_the_drain(fake_gcloud, tmp_path):
     result = run_deploy(fake_gcloud, "--dry-run", env={
         "GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"), "AGGREGATE_MODE": "event"})
     assert result.returncode == 0, result.stderr
     cmds = commands(result.stdout)
-    assert sorted(c[2] for c in find(cmds, "functions", "deploy")) == ["admin", "aggregate-event", "track"]
-    assert find(cmds, "scheduler", "jobs", "create") == []
+    assert sorted(c[2] for c in find(cmds, "functions", "deploy")) == [
+        "admin", "aggregate-event", "aggregate-http", "track"]
+    assert "AGGREGATE_MODE=event" in env_vars(the_one(cmds, "functions", "deploy", "aggregate-http"))
+    assert find(cmds, "scheduler", "jobs", "create")
     bad = run_deploy(fake_gcloud, "--dry-run", env={"AGGREGATE_MODE": "sometimes"})
     assert bad.returncode == 2 and "AGGREGATE_MODE" in bad.stderr
+
+
+def test_every_platform_filter_has_its_composite_index(dry_run):
+    result, _ = dry_run
+    creates = find(commands(result.stdout), "firestore", "indexes", "composite", "create")
+    assert len(creates) == len(PLATFORMS)
+    for platform, create in zip(PLATFORMS, creates, strict=True):
+        assert {"--collection-group=campaigns", f"--field-config=field-path=targets.{platform},order=ascending",
+                "--field-config=field-path=created_at,order=descending"} <= set(create)
 
 
 # Settings the platform gives every function; deploy.sh never sets them.
@@ -318,3 +341,134 @@ def test_each_function_gets_every_setting_it_reads(fake_gcloud, tmp_path):
         if name == "aggregate-event":
             wanted.discard(config.CLICKS_SUBSCRIPTION)  # it is pushed its events
         assert passed | secrets == wanted, name
+
+
+def bindings(cmds: list[list[str]]) -> set[tuple[str, str, str]]:
+    """Every IAM grant the commands make, as (member, role, resource)."""
+    found = set()
+    for c in cmds:
+        flags = dict(word.split("=", 1) for word in c if word.startswith("--") and "=" in word)
+        if c[:2] == ["projects", "add-iam-policy-binding"]:
+            found.add((flags["--member"], flags["--role"], "project"))
+        elif c[:1] in (["pubsub"], ["secrets"]) and "add-iam-policy-binding" in c:
+            kind = {"topics": "topic", "subscriptions": "subscription"}.get(c[1], "secret")
+            name = c[c.index("add-iam-policy-binding") + 1]
+            found.add((flags["--member"], flags["--role"], f"{kind} {name}"))
+        elif c[:2] == ["functions", "add-invoker-policy-binding"]:
+            found.add((flags["--member"], "roles/run.invoker", f"function {c[2]}"))
+    return found
+
+
+def test_each_function_runs_as_its_own_account_with_only_what_it_uses(dry_run):
+    result, _ = dry_run
+    assert result.returncode == 0, result.stderr
+    cmds = commands(result.stdout)
+    granted = bindings(cmds)
+    expected = {
+        TRACK_SA: {("roles/datastore.viewer", "project"), ("roles/pubsub.publisher", "topic o7-clicks")},
+        ADMIN_SA: {("roles/datastore.user", "project"),
+                   ("roles/secretmanager.secretAccessor", "secret o7tracker-admin-password")},
+        AGGREGATE_SA: {("roles/datastore.user", "project"),
+                       ("roles/pubsub.subscriber", "subscription o7-clicks-aggregate"),
+                       ("roles/run.invoker", "function aggregate-event")},  # as the topic trigger's identity
+        SCHEDULER_SA: {("roles/run.invoker", "function aggregate-http")},
+        PUBSUB_AGENT: {("roles/pubsub.publisher", "topic o7-clicks-dead-letter"),
+                       ("roles/pubsub.subscriber", "subscription o7-clicks-aggregate")},
+    }
+    members = {member for member, _, _ in granted}
+    assert members == {f"serviceAccount:{account}" for account in expected}, "a grant to an unexpected member"
+    for account, grants in expected.items():
+        assert {(role, on) for member, role, on in granted if member == f"serviceAccount:{account}"} == grants, account
+    assert not find(cmds, "projects", "add-iam-policy-binding", PROJECT, "--role=roles/owner")
+
+    # only admin may read the admin password
+    assert {m for m, role, on in granted if on == "secret o7tracker-admin-password"} == {f"serviceAccount:{ADMIN_SA}"}
+    for account in (TRACK_SA, ADMIN_SA, AGGREGATE_SA, SCHEDULER_SA):
+        assert find(cmds, "iam", "service-accounts", "create", account.split("@")[0])
+    runs_as = {"track": TRACK_SA, "admin": ADMIN_SA, "aggregate-event": AGGREGATE_SA, "aggregate-http": AGGREGATE_SA}
+    for name, account in runs_as.items():
+        assert f"--service-account={account}" in the_one(cmds, "functions", "deploy", name), name
+    assert f"--trigger-service-account={AGGREGATE_SA}" in the_one(cmds, "functions", "deploy", "aggregate-event")
+    # the old shared account is only looked for, to be retired
+    assert [c for c in cmds if SHARED_SA in " ".join(c)] == [
+        ["iam", "service-accounts", "describe", SHARED_SA, f"--project={PROJECT}"]]
+
+
+def test_every_function_has_an_instance_cap_that_can_be_set(fake_gcloud, tmp_path):
+    defaults = {"track": "100", "admin": "2", "aggregate-event": "10", "aggregate-http": "1"}
+    settings = {"TRACK_MAX_INSTANCES": "7", "ADMIN_MAX_INSTANCES": "1", "AGGREGATE_EVENT_MAX_INSTANCES": "3",
+                "AGGREGATE_HTTP_MAX_INSTANCES": "2"}
+    for env, caps in (({}, defaults), (settings, dict(zip(defaults, settings.values(), strict=True)))):
+        result = run_deploy(fake_gcloud, "--dry-run", env={
+            **env, "GOOGLE_CLOUD_PROJECT": PROJECT, "AGGREGATE_MODE": "both", "DEPLOY_STAGE_DIR": str(tmp_path)})
+        assert result.returncode == 0, result.stderr
+        cmds = commands(result.stdout)
+        for name, cap in caps.items():
+            assert f"--max-instances={cap}" in the_one(cmds, "functions", "deploy", name), name
+    for bad in ("0", "-1", "ten", ""):
+        result = run_deploy(fake_gcloud, "--dry-run", env={"ADMIN_MAX_INSTANCES": bad or " "})
+        assert result.returncode == 2 and "ADMIN_MAX_INSTANCES" in result.stderr
+    assert not (fake_gcloud / "calls").exists()
+
+
+@pytest.mark.parametrize("password", ["short", "fifteen-chars-x"])
+def test_a_short_password_is_refused_before_anything_is_done(fake_gcloud, password):
+    result = run_deploy(fake_gcloud, env={"GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": password})
+    assert result.returncode == 2
+    assert "at least 16" in result.stderr and password not in result.stderr + result.stdout
+    assert not (fake_gcloud / "calls").exists()
+
+
+def test_without_a_password_one_is_generated_stored_and_how_to_read_it_is_printed(fake_gcloud, tmp_path):
+    result = run_deploy(fake_gcloud, env={"GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    stored = (fake_gcloud / "stdin").read_text()
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", stored)
+    assert stored not in result.stdout + result.stderr
+    assert (f"gcloud secrets versions access latest --secret=o7tracker-admin-password --project={PROJECT}"
+            in result.stderr)
+    calls = (fake_gcloud / "calls").read_text()
+    assert "secrets create o7tracker-admin-password" in calls and stored not in calls
+
+
+def test_an_existing_secret_is_kept_when_no_password_is_given(fake_gcloud, tmp_path):
+    result = run_deploy(fake_gcloud, env={
+        "GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path),
+        "FAKE_GCLOUD_EXISTS": "secrets describe o7tracker-admin-password"})
+    assert result.returncode == 0, result.stderr
+    assert not (fake_gcloud / "stdin").exists()
+    assert "generated" not in result.stderr
+
+
+def test_admin_behind_iam(fake_gcloud, tmp_path):
+    invokers = "user:ops@example.com,group:admins@example.com"
+    result = run_deploy(fake_gcloud, "--dry-run", env={
+        "GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path), "ADMIN_ACCESS": "iam",
+        "ADMIN_INVOKERS": invokers})
+    assert result.returncode == 0, result.stderr
+    cmds = commands(result.stdout)
+    flags = the_one(cmds, "functions", "deploy", "admin")
+    assert "--no-allow-unauthenticated" in flags and "--allow-unauthenticated" not in flags
+    assert "--set-secrets=AUTH_PASSWORD=o7tracker-admin-password:latest" in flags  # basic auth still applies
+    assert {m for m, role, on in bindings(cmds) if on == "function admin"} == set(invokers.split(","))
+    assert "--member=allUsers" in the_one(cmds, "functions", "remove-invoker-policy-binding", "admin")
+
+    bad = run_deploy(fake_gcloud, "--dry-run", env={"ADMIN_ACCESS": "open"})
+    assert bad.returncode == 2 and "ADMIN_ACCESS" in bad.stderr
+
+
+def test_the_old_shared_account_is_deleted_once_no_function_uses_it(fake_gcloud, tmp_path):
+    env = {"GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "DEPLOY_STAGE_DIR": str(tmp_path),
+           "FAKE_GCLOUD_EXISTS": f"service-accounts describe {SHARED_SA}"}
+    result = run_deploy(fake_gcloud, env=env)
+    assert result.returncode == 0, result.stderr
+    calls = (fake_gcloud / "calls").read_text().splitlines()
+    deletes = [i for i, c in enumerate(calls) if c.startswith(f"iam service-accounts delete {SHARED_SA}")]
+    assert len(deletes) == 1
+    assert deletes[0] > max(i for i, c in enumerate(calls) if c.startswith("functions deploy "))
+
+    (fake_gcloud / "calls").unlink()
+    result = run_deploy(fake_gcloud, env={**env, "FAKE_GCLOUD_FUNCTIONS": "aggregate-event\n"})
+    assert result.returncode == 0, result.stderr
+    assert "service-accounts delete" not in (fake_gcloud / "calls").read_text()
+    assert f"{SHARED_SA} kept: still used by aggregate-event" in result.stderr

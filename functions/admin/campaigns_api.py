@@ -1,81 +1,304 @@
-"""The admin API: campaign CRUD behind HTTP basic auth, answering JSON."""
+"""The admin API: campaigns, their stats, the dashboard and the API's description, behind basic auth.
+
+Routes are werkzeug rules under a mount point: ``/admin`` in the one-port layout of ``./run.sh``,
+or nothing when the deployed function is called on its own URL. The route table is also the
+source of the OpenAPI document's paths (see ``openapi.py``).
+"""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
 
+import buckets
 import flask
+import openapi
 from google.cloud import firestore
+from werkzeug import exceptions as wexc
+from werkzeug.routing import Map, Rule
+from werkzeug.security import safe_join
 
-from shared.config import AUTH_PASSWORD, ConfigError, Settings
+from shared.clients import Lazy
+from shared.config import AUTH_PASSWORD, TRACK_BASE_URL, ConfigError, Settings
 from shared.errors import BadRequest, MethodNotAllowed, NotFound
-from shared.http import json_response, read_json
+from shared.http import csv_response, json_response, read_json
 from shared.login_limiter import LoginLimiter, login_limiter
-from shared.models import parse_campaign_fields, parse_campaign_id
-from shared.platforms import PLATFORMS, is_platform
+from shared.models import Campaign, parse_campaign_fields, parse_campaign_id, rfc3339, validate_url
+from shared.platforms import COUNTER_FIELDS, PLATFORMS, is_platform
 from shared.store import CampaignStore
 
+MOUNT = "/admin"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_PAGE_SIZE = 1000
+CSV = "text/csv"
+JSON = "application/json"
+FORMATS = {"json": JSON, "csv": CSV}
+
 # The original README spells the path "campains"; both spellings are served.
-_CAMPAIGNS_PATH = re.compile(r"^(?:/admin)?/campa(?:ig|i)ns(?:/(?P<id>[^/]+))?/?$")
+SPELLINGS = ("campaigns", "campains")
+ALIAS = (SPELLINGS[1], SPELLINGS[0])
+ROUTES = Map(
+    [
+        Rule("/", endpoint="dashboard", methods=["GET"]),
+        Rule("/static/<path:file>", endpoint="static", methods=["GET"]),
+        Rule("/openapi.json", endpoint="openapi", methods=["GET"]),
+        *[rule for spelling in SPELLINGS for rule in (
+            Rule(f"/{spelling}", endpoint="campaigns", methods=["GET", "POST"]),
+            Rule(f"/{spelling}/<id>", endpoint="campaign", methods=["GET", "PUT", "DELETE"]),
+            Rule(f"/{spelling}/<id>/stats", endpoint="stats", methods=["GET"]),
+        )],
+    ],
+    strict_slashes=False,  # a trailing slash names the same resource, as it always has
+    merge_slashes=False,
+    redirect_defaults=False,
+)
+
+CAMPAIGN_CSV_HEADER = (
+    "id", "redirect_url", "platforms", "created_at", "updated_at", "as_of", *COUNTER_FIELDS,
+    *[f"{p.lower()}_url" for p in PLATFORMS], *[f"{p.lower()}_tracking_link" for p in PLATFORMS],
+)
+STATS_CSV_HEADER = ("start", "end", *COUNTER_FIELDS)
 
 
-class CampaignsApi:
-    def __init__(
-        self, store: CampaignStore, auth_user: str, auth_password: str, max_body_bytes: int, logins: LoginLimiter
-    ) -> None:
+@dataclass(frozen=True)
+class Call:
+    """One routed request: the request, the mount it came through, and the rule's arguments."""
+
+    request: flask.Request
+    mount: str
+    args: Mapping[str, Any]
+
+
+class AdminApi:
+    def __init__(self, store: Lazy[CampaignStore], auth_user: str, auth_password: str, max_body_bytes: int,
+                 track_base_url: str | None, logins: LoginLimiter) -> None:
         if not auth_password:
             raise ConfigError(f"{AUTH_PASSWORD} is empty; the admin API never runs open")
-        self.store = store
+        self._store = store
         self.logins = logins
         self.auth_user = auth_user
         self.auth_password = auth_password
         self.max_body_bytes = max_body_bytes
+        self.track_base_url = track_base_url.rstrip("/") if track_base_url else None
+        self.views: dict[tuple[str, str], Callable[[Call], flask.Response]] = {
+            ("dashboard", "GET"): self.dashboard,
+            ("static", "GET"): self.static,
+            ("openapi", "GET"): self.openapi,
+            ("campaigns", "GET"): self.list_campaigns,
+            ("campaigns", "POST"): self.create_campaign,
+            ("campaign", "GET"): self.get_campaign,
+            ("campaign", "PUT"): self.update_campaign,
+            ("campaign", "DELETE"): self.delete_campaign,
+            ("stats", "GET"): self.stats,
+        }
+
+    @property
+    def store(self) -> CampaignStore:
+        return self._store.get()
 
     def handle(self, request: flask.Request) -> flask.Response:
         self.logins.require_basic_auth(request, self.auth_user, self.auth_password)
-        match = _CAMPAIGNS_PATH.match(request.path)
-        if match is None:
-            raise NotFound(f"no such endpoint: {request.path}")
-        raw_id = match.group("id")
-        if raw_id is None:
-            return self._collection(request)
-        campaign_id = parse_campaign_id(raw_id)
-        if campaign_id is None:
-            raise NotFound(f"campaign {raw_id} not found")
-        return self._member(request, campaign_id)
+        if request.path == MOUNT:
+            # The dashboard's relative links resolve against /admin/, not /admin.
+            query = request.query_string.decode("latin-1")
+            return flask.Response(status=308, headers={"Location": f"{MOUNT}/" + (f"?{query}" if query else "")})
+        mount, path = split_mount(request.path)
+        try:
+            endpoint, args = ROUTES.bind("", script_name=mount or None).match(path, request.method)
+        except wexc.MethodNotAllowed as exc:
+            allowed = exc.valid_methods or ()
+            raise MethodNotAllowed(f"{request.method} not allowed here; use {', '.join(sorted(allowed))}",
+                                   allowed) from None
+        except wexc.NotFound:
+            raise NotFound(f"no such endpoint: {request.path}") from None
+        # werkzeug routes HEAD to GET rules; the server then sends the GET answer's headers alone.
+        method = "GET" if request.method == "HEAD" else request.method
+        check_query(request, openapi.query_parameters(endpoint, method))
+        return self.views[endpoint, method](Call(request, mount, args))
 
-    def _collection(self, request: flask.Request) -> flask.Response:
-        if request.method == "GET":
-            campaigns = self.store.list(platforms_filter(request.args.get("platforms", "")))
-            return json_response([c.to_json() for c in campaigns])
-        if request.method == "POST":
-            values = parse_campaign_fields(read_json(request, self.max_body_bytes), partial=False)
-            return json_response(self.store.create(values).to_json(), 201)
-        raise MethodNotAllowed(f"{request.method} not allowed here; use GET or POST")
+    # -- the dashboard and the description ---------------------------------------------------
 
-    def _member(self, request: flask.Request, campaign_id: int) -> flask.Response:
-        if request.method == "GET":
-            return json_response(self.store.get(campaign_id).to_json())
-        if request.method == "PUT":
-            values = parse_campaign_fields(read_json(request, self.max_body_bytes), partial=True)
-            return json_response(self.store.update(campaign_id, values).to_json())
-        if request.method == "DELETE":
-            self.store.delete(campaign_id)
-            return flask.Response(status=204)
-        raise MethodNotAllowed(f"{request.method} not allowed here; use GET, PUT or DELETE")
+    def dashboard(self, call: Call) -> flask.Response:
+        return self._static_file("index.html")
+
+    def static(self, call: Call) -> flask.Response:
+        return self._static_file(call.args["file"])
+
+    def _static_file(self, name: str) -> flask.Response:
+        path = safe_join(str(STATIC_DIR), name)
+        if path is None or not Path(path).is_file():
+            raise NotFound(f"no such file: {name}")
+        response = flask.send_file(path, conditional=True)
+        response.headers["Cache-Control"] = "no-cache"  # behind auth; revalidated by ETag
+        return response
+
+    def openapi(self, call: Call) -> flask.Response:
+        return json_response(openapi.document(call.mount or "/", tuple(routed_operations()), ALIAS))
+
+    # -- campaigns -----------------------------------------------------------------------------
+
+    def list_campaigns(self, call: Call) -> flask.Response:
+        request = call.request
+        platforms = platforms_filter(request.args.get("platforms"))
+        limit = parse_limit(request.args.get("limit"))
+        cursor = request.args.get("cursor") or None
+        if cursor is not None and limit is None:
+            raise BadRequest("'cursor' needs 'limit'; send the 'next' link of the previous page")
+        as_csv = wants_csv(request)
+        page = self.store.list_page(platforms, limit, cursor)
+        campaigns = [self.campaign_json(c, request) for c in page.campaigns]
+        headers = {}
+        if page.next_cursor is not None:
+            headers["Link"] = f'<{next_page_url(request, page.next_cursor)}>; rel="next"'
+        if as_csv:
+            return csv_response("campaigns.csv", CAMPAIGN_CSV_HEADER, map(campaign_row, campaigns), headers)
+        body: Any = campaigns if limit is None else {"campaigns": campaigns, "next": page.next_cursor}
+        return json_response(body, headers=headers)
+
+    def create_campaign(self, call: Call) -> flask.Response:
+        values = parse_campaign_fields(read_json(call.request, self.max_body_bytes), partial=False)
+        campaign = self.store.create(values)
+        location = f"{call.mount}/campaigns/{campaign.id}"
+        return json_response(self.campaign_json(campaign, call.request), 201, {"Location": location})
+
+    def get_campaign(self, call: Call) -> flask.Response:
+        return json_response(self.campaign_json(self.store.get(campaign_id(call)), call.request))
+
+    def update_campaign(self, call: Call) -> flask.Response:
+        target = campaign_id(call)
+        values = parse_campaign_fields(read_json(call.request, self.max_body_bytes), partial=True)
+        return json_response(self.campaign_json(self.store.update(target, values), call.request))
+
+    def delete_campaign(self, call: Call) -> flask.Response:
+        self.store.delete(campaign_id(call))
+        return flask.Response(status=204)
+
+    def stats(self, call: Call) -> flask.Response:
+        target = campaign_id(call)
+        stats_range = buckets.parse_range(call.request.args, datetime.now(timezone.utc))
+        as_csv = wants_csv(call.request)
+        # Read before the buckets, so the answer holds at least every click folded before as_of.
+        as_of = self.store.stats_as_of(target)
+        series = buckets.fold(stats_range, self.store.hourly(target, stats_range.start, stats_range.end))
+        rows = [
+            {"start": stats_range.local(b.start).isoformat(), "end": stats_range.local(b.end).isoformat(), **c}
+            for b, c in zip(stats_range.buckets, series, strict=True)
+        ]
+        if as_csv:
+            filename = f"campaign-{target}-stats-{stats_range.granularity}.csv"
+            return csv_response(filename, STATS_CSV_HEADER, ([row[k] for k in STATS_CSV_HEADER] for row in rows))
+        return json_response({
+            "campaign_id": target,
+            "granularity": stats_range.granularity,
+            "tz": stats_range.tz_name,
+            "from": stats_range.local(stats_range.start).isoformat(),
+            "to": stats_range.local(stats_range.end).isoformat(),
+            "as_of": rfc3339(as_of) if as_of else None,
+            "buckets": rows,
+            "totals": buckets.total(series),
+        })
+
+    def campaign_json(self, campaign: Campaign, request: flask.Request) -> dict[str, Any]:
+        """The stored campaign as shown, with a tracking link per targeted platform."""
+        base = self.track_base_url or request.host_url.rstrip("/") + "/track"
+        return {
+            **campaign.to_json(),
+            "tracking_links": {p: f"{base}/{campaign.id}?platform={p}" for p in campaign.platforms},
+        }
 
 
-def platforms_filter(raw: str) -> list[str]:
-    """``Android,IPhone`` as a list; an unknown name is an error, not an empty result."""
-    names = [name.strip() for name in raw.split(",") if name.strip()]
+def split_mount(path: str) -> tuple[str, str]:
+    """``/admin/campaigns`` as ``("/admin", "/campaigns")``; a path outside the mount as ``("", path)``."""
+    if path == MOUNT or path.startswith(MOUNT + "/"):
+        return MOUNT, path[len(MOUNT):] or "/"
+    return "", path or "/"
+
+
+def check_query(request: flask.Request, known: frozenset[str]) -> None:
+    """Unknown query parameters are refused: ``?platform=Android`` must not quietly list everything."""
+    unknown = sorted({name[:64] for name in request.args} - known)
+    if unknown:
+        takes = f"; this endpoint takes {', '.join(sorted(known))}" if known else "; this endpoint takes none"
+        raise BadRequest(f"unknown query parameter(s): {', '.join(map(repr, unknown))}{takes}")
+
+
+def campaign_id(call: Call) -> int:
+    raw = call.args["id"]
+    parsed = parse_campaign_id(raw)
+    if parsed is None:
+        raise NotFound(f"campaign {raw[:64]} not found")
+    return parsed
+
+
+def platforms_filter(raw: str | None) -> list[str]:
+    """``Android,IPhone`` as a list; an unknown or empty name is an error, not an empty result."""
+    if raw is None:
+        return []
+    names = [name.strip() for name in raw.split(",")]
     unknown = [name for name in names if not is_platform(name)]
     if unknown:
-        raise BadRequest(f"unsupported platform(s) {unknown!r}; supported: {list(PLATFORMS)}")
-    return names
+        raise BadRequest(f"unsupported platform(s) {unknown!r} in 'platforms'; supported: {list(PLATFORMS)}")
+    return list(dict.fromkeys(names))
 
 
-def build_api(settings: Settings) -> CampaignsApi:
-    store = CampaignStore(firestore.Client(project=settings.project), settings.counter_shards)
-    return CampaignsApi(
-        store, settings.auth_user, settings.auth_password or "", settings.max_body_bytes, login_limiter(settings)
-    )
+def parse_limit(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_PAGE_SIZE):
+        raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_PAGE_SIZE}, got {raw[:64]!r}")
+    return int(raw)
+
+
+def wants_csv(request: flask.Request) -> bool:
+    """``?format=csv`` or ``?format=json`` decides; without it, ``Accept`` does (JSON unless CSV is preferred)."""
+    chosen = request.args.get("format")
+    if chosen is not None:
+        if chosen not in FORMATS:
+            raise BadRequest(f"'format' must be one of {', '.join(FORMATS)}, got {chosen[:64]!r}")
+        return chosen == "csv"
+    return request.accept_mimetypes.best_match([JSON, CSV]) == CSV
+
+
+def next_page_url(request: flask.Request, cursor: str) -> str:
+    """This request's own URL (path relative to the host) asking for the page after ``cursor``."""
+    query = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"] + [("cursor", cursor)]
+    return f"{quote(request.path)}?{urlencode(query)}"
+
+
+def campaign_row(campaign: dict[str, Any]) -> list[Any]:
+    return [
+        campaign["id"], campaign["redirect_url"], ",".join(campaign["platforms"]),
+        campaign["created_at"], campaign["updated_at"], campaign["as_of"] or "",
+        *[campaign[name] for name in COUNTER_FIELDS],
+        *[campaign["platform_urls"].get(p, "") for p in PLATFORMS],
+        *[campaign["tracking_links"].get(p, "") for p in PLATFORMS],
+    ]
+
+
+def routed_operations() -> Iterable[tuple[str, str, str]]:
+    """Every (OpenAPI path, method, endpoint) the router answers, HEAD included."""
+    for rule in ROUTES.iter_rules():
+        path = rule.rule.replace("<path:", "{").replace("<", "{").replace(">", "}")
+        for method in sorted(rule.methods or ()):
+            yield path, method, str(rule.endpoint)
+
+
+def check_track_base_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return validate_url(value, TRACK_BASE_URL)
+    except BadRequest as exc:
+        raise ConfigError(f"{TRACK_BASE_URL}={value!r}: {exc.msg}") from None
+
+
+def build_api(settings: Settings) -> AdminApi:
+    """The API with every setting checked now; its Firestore client is made on first use."""
+    store = Lazy(lambda: CampaignStore(firestore.Client(project=settings.project), settings.counter_shards))
+    return AdminApi(store, settings.auth_user, settings.auth_password or "", settings.max_body_bytes,
+                    check_track_base_url(settings.track_base_url), login_limiter(settings))
+

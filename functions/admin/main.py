@@ -1,18 +1,23 @@
-"""Admin function: campaign CRUD under ``/admin/campaigns``, behind HTTP basic auth."""
+"""Admin function: campaigns, their stats and the dashboard under ``/admin``, behind HTTP basic auth."""
 
 import flask
 import functions_framework
 from campaigns_api import build_api
+from werkzeug.exceptions import HTTPException
 
 from shared import config
 from shared.clients import Lazy
-from shared.http import json_errors
+from shared.http import framework_error_response, json_errors
 from shared.logs import bind_request
 from shared.shard_guard import guard_counter_shards
 
 settings = config.load(config.AUTH_PASSWORD)  # never run open
 guard_counter_shards(settings)
 api = Lazy(lambda: build_api(settings))
+
+# Flask answers a few requests before the function runs (a path its router cannot match, such
+# as one holding a newline): those answer the same JSON errors as the function's own.
+functions_framework.errorhandler(HTTPException)(framework_error_response)
 
 
 @functions_framework.http

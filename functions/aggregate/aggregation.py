@@ -13,17 +13,22 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
+from upkeep import DeletionSweeper, RefreshResult, SweepResult, TargetsBackfill, TotalsRefresher, advance_as_of
 
-from shared.config import PROJECT, Settings
+from shared.config import AGGREGATE_MODE, PROJECT, ConfigError, Settings
 from shared.counting import ClickFolder, Delivery, FoldResult
 from shared.logs import get_logger
+from shared.models import rfc3339
+from shared.store import read_as_of
 
 log = get_logger("aggregate")
+
+AGGREGATE_MODES = ("scheduled", "event", "both")
 
 # An empty backlog answers an open pull only when this runs out.
 _PULL_WAIT_SECONDS = 2.0
@@ -73,10 +78,17 @@ class Drainer:
 
     def drain(self) -> tuple[FoldResult, int]:
         """Fold until the backlog is empty or the time budget is spent; returns (result, pulled)."""
+        result, pulled, _ = self.drain_fully()
+        return result, pulled
+
+    def drain_fully(self) -> tuple[FoldResult, int, bool]:
+        """As :meth:`drain`, and whether it ended on an empty backlog with every commit made."""
         total, pulled = FoldResult(), 0
         deadline = time.monotonic() + self.max_seconds
         backlog_left = True
-        while backlog_left and time.monotonic() < deadline:
+        while backlog_left:
+            if time.monotonic() >= deadline:
+                return total, pulled, False
             messages, backlog_left = self._pull_batch()
             if not messages:
                 break
@@ -94,8 +106,8 @@ class Drainer:
                     ack_ids=[ack_ids[i] for i in result.failed],
                     ack_deadline_seconds=0,
                 )
-                break
-        return total, pulled
+                return total, pulled, False
+        return total, pulled, True
 
     def _pull_batch(self) -> tuple[list[Any], bool]:
         """Up to ``batch_size`` messages, over several pulls if need be, and whether more may wait.
@@ -124,6 +136,51 @@ class Drainer:
         return list(response.received_messages)
 
 
+@dataclass
+class RunReport:
+    started: datetime
+    result: FoldResult
+    pulled: int
+    drained: bool
+    """The backlog was emptied without a failed commit (always so when this run does not drain)."""
+    refresh: RefreshResult
+    sweep: SweepResult
+    backfilled: int
+    """Campaigns given their ``targets`` map by this run."""
+    as_of: datetime | None
+    """``aggregator/state.as_of`` after this run; it moved to ``started`` if the run was complete."""
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "pulled": self.pulled, "counted": self.result.counted, "duplicates": self.result.duplicates,
+            "poison": self.result.poison, "failed": len(self.result.failed),
+            "totals_refreshed": self.refresh.campaigns, "totals_complete": self.refresh.complete,
+            "deleted_documents": self.sweep.deleted, "deletions_done": len(self.sweep.campaigns),
+            "targets_backfilled": self.backfilled,
+            "as_of": rfc3339(self.as_of) if self.as_of else None,
+        }
+
+
+@dataclass
+class ScheduledRun:
+    """The scheduled aggregate run: drain (unless in event mode), refresh totals, sweep deletions."""
+
+    drainer: Drainer | None
+    refresher: TotalsRefresher
+    sweeper: DeletionSweeper
+    backfill: TargetsBackfill
+
+    def run(self) -> RunReport:
+        started = datetime.now(timezone.utc)
+        result, pulled, drained = FoldResult(), 0, True
+        if self.drainer is not None:
+            result, pulled, drained = self.drainer.drain_fully()
+        refresh = self.refresher.refresh()
+        db = self.refresher.db
+        as_of = advance_as_of(db, started) if drained and refresh.complete else read_as_of(db)
+        return RunReport(started, result, pulled, drained, refresh, self.sweeper.sweep(), self.backfill.run(), as_of)
+
+
 def build_folder(settings: Settings) -> ClickFolder:
     return ClickFolder(
         firestore.Client(project=settings.project),
@@ -140,4 +197,18 @@ def build_drainer(settings: Settings, folder: ClickFolder) -> Drainer:
         subscriber.subscription_path(settings.required(PROJECT), settings.clicks_subscription),
         settings.aggregate_batch_size,
         settings.aggregate_max_seconds,
+    )
+
+
+def build_scheduled_run(settings: Settings, folder: ClickFolder) -> ScheduledRun:
+    if settings.aggregate_mode not in AGGREGATE_MODES:
+        raise ConfigError(f"{AGGREGATE_MODE} must be one of {', '.join(AGGREGATE_MODES)}, "
+                          f"not {settings.aggregate_mode!r}")
+    db = folder.db
+    return ScheduledRun(
+        None if settings.aggregate_mode == "event" else build_drainer(settings, folder),
+        TotalsRefresher(db, settings.counter_shards, settings.totals_max_seconds),
+        DeletionSweeper(db, timedelta(seconds=settings.delete_grace_seconds),
+                        settings.delete_max_documents),
+        TargetsBackfill(db),
     )

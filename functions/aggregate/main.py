@@ -1,12 +1,14 @@
 """Aggregate functions: fold click events into per-platform counters.
 
 ``aggregate_event`` is the Pub/Sub-triggered CloudEvent function;
-``aggregate_http`` is the scheduled drain (Cloud Scheduler, or ``/tasks/update_stats``).
+``aggregate_http`` is the scheduled run (Cloud Scheduler, or ``/tasks/update_stats``): it drains
+the backlog (unless ``AGGREGATE_MODE=event``), refreshes the totals readers see and sweeps deleted
+campaigns' counters.
 """
 
 import flask
 import functions_framework
-from aggregation import build_drainer, build_folder, fold_pushed
+from aggregation import build_folder, build_scheduled_run, fold_pushed
 from cloudevents.http import CloudEvent
 
 from shared import config
@@ -18,7 +20,7 @@ from shared.shard_guard import guard_counter_shards
 settings = config.load(config.PROJECT)
 guard_counter_shards(settings)
 folder = Lazy(lambda: build_folder(settings))
-drainer = Lazy(lambda: build_drainer(settings, folder.get()))
+scheduled = Lazy(lambda: build_scheduled_run(settings, folder.get()))
 
 
 @functions_framework.cloud_event
@@ -30,9 +32,7 @@ def aggregate_event(cloud_event: CloudEvent) -> None:
 @json_errors
 def aggregate_http(request: flask.Request) -> flask.Response:
     bind_request(request.headers, settings.project)
-    result, pulled = drainer.get().drain()
-    summary = {"pulled": pulled, "counted": result.counted, "duplicates": result.duplicates,
-               "poison": result.poison, "failed": len(result.failed)}
-    if result.failed:
-        return json_response({"status": "error", "msg": "some events left for redelivery", **summary}, 503)
-    return json_response({"status": "Updated", **summary})
+    report = scheduled.get().run()
+    if report.result.failed:
+        return json_response({"status": "error", "msg": "some events left for redelivery", **report.summary()}, 503)
+    return json_response({"status": "Updated", **report.summary()})

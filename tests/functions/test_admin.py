@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import base64
+import csv
+import io
+import json
+import re
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import jsonschema_rs
 import pytest
+from campaigns_api import ROUTES, routed_operations
 from conftest import function_app
+from helpers import publish
+
+from shared.events import ClickEvent
 
 CAMPAIGN = {
     "redirect_url": "https://github.com/otobrglez/o7tracker",
@@ -164,9 +174,21 @@ def test_unknown_and_malformed_ids_answer_404(client: Any, auth: dict[str, str])
     assert_error(client.put("/admin/campaigns/123", headers=auth, json={"platforms": ["Android"]}), 404, "not found")
 
 
-def test_wrong_methods_answer_405(client: Any, auth: dict[str, str]) -> None:
-    assert_error(client.patch("/admin/campaigns", headers=auth), 405, "not allowed")
-    assert_error(client.post("/admin/campaigns/1", headers=auth, json=CAMPAIGN), 405, "not allowed")
+@pytest.mark.parametrize("method, path, allowed", [
+    ("PATCH", "/admin/campaigns", "GET, HEAD, POST"),
+    ("DELETE", "/admin/campains/", "GET, HEAD, POST"),
+    ("POST", "/admin/campaigns/1", "DELETE, GET, HEAD, PUT"),
+    ("OPTIONS", "/admin/campaigns/1/stats", "GET, HEAD"),
+    ("PUT", "/admin/openapi.json", "GET, HEAD"),
+    ("POST", "/admin/", "GET, HEAD"),
+    ("DELETE", "/campaigns", "GET, HEAD, POST"),
+])
+def test_wrong_methods_answer_405_with_allow(
+    client: Any, auth: dict[str, str], method: str, path: str, allowed: str
+) -> None:
+    answer = client.open(path, method=method, headers=auth, json=CAMPAIGN)
+    assert_error(answer, 405, "not allowed")
+    assert answer.headers["Allow"] == allowed
 
 
 def test_without_a_password_the_function_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -192,6 +214,396 @@ def test_platform_urls_are_accepted_and_returned_everywhere(client: Any, auth: d
                  400, "'platform_urls.IPhone' must not contain user info")
     assert_error(client.put(path, headers=auth, json={"redirect_url": "https://a:b@e.com/"}), 400, "user info")
     assert client.get(path, headers=auth).get_json()["platform_urls"] == {"Android": stores["Android"]}
+
+
+def get_json(client: Any, auth: dict[str, str], path: str, **kwargs: Any) -> Any:
+    answer = client.get(path, headers=auth, **kwargs)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return answer.get_json()
+
+
+def test_create_answers_201_with_the_location_of_the_new_campaign(client: Any, auth: dict[str, str]) -> None:
+    answer = client.post("/admin/campaigns", json=CAMPAIGN, headers=auth)
+    assert answer.status_code == 201
+    location = answer.headers["Location"]
+    assert location == f"/admin/campaigns/{answer.get_json()['id']}"
+    assert get_json(client, auth, location) == answer.get_json()
+    # the deployed function is also called on its own URL, without the /admin prefix
+    answer = client.post("/campains/", json=CAMPAIGN, headers=auth)
+    assert answer.headers["Location"] == f"/campaigns/{answer.get_json()['id']}"
+
+
+def test_head_answers_what_get_would_without_a_body(client: Any, auth: dict[str, str]) -> None:
+    created = create(client, auth)
+    paths = ["/admin/campaigns", "/admin/campaigns?limit=1", f"/admin/campaigns/{created['id']}",
+             f"/admin/campaigns/{created['id']}/stats", f"/admin/campaigns/{created['id']}/stats?format=csv",
+             "/admin/campaigns?format=csv", "/admin/openapi.json", "/admin/", "/admin/static/index.html"]
+    for path in paths:
+        got, head = client.get(path, headers=auth), client.head(path, headers=auth)
+        assert (head.status_code, got.status_code) == (200, 200), path
+        assert head.get_data() == b"" and got.get_data() != b"", path
+        assert head.headers["Content-Type"] == got.headers["Content-Type"], path
+    assert client.head("/admin/campaigns/123", headers=auth).status_code == 404
+    assert client.head("/admin/campaigns").status_code == 401
+
+
+def test_trailing_slashes_the_misspelling_and_the_bare_function_path_route_alike(
+    client: Any, auth: dict[str, str]
+) -> None:
+    created = create(client, auth)
+    for path in (f"/admin/campaigns/{created['id']}/", f"/admin/campains/{created['id']}",
+                 f"/campaigns/{created['id']}", f"/campains/{created['id']}/"):
+        assert get_json(client, auth, path)["id"] == created["id"], path
+    assert get_json(client, auth, f"/campains/{created['id']}/stats/")["campaign_id"] == created["id"]
+    assert_error(client.get("/admin/nothing", headers=auth), 404, "no such endpoint")
+    assert_error(client.get(f"/admin/campaigns/{created['id']}/clicks", headers=auth), 404, "no such endpoint")
+
+
+@pytest.mark.parametrize("depth", [33, 200, 5_000, 8_000])
+def test_deeply_nested_json_answers_400(client: Any, auth: dict[str, str], depth: int) -> None:
+    nested = "[" * depth + "]" * depth
+    for body in (nested, f'{{"redirect_url": "https://e.com", "platforms": ["Android"], "click_count": {nested}}}',
+                 f'{{"redirect_url": "https://e.com", "platforms": {nested}}}'):
+        answer = client.post("/admin/campaigns", data=body, headers={**auth, "Content-Type": "application/json"})
+        assert_error(answer, 400, "nested deeper than 32 levels")
+    assert client.get("/admin/campaigns", headers=auth).get_json() == []
+
+
+def test_nesting_within_the_limit_still_gets_a_clear_answer(client: Any, auth: dict[str, str]) -> None:
+    body = {"redirect_url": "https://e.com", "platforms": json.loads("[" * 31 + "]" * 31)}
+    assert_error(client.post("/admin/campaigns", json=body, headers=auth), 400, "unsupported platform")
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "[1, NaN]", '{"x": [Infinity]}'])
+def test_non_standard_json_constants_answer_400_even_in_ignored_fields(
+    client: Any, auth: dict[str, str], constant: str
+) -> None:
+    body = f'{{"redirect_url": "https://e.com", "platforms": ["Android"], "click_count": {constant}}}'
+    answer = client.post("/admin/campaigns", data=body, headers={**auth, "Content-Type": "application/json"})
+    assert_error(answer, 400, "is not a JSON value")
+    created = create(client, auth)
+    answer = client.put(f"/admin/campaigns/{created['id']}", data=body.replace("https://e.com", "https://f.com"),
+                        headers=auth)
+    assert_error(answer, 400, "is not a JSON value")
+    assert get_json(client, auth, f"/admin/campaigns/{created['id']}")["redirect_url"] == CAMPAIGN["redirect_url"]
+
+
+def test_a_lone_surrogate_answers_400(client: Any, auth: dict[str, str]) -> None:
+    body = '{"redirect_url": "https://e.com/\\ud800", "platforms": ["Android"]}'
+    answer = client.post("/admin/campaigns", data=body, headers={**auth, "Content-Type": "application/json"})
+    assert_error(answer, 400, "lone surrogate")
+
+
+@pytest.mark.parametrize("path", ["/admin/campaigns%0A", "/admin/campaigns/1%0A/stats", "/favicon.ico",
+                                  "/robots.txt"])
+def test_paths_the_framework_answers_itself_get_the_json_error_too(
+    client: Any, auth: dict[str, str], path: str
+) -> None:
+    for headers in (auth, {}):
+        answer = client.get(path, headers=headers)
+        assert answer.status_code == 404 and answer.mimetype == "application/json", path
+        assert answer.get_json()["status"] == "error"
+
+
+def test_the_campaign_shows_as_of_and_a_tracking_link_per_platform(client: Any, auth: dict[str, str]) -> None:
+    created = create(client, auth, {"redirect_url": "https://e.com/", "platforms": ["IPhone", "Android"]})
+    assert created["as_of"] is None
+    assert created["tracking_links"] == {
+        "IPhone": f"http://localhost/track/{created['id']}?platform=IPhone",
+        "Android": f"http://localhost/track/{created['id']}?platform=Android",
+    }
+    assert get_json(client, auth, "/admin/campaigns")[0]["tracking_links"] == created["tracking_links"]
+    # what was read can be sent back as it is
+    answer = client.put(f"/admin/campaigns/{created['id']}", json={**created, "platforms": ["Android"]},
+                        headers=auth)
+    assert answer.status_code == 200 and answer.get_json()["tracking_links"] == {
+        "Android": f"http://localhost/track/{created['id']}?platform=Android"}
+
+
+def test_tracking_links_use_track_base_url_when_set(
+    db: Any, admin_env: tuple[str, str], auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRACK_BASE_URL", "https://track-abc.a.run.app/")
+    client = function_app("admin", "admin").test_client()
+    created = create(client, auth, {"redirect_url": "https://e.com/", "platforms": ["WindowsPhone"]})
+    assert created["tracking_links"] == {
+        "WindowsPhone": f"https://track-abc.a.run.app/{created['id']}?platform=WindowsPhone"}
+
+
+def test_a_bad_track_base_url_stops_the_cold_start(admin_env: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.config import ConfigError
+
+    monkeypatch.setenv("TRACK_BASE_URL", "track.example.com")
+    with pytest.raises(ConfigError, match="TRACK_BASE_URL"):
+        function_app("admin", "admin")
+
+
+# -- paging ---------------------------------------------------------------------------------------
+
+def test_pages_follow_the_link_header_newest_first_to_the_end(client: Any, auth: dict[str, str]) -> None:
+    ids = [create(client, auth, {"redirect_url": f"https://e{i}.example/",
+                                 "platforms": ["Android", "IPhone"] if i % 2 else ["Android"]})["id"]
+           for i in range(7)]
+    newest_first = ids[::-1]
+    assert [c["id"] for c in get_json(client, auth, "/admin/campaigns")] == newest_first
+
+    seen: list[int] = []
+    path: str | None = "/admin/campaigns?limit=3"
+    pages = 0
+    while path:
+        answer = client.get(path, headers=auth)
+        assert answer.status_code == 200
+        page = answer.get_json()
+        seen += [c["id"] for c in page["campaigns"]]
+        pages += 1
+        if page["next"] is None:
+            assert "Link" not in answer.headers
+            path = None
+        else:
+            link = re.fullmatch(r'<([^>]+)>; rel="next"', answer.headers["Link"])
+            assert link is not None
+            path = link.group(1)
+            assert path.startswith("/admin/campaigns?") and "limit=3" in path
+    assert seen == newest_first and pages == 3
+
+    first = get_json(client, auth, "/admin/campaigns?limit=2&platforms=IPhone,Android")
+    assert [c["id"] for c in first["campaigns"]] == [ids[5], ids[3]]
+    answer = client.get(f"/admin/campaigns?limit=2&platforms=IPhone,Android&cursor={first['next']}", headers=auth)
+    assert [c["id"] for c in answer.get_json()["campaigns"]] == [ids[1]]
+    assert answer.get_json()["next"] is None
+
+
+@pytest.mark.parametrize("query, fragment", [
+    ("limit=0", "'limit' must be a whole number from 1 to 1000"),
+    ("limit=1001", "from 1 to 1000"),
+    ("limit=-1", "'limit'"),
+    ("limit=ten", "'limit'"),
+    ("limit=%D9%A3", "'limit'"),  # an Arabic-Indic digit three
+    ("cursor=abc", "'cursor' needs 'limit'"),
+    ("limit=5&cursor=%21%21not-a-cursor", "cursor"),
+    ("platforms=Android,", "unsupported platform"),
+    ("platforms=", "unsupported platform(s) ['']"),
+    ("format=xml", "'format' must be one of json, csv"),
+    ("limit=", "'limit'"),
+    ("platform=Android", "unknown query parameter(s): 'platform'; this endpoint takes cursor, format, limit, "),
+])
+def test_bad_list_parameters_answer_400(client: Any, auth: dict[str, str], query: str, fragment: str) -> None:
+    create(client, auth)
+    assert_error(client.get(f"/admin/campaigns?{query}", headers=auth), 400, fragment)
+
+
+# -- CSV ------------------------------------------------------------------------------------------
+
+def read_csv(answer: Any) -> list[dict[str, str]]:
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.mimetype == "text/csv"
+    text = answer.get_data(as_text=True)
+    assert text.endswith("\r\n") and "\n" not in text.replace("\r\n", "")
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def test_the_campaign_list_as_csv_quotes_per_rfc_4180(client: Any, auth: dict[str, str]) -> None:
+    tricky = 'https://e.example/?q="quoted",comma'
+    created = create(client, auth, {"redirect_url": tricky, "platforms": ["Android", "IPhone"],
+                                    "platform_urls": {"IPhone": "https://apps.apple.com/app/id1"}})
+    for answer in (client.get("/admin/campaigns?format=csv", headers=auth),
+                   client.get("/admin/campaigns", headers={**auth, "Accept": "text/csv"})):
+        assert answer.headers["Content-Disposition"] == 'attachment; filename="campaigns.csv"'
+        raw = answer.get_data(as_text=True)
+        assert '"https://e.example/?q=""quoted"",comma"' in raw and '"Android,IPhone"' in raw
+        [row] = read_csv(answer)
+        assert row["id"] == str(created["id"]) and row["redirect_url"] == tricky
+        assert row["platforms"] == "Android,IPhone" and row["click_count"] == "0" and row["as_of"] == ""
+        assert row["iphone_url"] == "https://apps.apple.com/app/id1" and row["android_url"] == ""
+        assert row["android_tracking_link"] == created["tracking_links"]["Android"]
+        assert row["windowsphone_tracking_link"] == ""
+    # JSON stays the default, and wins when asked for explicitly
+    assert client.get("/admin/campaigns", headers={**auth, "Accept": "*/*"}).mimetype == "application/json"
+    answer = client.get("/admin/campaigns?format=json", headers={**auth, "Accept": "text/csv"})
+    assert answer.mimetype == "application/json"
+
+
+def test_a_csv_page_carries_the_link_to_the_next(client: Any, auth: dict[str, str]) -> None:
+    for _ in range(3):
+        create(client, auth)
+    answer = client.get("/admin/campaigns?limit=2&format=csv", headers=auth)
+    assert len(read_csv(answer)) == 2
+    next_path = re.fullmatch(r'<([^>]+)>; rel="next"', answer.headers["Link"]).group(1)  # type: ignore[union-attr]
+    assert "format=csv" in next_path
+    assert len(read_csv(client.get(next_path, headers=auth))) == 1
+
+
+# -- stats ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def count_clicks(project: str, pubsub_names: tuple[str, str]) -> Any:
+    """Publish clicks at given times, then fold them with the scheduled drain, as deployed."""
+    drain = function_app("aggregate", "aggregate_http").test_client()
+
+    def count(events: list[ClickEvent]) -> None:
+        publish(project, pubsub_names[0], [event.encode() for event in events])
+        answer = drain.post("/")
+        assert answer.status_code == 200 and answer.get_json()["counted"] == len(events), answer.get_json()
+
+    return count
+
+
+def at(iso: str) -> datetime:
+    return datetime.fromisoformat(iso)
+
+
+def test_stats_by_day_follow_the_time_zone_through_a_23_hour_day(
+    client: Any, auth: dict[str, str], count_clicks: Any
+) -> None:
+    campaign = create(client, auth)
+    cid = campaign["id"]
+    count_clicks([
+        ClickEvent.new(cid, "Android", now=at("2026-03-27T23:00:00+00:00")),  # 00:00 on the 28th in Ljubljana
+        ClickEvent.new(cid, "Android", now=at("2026-03-28T22:59:59+00:00")),  # 23:59:59 on the 28th
+        ClickEvent.new(cid, "IPhone", now=at("2026-03-28T23:00:00+00:00")),  # midnight starting the 29th
+        ClickEvent.new(cid, "WindowsPhone", now=at("2026-03-29T21:30:00+00:00")),  # 23:30 CEST, the 29th
+        ClickEvent.new(cid, "Android", now=at("2026-03-29T21:45:00+00:00"), bot=True),
+        ClickEvent.new(cid, "IPhone", now=at("2026-03-29T22:00:00+00:00")),  # midnight starting the 30th
+        ClickEvent.new(cid, "IPhone", now=at("2026-03-30T22:00:00+00:00")),  # the 31st: outside
+    ])
+    stats = get_json(client, auth, f"/admin/campaigns/{cid}/stats?from=2026-03-28&to=2026-03-31"
+                                   "&tz=Europe/Ljubljana&granularity=day")
+    assert (stats["campaign_id"], stats["granularity"], stats["tz"]) == (cid, "day", "Europe/Ljubljana")
+    assert (stats["from"], stats["to"]) == ("2026-03-28T00:00:00+01:00", "2026-03-31T00:00:00+02:00")
+    assert [(b["start"], b["end"]) for b in stats["buckets"]] == [
+        ("2026-03-28T00:00:00+01:00", "2026-03-29T00:00:00+01:00"),
+        ("2026-03-29T00:00:00+01:00", "2026-03-30T00:00:00+02:00"),  # 23 hours
+        ("2026-03-30T00:00:00+02:00", "2026-03-31T00:00:00+02:00"),
+    ]
+    assert [b["click_count"] for b in stats["buckets"]] == [2, 2, 1]
+    assert [b["android_click_count"] for b in stats["buckets"]] == [2, 0, 0]
+    assert [b["iphone_click_count"] for b in stats["buckets"]] == [0, 1, 1]
+    assert [b["windowsphone_click_count"] for b in stats["buckets"]] == [0, 1, 0]
+    assert [b["bot_click_count"] for b in stats["buckets"]] == [0, 1, 0]
+    assert stats["totals"] == {"click_count": 5, "android_click_count": 2, "iphone_click_count": 2,
+                               "windowsphone_click_count": 1, "bot_click_count": 1}
+    assert stats["as_of"] is not None and stats["as_of"].endswith("Z")
+
+    by_hour = get_json(client, auth, f"/admin/campaigns/{cid}/stats?from=2026-10-25&to=2026-10-26"
+                                     "&tz=Europe/Ljubljana&granularity=hour")
+    assert len(by_hour["buckets"]) == 25 and by_hour["totals"]["click_count"] == 0
+
+
+def test_stats_default_to_the_last_seven_utc_days_by_day(
+    client: Any, auth: dict[str, str], count_clicks: Any
+) -> None:
+    cid = create(client, auth)["id"]
+    now = datetime.now(timezone.utc)
+    count_clicks([ClickEvent.new(cid, "Android", now=now), ClickEvent.new(cid, "IPhone", now=now),
+                  ClickEvent.new(cid, "Android", now=now - timedelta(days=3)),
+                  ClickEvent.new(cid, "Android", now=now - timedelta(days=30))])
+    stats = get_json(client, auth, f"/admin/campaigns/{cid}/stats")
+    assert (stats["granularity"], stats["tz"], len(stats["buckets"])) == ("day", "UTC", 7)
+    assert [b["click_count"] for b in stats["buckets"]] == [0, 0, 0, 1, 0, 0, 2]
+    assert stats["buckets"][-1]["start"] == now.strftime("%Y-%m-%dT00:00:00+00:00")
+    assert stats["totals"]["click_count"] == 3
+
+
+def test_stats_as_csv_one_row_per_bucket(client: Any, auth: dict[str, str], count_clicks: Any) -> None:
+    cid = create(client, auth)["id"]
+    count_clicks([ClickEvent.new(cid, "IPhone", now=at("2026-06-01T10:20:00+00:00"))])
+    query = "from=2026-06-01T09:00Z&to=2026-06-01T12:00Z&granularity=hour&tz=Asia/Tokyo"
+    for answer in (client.get(f"/admin/campaigns/{cid}/stats?{query}&format=csv", headers=auth),
+                   client.get(f"/admin/campaigns/{cid}/stats?{query}", headers={**auth, "Accept": "text/csv"})):
+        assert answer.headers["Content-Disposition"] == f'attachment; filename="campaign-{cid}-stats-hour.csv"'
+        rows = read_csv(answer)
+        assert [(r["start"], r["iphone_click_count"]) for r in rows] == [
+            ("2026-06-01T18:00:00+09:00", "0"), ("2026-06-01T19:00:00+09:00", "1"),
+            ("2026-06-01T20:00:00+09:00", "0")]
+        assert list(rows[0]) == ["start", "end", "click_count", "android_click_count", "iphone_click_count",
+                                 "windowsphone_click_count", "bot_click_count"]
+
+
+@pytest.mark.parametrize("query, fragment", [
+    ("from=yesterday", "'from' must be an ISO 8601"),
+    ("to=2026-02-30", "'to' must be an ISO 8601"),
+    ("from=2026-11-02&to=2026-11-01", "'to' must be later than 'from'"),
+    ("from=2026-11-01&to=2026-11-01", "later than"),
+    ("tz=Europe/Atlantis", "IANA time zone"),
+    ("granularity=minute", "'granularity' must be one of hour, day"),
+    ("granularity=hour&from=2026-01-01&to=2026-03-01", "range too long: at most 744 buckets by hour"),
+    ("from=2020-01-01&to=2026-01-01", "at most 366 buckets by day"),
+    ("from=0001-01-01", "within the years"),
+    ("format=pdf", "'format'"),
+    ("granularity=", "'granularity'"),
+    ("tz=", "IANA"),
+    ("from=", "ISO 8601"),
+    ("since=2026-01-01", "unknown query parameter(s): 'since'; this endpoint takes"),
+])
+def test_bad_stats_parameters_answer_400(client: Any, auth: dict[str, str], query: str, fragment: str) -> None:
+    cid = create(client, auth)["id"]
+    assert_error(client.get(f"/admin/campaigns/{cid}/stats?{query}", headers=auth), 400, fragment)
+
+
+def test_endpoints_without_query_parameters_refuse_any(client: Any, auth: dict[str, str]) -> None:
+    created = create(client, auth)
+    for path in (f"/admin/campaigns/{created['id']}?format=csv", "/admin/openapi.json?v=2", "/admin/?x=1"):
+        assert_error(client.get(path, headers=auth), 400, "this endpoint takes none")
+    assert_error(client.delete(f"/admin/campaigns/{created['id']}?force=1", headers=auth), 400, "'force'")
+    assert get_json(client, auth, f"/admin/campaigns/{created['id']}") == created
+
+
+def test_stats_of_an_unknown_campaign_answer_404(client: Any, auth: dict[str, str]) -> None:
+    assert_error(client.get("/admin/campaigns/123/stats", headers=auth), 404, "not found")
+    assert_error(client.get("/admin/campaigns/x/stats", headers=auth), 404, "not found")
+
+
+# -- the dashboard and static files -----------------------------------------------------------
+
+def test_the_dashboard_and_its_files_are_served_behind_auth(client: Any, auth: dict[str, str]) -> None:
+    page = client.get("/admin/", headers=auth)
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert page.get_data() == client.get("/admin/static/index.html", headers=auth).get_data()
+    bare = client.get("/admin?x=1", headers=auth)
+    assert bare.status_code == 308 and bare.headers["Location"] == "/admin/?x=1"
+    assert client.get("/admin", headers=auth).headers["Location"] == "/admin/"
+    assert client.get("/admin/", headers={}).status_code == 401
+    assert client.get("/admin/static/index.html").status_code == 401
+    for path in ("/admin/static/missing.js", "/admin/static/%2e%2e/main.py", "/admin/static/..%2fmain.py",
+                 "/admin/static/%2e%2e%2f%2e%2e%2fshared/config.py", "/admin/static/", "/admin/static//etc/passwd"):
+        assert_error(client.get(path, headers=auth), 404, "")
+
+
+# -- OpenAPI --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def openapi_doc(client: Any, auth: dict[str, str]) -> dict[str, Any]:
+    return get_json(client, auth, "/admin/openapi.json")
+
+
+def test_the_openapi_document_names_every_route_and_method_and_nothing_else(openapi_doc: dict[str, Any]) -> None:
+    assert openapi_doc["openapi"].startswith("3.1") and openapi_doc["servers"] == [{"url": "/admin"}]
+    documented = {(path, method.upper()) for path, ops in openapi_doc["paths"].items() for method in ops}
+    routed = {(path, method) for path, method, _ in routed_operations()}
+    assert documented == routed
+    rules = {(rule.rule, method) for rule in ROUTES.iter_rules() for method in rule.methods or ()}
+    assert len(rules) == len(routed) and {"GET", "HEAD"} <= {method for _, method in rules}
+
+
+def validator(doc: dict[str, Any], name: str) -> jsonschema_rs.Draft202012Validator:
+    """A schema of the document's components, its references turned into local ones."""
+    schema = {**doc["components"]["schemas"][name], "$defs": doc["components"]["schemas"]}
+    text = json.dumps(schema).replace("#/components/schemas/", "#/$defs/")
+    return jsonschema_rs.Draft202012Validator(json.loads(text), validate_formats=True)
+
+
+def test_real_answers_match_the_documented_schemas(
+    client: Any, auth: dict[str, str], openapi_doc: dict[str, Any], count_clicks: Any
+) -> None:
+    created = create(client, auth, {**CAMPAIGN, "platform_urls": {"Android": "https://play.google.com/x"}})
+    count_clicks([ClickEvent.new(created["id"], "Android")])
+    campaign = get_json(client, auth, f"/admin/campaigns/{created['id']}")
+    for body in (created, campaign):
+        validator(openapi_doc, "Campaign").validate(body)
+    validator(openapi_doc, "CampaignPage").validate(get_json(client, auth, "/admin/campaigns?limit=5"))
+    validator(openapi_doc, "Stats").validate(get_json(client, auth, f"/admin/campaigns/{created['id']}/stats"))
+    validator(openapi_doc, "Error").validate(client.get("/admin/campaigns/1", headers=auth).get_json())
+    validator(openapi_doc, "NewCampaign").validate(campaign)  # what was read can be sent back
 
 
 def basic(credentials: str) -> dict[str, str]:

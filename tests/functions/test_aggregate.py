@@ -14,6 +14,7 @@ from aggregation import Drainer, build_drainer
 from conftest import ROOT, function_app
 from google.api_core import exceptions as gexc
 from helpers import publish, pull_all, push_cloud_event_headers, push_envelope
+from upkeep import TotalsRefresher
 
 from shared.config import Settings
 from shared.counting import ClickFolder, Delivery
@@ -164,12 +165,14 @@ def test_hourly_buckets_follow_the_click_time_and_sum_to_the_totals(
     hours = [T0, T0 + timedelta(minutes=40), T0 + timedelta(hours=1), T0 + timedelta(hours=5, minutes=59)]
     events = [click(campaign_id, "Android", at) for at in hours] + [click(campaign_id, "IPhone", hours[2])]
     folder.fold([Delivery(e.click_id, e.encode()) for e in events])
-    series = store.hourly(campaign_id)
+    TotalsRefresher(store.db, SHARDS, max_seconds=60).refresh()  # as the scheduled run does
     base = T0.replace(minute=0)
+    series = store.hourly(campaign_id, base, base + timedelta(hours=7))
     assert {h: c["click_count"] for h, c in series.items()} == {
         base: 2, base + timedelta(hours=1): 2, base + timedelta(hours=6): 1}
     assert series[base + timedelta(hours=1)]["iphone_click_count"] == 1
     assert sum(c["click_count"] for c in series.values()) == totals(store, campaign_id)["click_count"]
+    assert store.get(campaign_id).counters == totals(store, campaign_id)
 
 
 def test_dedup_records_expire_after_the_retention(folder: ClickFolder, db: Any, campaign_id: int) -> None:

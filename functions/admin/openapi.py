@@ -1,0 +1,290 @@
+"""The OpenAPI 3.1 document of the admin API, built from its route table and the campaign model.
+
+Paths and methods come from the router (``campaigns_api.ROUTES``), so the document cannot name
+a route that does not exist or miss one that does: each routed endpoint and method must have an
+operation below, and building the document fails otherwise. Field names come from
+``shared.platforms`` and ``shared.models``; the tests check real answers against the schemas.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any
+
+import buckets
+
+from shared.models import MAX_CAMPAIGN_ID, MAX_URL_LENGTH, READ_ONLY_FIELDS
+from shared.platforms import COUNTER_FIELDS, PLATFORMS
+
+JsonObject = dict[str, Any]
+
+# A loose check that a string starts as an absolute http(s) URL: the server checks the rest,
+# and refuses anything this pattern refuses.
+URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s]"
+
+
+def _ref(name: str) -> JsonObject:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _counters() -> JsonObject:
+    return {name: {"type": "integer", "minimum": 0} for name in COUNTER_FIELDS}
+
+
+def _url() -> JsonObject:
+    return {"type": "string", "maxLength": MAX_URL_LENGTH, "pattern": URL_PATTERN}
+
+
+def _per_platform(value: JsonObject) -> JsonObject:
+    return {"type": "object", "properties": {p: value for p in PLATFORMS}, "additionalProperties": False}
+
+
+def _schemas() -> JsonObject:
+    timestamp = {"type": "string", "format": "date-time"}
+    campaign_fields = {
+        "id": {"type": "integer", "minimum": 1, "maximum": MAX_CAMPAIGN_ID},
+        "redirect_url": {"type": "string"},
+        "created_at": timestamp,
+        "updated_at": timestamp,
+        "platforms": {"type": "array", "items": _ref("Platform")},
+        "platform_urls": _per_platform({"type": "string"}),
+        **_counters(),
+        "as_of": {"type": ["string", "null"], "format": "date-time",
+                  "description": "Clicks up to this time are folded into the counters shown; null: none yet."},
+        "tracking_links": _per_platform({"type": "string", "format": "uri"}),
+    }
+    writable = {
+        "redirect_url": _url(),
+        "platforms": {"type": "array", "minItems": 1, "items": _ref("Platform")},
+        "platform_urls": _per_platform(_url()),
+    }
+    ignored = {name: {"description": "Read-only: ignored, so that what was read can be sent back."}
+               for name in sorted(READ_ONLY_FIELDS)}
+    bucket = {"start": {"type": "string", "format": "date-time"}, "end": {"type": "string", "format": "date-time"}}
+    return {
+        "Platform": {"type": "string", "enum": list(PLATFORMS)},
+        "Campaign": {"type": "object", "properties": campaign_fields, "required": list(campaign_fields),
+                     "additionalProperties": False},
+        "NewCampaign": {"type": "object", "properties": {**writable, **ignored},
+                        "required": ["redirect_url", "platforms"], "additionalProperties": False},
+        "CampaignChanges": {"type": "object", "properties": {**writable, **ignored},
+                            "anyOf": [{"required": [name]} for name in writable], "additionalProperties": False},
+        "CampaignPage": {
+            "type": "object",
+            "properties": {"campaigns": {"type": "array", "items": _ref("Campaign")},
+                           "next": {"type": ["string", "null"], "description": "The cursor of the next page."}},
+            "required": ["campaigns", "next"], "additionalProperties": False,
+        },
+        "Counters": {"type": "object", "properties": _counters(), "required": list(COUNTER_FIELDS),
+                     "additionalProperties": False},
+        "Bucket": {"type": "object", "properties": {**bucket, **_counters()},
+                   "required": [*bucket, *COUNTER_FIELDS], "additionalProperties": False},
+        "Stats": {
+            "type": "object",
+            "properties": {
+                "campaign_id": {"type": "integer"},
+                "granularity": {"type": "string", "enum": list(buckets.GRANULARITIES)},
+                "tz": {"type": "string"},
+                "from": {"type": "string", "format": "date-time"},
+                "to": {"type": "string", "format": "date-time"},
+                "as_of": {"type": ["string", "null"], "format": "date-time"},
+                "buckets": {"type": "array", "items": _ref("Bucket")},
+                "totals": _ref("Counters"),
+            },
+            "required": ["campaign_id", "granularity", "tz", "from", "to", "as_of", "buckets", "totals"],
+            "additionalProperties": False,
+        },
+        "Error": {"type": "object", "properties": {"status": {"const": "error"}, "msg": {"type": "string"}},
+                  "required": ["status", "msg"], "additionalProperties": False},
+    }
+
+
+def _error(description: str, headers: JsonObject | None = None) -> JsonObject:
+    answer: JsonObject = {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+_ERRORS: JsonObject = {
+    "400": _error("Bad input: the message says what is wrong. Nothing was written."),
+    "401": _error("Missing or wrong credentials.", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
+    "404": _error("No such campaign (or file)."),
+    "413": _error("The body is larger than MAX_BODY_BYTES."),
+}
+
+
+def _errors(*statuses: str) -> JsonObject:
+    return {status: _ERRORS[status] for status in ("401", *statuses)}
+
+
+def _query(name: str, schema: JsonObject, description: str, **extra: Any) -> JsonObject:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description, **extra}
+
+
+_ID = {"name": "id", "in": "path", "required": True, "description": "The campaign's id.",
+       "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CAMPAIGN_ID}}
+_FORMAT = _query("format", {"type": "string", "enum": ["json", "csv"]},
+                 "json or csv; without it, an `Accept: text/csv` header asks for CSV.")
+_CSV = {"text/csv": {"schema": {"type": "string"}}}
+_DISPOSITION = {"Content-Disposition": {"description": "The CSV's file name (CSV answers only).",
+                                        "schema": {"type": "string"}}}
+
+
+def _json(schema: JsonObject) -> JsonObject:
+    return {"application/json": {"schema": schema}}
+
+
+def _operations() -> dict[str, dict[str, JsonObject]]:
+    """Every endpoint's operations by method, keyed as the router names them."""
+    campaign_answer = {"description": "The campaign.", "content": _json(_ref("Campaign"))}
+    _moment = {"type": "string", "pattern": buckets.MOMENT_PATTERN}
+    return {
+        "dashboard": {"GET": {
+            "summary": "The dashboard page",
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+                          **_errors("404")},
+        }},
+        "static": {"GET": {
+            "summary": "A static file of the dashboard",
+            "parameters": [{"name": "file", "in": "path", "required": True, "schema": {"type": "string"},
+                            "example": "index.html"}],
+            "responses": {"200": {"description": "The file.", "content": {"*/*": {"schema": {}}}},
+                          **_errors("404")},
+        }},
+        "openapi": {"GET": {
+            "summary": "This document",
+            "responses": {"200": {"description": "OpenAPI 3.1", "content": _json({"type": "object"})},
+                          **_errors()},
+        }},
+        "campaigns": {
+            "GET": {
+                "summary": "List campaigns, newest first",
+                "description": "Without `limit`, every campaign as an array (the original shape). With it, one "
+                               "page and the cursor of the next, also in a `Link: <...>; rel=\"next\"` header.",
+                "parameters": [
+                    _query("platforms", {"type": "array", "minItems": 1, "items": _ref("Platform")},
+                           "Keep campaigns that target every listed platform, e.g. Android,IPhone.",
+                           style="form", explode=False),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size."),
+                    _query("cursor", {"type": "string"}, "The `next` of the previous page (needs `limit`)."),
+                    _FORMAT,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Campaigns: an array without `limit`, a page with it; or CSV.",
+                        "headers": {"Link": {"description": "The next page, when there is one.",
+                                             "schema": {"type": "string"}}, **_DISPOSITION},
+                        "content": {**_json({"oneOf": [{"type": "array", "items": _ref("Campaign")},
+                                                       _ref("CampaignPage")]}), **_CSV},
+                    },
+                    **_errors("400"),
+                },
+            },
+            "POST": {
+                "summary": "Create a campaign",
+                "requestBody": {"required": True, "content": _json(_ref("NewCampaign"))},
+                "responses": {
+                    "201": {**campaign_answer, "headers": {
+                        "Location": {"required": True, "schema": {"type": "string"}}}},
+                    **_errors("400", "413"),
+                },
+            },
+        },
+        "campaign": {
+            "GET": {"summary": "Read a campaign", "parameters": [_ID],
+                    "responses": {"200": campaign_answer, **_errors("404")}},
+            "PUT": {"summary": "Change a campaign's redirect_url, platforms or platform_urls (never its counters)",
+                    "parameters": [_ID],
+                    "requestBody": {"required": True, "content": _json(_ref("CampaignChanges"))},
+                    "responses": {"200": campaign_answer, **_errors("400", "404", "413")}},
+            "DELETE": {"summary": "Delete a campaign (its counters are removed later)", "parameters": [_ID],
+                       "responses": {"204": {"description": "Deleted."}, **_errors("404")}},
+        },
+        "stats": {"GET": {
+            "summary": "A campaign's clicks per hour or per day",
+            "description": "Every bucket of `[from, to)` (widened to whole buckets), oldest first, zeros "
+                           f"included; at most {buckets.MAX_BUCKETS[buckets.HOUR]} hours or "
+                           f"{buckets.MAX_BUCKETS[buckets.DAY]} days. Days run from midnight to midnight in "
+                           "`tz`, so some have 23 or 25 hours.",
+            "parameters": [
+                _ID,
+                _query("from", _moment, "ISO 8601 date or date-time; without an offset, in `tz`. "
+                       f"Default: {buckets.DEFAULT_DAYS} days before `to`.", example="2026-03-29"),
+                _query("to", _moment, "ISO 8601 date or date-time, exclusive. Default: now.",
+                       example="2026-03-30T00:00:00+02:00"),
+                _query("granularity", {"type": "string", "enum": list(buckets.GRANULARITIES)},
+                       f"Default: {buckets.DEFAULT_GRANULARITY}."),
+                _query("tz", {"type": "string", "pattern": buckets.TZ_PATTERN},
+                       f"An IANA time zone. Default: {buckets.DEFAULT_TZ}.", example="Europe/Ljubljana"),
+                _FORMAT,
+            ],
+            "responses": {
+                "200": {"description": "The series and its totals; or CSV, one row per bucket.",
+                        "headers": _DISPOSITION, "content": {**_json(_ref("Stats")), **_CSV}},
+                **_errors("400", "404"),
+            },
+        }},
+    }
+
+
+@cache
+def query_parameters(endpoint: str, method: str) -> frozenset[str]:
+    """The query parameters an operation takes: the router refuses any other, as the body refuses unknown fields."""
+    operation = _operations()[endpoint]["GET" if method == "HEAD" else method]
+    return frozenset(p["name"] for p in operation.get("parameters", ()) if p["in"] == "query")
+
+
+def _head(get: JsonObject) -> JsonObject:
+    """HEAD answers GET's status and headers without a body."""
+    head = copy.deepcopy(get)
+    head["summary"] = "Headers of: " + get["summary"]
+    for answer in head["responses"].values():
+        answer.pop("content", None)
+    return head
+
+
+Route = tuple[str, str, str]  # OpenAPI path, method, endpoint
+
+
+@cache
+def document(server: str, routes: tuple[Route, ...], alias: tuple[str, str]) -> JsonObject:
+    """The whole document for the router's ``routes``, relative to ``server`` (the mount a request came in by).
+
+    ``alias`` is (old, new) spelling of a path segment: the old one's operations are marked deprecated.
+    """
+    operations = _operations()
+    paths: dict[str, JsonObject] = {}
+    for path, method, endpoint in routes:
+        known = operations.get(endpoint, {})
+        operation = _head(known["GET"]) if method == "HEAD" and "GET" in known else copy.deepcopy(known.get(method))
+        if operation is None:
+            raise LookupError(f"no OpenAPI operation for {method} {path} (endpoint {endpoint})")
+        words = [word.strip("{}") for word in path.split("/") if word]
+        operation["operationId"] = "_".join([method.lower(), *words]) if words else f"{method.lower()}_dashboard"
+        old, new = alias
+        if old in words:
+            operation["deprecated"] = True
+            operation["description"] = f"The original o7tracker's spelling of {path.replace(old, new)}."
+        paths.setdefault(path, {})[method.lower()] = operation
+    routed = {(endpoint, method) for _, method, endpoint in routes}
+    unrouted = [(e, m) for e, methods in operations.items() for m in methods if (e, m) not in routed]
+    if unrouted:
+        raise LookupError(f"OpenAPI operations without a route: {unrouted}")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "o7tracker admin API",
+            "version": "1",
+            "description": "Campaigns, their click counts and stats. Every answer is JSON (or CSV when "
+                           "asked for); every error is {\"status\": \"error\", \"msg\": ...}.",
+        },
+        "servers": [{"url": server}],
+        "security": [{"basicAuth": []}],
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},
+        },
+    }

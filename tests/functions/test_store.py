@@ -1,0 +1,365 @@
+"""The campaign store over the Firestore emulator: paging, read costs, shown totals, as_of, deferred delete.
+
+Reads are counted at the Firestore client's transport (bench/reads.py), as Firestore bills them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from conftest import function_app
+from helpers import push_cloud_event_headers, push_envelope
+from upkeep import TotalsRefresher, advance_as_of
+
+from bench.reads import ReadCounter
+from shared import store as store_module
+from shared.config import Settings
+from shared.counting import ClickFolder, Delivery
+from shared.errors import BadRequest, NotFound
+from shared.events import ClickEvent
+from shared.store import CampaignStore, campaign_ref, deletion_ref
+
+SHARDS = Settings().counter_shards
+T0 = datetime(2026, 11, 28, 10, 15, tzinfo=timezone.utc)
+ALL = ["Android", "IPhone", "WindowsPhone"]
+
+
+@pytest.fixture
+def store(db: Any) -> CampaignStore:
+    return CampaignStore(db, counter_shards=SHARDS)
+
+
+def new_campaign(store: CampaignStore, platforms: list[str] = ALL) -> int:
+    return store.create({"redirect_url": "https://e.com/", "platforms": platforms}).id
+
+
+def fold(db: Any, events: list[ClickEvent]) -> None:
+    result = ClickFolder(db, SHARDS, timedelta(days=8)).fold([Delivery(e.click_id, e.encode()) for e in events])
+    assert result.failed == []
+
+
+def clicks(campaign_id: int, n: int, platform: str = "Android", at: datetime = T0) -> list[ClickEvent]:
+    return [ClickEvent.new(campaign_id, platform, now=at) for _ in range(n)]
+
+
+def scheduled_run() -> dict[str, Any]:
+    """One run of the scheduled aggregate function, as Cloud Scheduler triggers it."""
+    answer = function_app("aggregate", "aggregate_http").test_client().post("/")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return answer.get_json()
+
+
+@pytest.fixture
+def event_mode(db: Any, project: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduled run as deploy.sh sets it up with AGGREGATE_MODE=event: no drain."""
+    monkeypatch.setenv("AGGREGATE_MODE", "event")
+
+
+def subcollection_documents(db: Any, campaign_id: int) -> list[str]:
+    ref = campaign_ref(db, campaign_id)
+    return [d.reference.path for c in ref.collections() for d in c.stream()]
+
+
+def markers(db: Any, campaign_id: int) -> list[str]:
+    return [d.id for d in db.collection("dirty").stream() if d.id.startswith(f"{campaign_id}-")]
+
+
+# --- paging ------------------------------------------------------------------------------------
+
+
+def test_pages_walk_every_campaign_newest_first_without_gaps_or_repeats(store: CampaignStore) -> None:
+    ids = [new_campaign(store) for _ in range(25)]
+    seen: list[int] = []
+    cursor = None
+    for _ in range(10):
+        page = store.list_page([], 10, cursor)
+        seen += [c.id for c in page.campaigns]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    assert [c.id for c in store.list_page([], None, None).campaigns] == seen
+    exact = store.list_page([], 25, None)
+    assert len(exact.campaigns) == 25 and exact.next_cursor is None  # no promise of an empty page
+
+
+def test_the_platform_filter_keeps_campaigns_targeting_every_listed_platform(store: CampaignStore) -> None:
+    both = new_campaign(store, ["Android", "IPhone"])
+    android = new_campaign(store, ["Android"])
+    windows = new_campaign(store, ["WindowsPhone"])
+
+    def ids(platforms: list[str], limit: int | None = None) -> list[int]:
+        return [c.id for c in store.list_page(platforms, limit, None).campaigns]
+
+    assert ids(["Android"]) == [android, both]
+    assert ids(["IPhone", "Android"]) == [both]
+    assert ids(["IPhone", "WindowsPhone"]) == []
+    first = store.list_page(["Android"], 1, None)
+    assert [c.id for c in first.campaigns] == [android]
+    assert [c.id for c in store.list_page(["Android"], 1, first.next_cursor).campaigns] == [both]
+    store.update(windows, {"platforms": ["WindowsPhone", "Android"]})
+    store.update(android, {"platforms": ["IPhone"]})
+    assert ids(["Android"]) == [windows, both]
+    assert ids(["IPhone"]) == [android, both]
+
+
+@pytest.mark.parametrize("cursor", ["", "%%%", "bm90IGpzb24", "WzEsMl0", "WyJ4IiwgMV0", "WyIyMDI2LTAxLTAxIiwgMV0"])
+def test_a_malformed_cursor_is_a_bad_request(store: CampaignStore, cursor: str) -> None:
+    with pytest.raises(BadRequest, match="cursor"):
+        store.list_page([], 10, cursor)
+
+
+def test_a_page_costs_a_read_per_campaign_and_one_campaign_two(db: Any, store: CampaignStore) -> None:
+    ids = [new_campaign(store, ["Android"] if i % 2 else ALL) for i in range(40)]
+    fold(db, [e for i in ids[:5] for e in clicks(i, 3)])
+    counter = ReadCounter(db)
+    page = store.list_page([], 10, None)
+    assert len(page.campaigns) == 10 and counter.take() == 10 + 2  # one more to know of a next page; as_of
+    page = store.list_page(["IPhone"], 10, page.next_cursor)
+    assert len(page.campaigns) == 10 and counter.take() == 10 + 2
+    assert len(store.list_page([], None, None).campaigns) == 40 and counter.take() == 40 + 1
+    store.get(ids[0])
+    assert counter.take() == 2
+
+
+# --- totals, as_of -----------------------------------------------------------------------------
+
+
+def test_the_scheduled_run_shows_exact_totals_and_moves_as_of_to_its_start(
+    db: Any, store: CampaignStore, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    campaign_id = new_campaign(store)
+    assert store.get(campaign_id).as_of is None  # nothing folded yet
+    fold(db, clicks(campaign_id, 3) + clicks(campaign_id, 2, "IPhone"))
+    fold(db, clicks(campaign_id, 4, "WindowsPhone"))  # another commit: another shard
+    assert store.get(campaign_id).counters["click_count"] == 0  # not refreshed yet
+    before = datetime.now(timezone.utc)
+    body = scheduled_run()
+    after = datetime.now(timezone.utc)
+    assert body["totals_refreshed"] == 1 and body["totals_complete"] is True
+    campaign = store.get(campaign_id)
+    assert campaign.counters == {"click_count": 9, "android_click_count": 3, "iphone_click_count": 2,
+                                 "windowsphone_click_count": 4, "bot_click_count": 0}
+    assert campaign.as_of is not None and before <= campaign.as_of <= after
+    assert campaign.to_json()["as_of"] == body["as_of"]
+    assert store.stats_as_of(campaign_id) == campaign.as_of
+    assert markers(db, campaign_id) == []
+    assert scheduled_run()["totals_refreshed"] == 0  # nothing changed: nothing written
+
+
+def test_the_push_path_ends_with_exact_totals_through_the_scheduled_refresh(
+    db: Any, store: CampaignStore, event_mode: None
+) -> None:
+    campaign_id = new_campaign(store)
+    push = function_app("aggregate", "aggregate_event").test_client()
+    for i, event in enumerate(clicks(campaign_id, 5, "IPhone")):
+        envelope, headers = push_envelope(event.encode(), f"m-{i}"), push_cloud_event_headers(f"m-{i}")
+        assert push.post("/", json=envelope, headers=headers).status_code == 200
+    assert len(markers(db, campaign_id)) == 5  # one commit per push, each on the next shard
+    body = scheduled_run()
+    assert body["pulled"] == 0 and body["as_of"] is not None  # event mode: refresh only
+    assert store.get(campaign_id).counters["iphone_click_count"] == 5
+    assert store.counters([campaign_id])[campaign_id] == store.get(campaign_id).counters
+
+
+def test_totals_are_written_once_per_campaign_per_run_however_many_shards_changed(
+    db: Any, store: CampaignStore
+) -> None:
+    ids = [new_campaign(store) for _ in range(30)]
+    folder = ClickFolder(db, SHARDS, timedelta(days=8))
+    for _ in range(SHARDS):  # every campaign on every shard: each commit moves to the next shard
+        folder.fold([Delivery(e.click_id, e.encode()) for i in ids for e in clicks(i, 1)])
+    refresher = TotalsRefresher(db, SHARDS, max_seconds=60)
+    result = refresher.refresh()
+    assert (result.campaigns, result.markers, result.complete) == (30, 30 * SHARDS, True)
+    assert {c.counters["click_count"] for c in store.list_page([], None, None).campaigns} == {SHARDS}
+
+
+class CommitAfterSnapshot:
+    """Wraps the real client so that right after the refresh's consistent read, a fold commits
+    more clicks: the interleaving of a fold with a refresh, which threads cannot hit on demand."""
+
+    def __init__(self, db: Any, late: list[ClickEvent]) -> None:
+        self._db = db
+        self.late = late
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    def get_all(self, refs: list[Any], **kwargs: Any) -> Any:
+        snapshots = list(self._db.get_all(refs, **kwargs))
+        if self.late:
+            fold(self._db, self.late)
+            self.late = []
+        return snapshots
+
+
+def test_a_commit_after_the_refresh_read_stays_marked_for_the_next_run(db: Any, store: CampaignStore) -> None:
+    campaign_id = new_campaign(store)
+    fold(db, clicks(campaign_id, 2))
+    racing = CommitAfterSnapshot(db, clicks(campaign_id, 3))
+    TotalsRefresher(racing, SHARDS, max_seconds=60).refresh()
+    assert racing.late == []  # the late commit happened
+    assert store.get(campaign_id).counters["click_count"] == 2  # the snapshot's sum
+    assert markers(db, campaign_id) != []  # the late commit's marker survived the refresh
+    TotalsRefresher(db, SHARDS, max_seconds=60).refresh()
+    assert store.get(campaign_id).counters["click_count"] == 5
+    assert markers(db, campaign_id) == []
+
+
+def test_totals_never_go_down_and_as_of_waits_for_a_complete_refresh(
+    db: Any, store: CampaignStore, event_mode: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    campaign_id = new_campaign(store)
+    fold(db, clicks(campaign_id, 5))
+    first = scheduled_run()
+    for shard in campaign_ref(db, campaign_id).collection("counter_shards").stream():
+        shard.reference.delete()  # as if COUNTER_SHARDS had been lowered: the shards now sum lower
+    fold(db, clicks(campaign_id, 1))
+    with caplog.at_level(logging.ERROR):
+        second = scheduled_run()
+    assert second["totals_complete"] is False and second["as_of"] == first["as_of"]
+    assert store.get(campaign_id).counters["click_count"] == 5
+    assert any("below what is shown" in r.getMessage() for r in caplog.records)
+
+
+def test_as_of_only_moves_forward(db: Any) -> None:
+    later = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
+    assert advance_as_of(db, later) == later
+    assert advance_as_of(db, later - timedelta(minutes=1)) == later
+    assert advance_as_of(db, later + timedelta(seconds=1)) == later + timedelta(seconds=1)
+
+
+# --- hourly ------------------------------------------------------------------------------------
+
+
+def test_hourly_shows_the_refreshed_hours_in_range_summed_over_shards(db: Any, store: CampaignStore) -> None:
+    campaign_id = new_campaign(store)
+    late = datetime(2026, 11, 28, 22, 30, tzinfo=timezone.utc)
+    folder = ClickFolder(db, SHARDS, timedelta(days=8))
+    batches = [clicks(campaign_id, offset + 1, at=late + timedelta(hours=offset)) for offset in range(5)]
+    batches.append(clicks(campaign_id, 10, "IPhone", at=late + timedelta(hours=1)))
+    for events in batches:  # one commit each, across midnight: a different shard each time
+        folder.fold([Delivery(e.click_id, e.encode()) for e in events])
+    hour = late.replace(minute=0)
+    assert store.hourly(campaign_id, hour, hour + timedelta(hours=5)) == {}  # not refreshed yet
+    TotalsRefresher(db, SHARDS, max_seconds=60).refresh()
+    series = store.hourly(campaign_id, hour + timedelta(hours=1), hour + timedelta(hours=4))
+    assert list(series) == [hour + timedelta(hours=h) for h in (1, 2, 3)]  # 23:00, then the next day
+    assert [c["click_count"] for c in series.values()] == [12, 3, 4]
+    assert series[hour + timedelta(hours=1)]["iphone_click_count"] == 10
+    assert store.hourly(campaign_id, hour - timedelta(days=1), hour) == {}
+    fold(db, clicks(campaign_id, 7, "WindowsPhone", at=late + timedelta(hours=2)))  # a later click in a shown hour
+    TotalsRefresher(db, SHARDS, max_seconds=60).refresh()
+    assert store.hourly(campaign_id, hour + timedelta(hours=2), hour + timedelta(hours=3))[
+        hour + timedelta(hours=2)]["windowsphone_click_count"] == 7
+    counter = ReadCounter(db)
+    store.hourly(campaign_id, hour - timedelta(days=30), hour + timedelta(hours=5))
+    assert counter.take() == 1 + 2  # the campaign, then one document per day that had clicks
+    with pytest.raises(NotFound):
+        store.hourly(123456789, hour, hour + timedelta(hours=1))
+
+
+# --- deferred delete ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sweep_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELETE_GRACE_SECONDS", "0.001")
+
+
+def test_delete_answers_at_once_and_a_later_run_sweeps_counters_and_buckets(
+    db: Any, store: CampaignStore, event_mode: None, sweep_now: None
+) -> None:
+    campaign_id, kept = new_campaign(store), new_campaign(store)
+    for offset in range(3):
+        fold(db, clicks(campaign_id, 2, at=T0 + timedelta(hours=offset)) + clicks(kept, 1))
+    assert subcollection_documents(db, campaign_id) and markers(db, campaign_id)
+    counter = ReadCounter(db)
+    store.delete(campaign_id)
+    assert counter.take() == 0  # one write, whatever the campaign holds
+    assert deletion_ref(db, campaign_id).get().exists
+    with pytest.raises(NotFound):
+        store.delete(campaign_id)  # a retried delete changes nothing
+    body = scheduled_run()
+    assert body["deletions_done"] == 1
+    assert subcollection_documents(db, campaign_id) == []  # counter shards and hourly buckets
+    assert markers(db, campaign_id) == []
+    assert not deletion_ref(db, campaign_id).get().exists
+    assert store.get(kept).counters["click_count"] == 3 and subcollection_documents(db, kept)
+    assert scheduled_run()["deleted_documents"] == 0  # a second run has nothing left to do
+
+
+def test_a_sweep_cut_short_is_finished_by_the_next_runs(
+    db: Any, store: CampaignStore, event_mode: None, sweep_now: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DELETE_MAX_DOCUMENTS", "7")
+    campaign_id = new_campaign(store)
+    for offset in range(12):
+        fold(db, clicks(campaign_id, 1, at=T0 + timedelta(hours=offset)))
+    store.delete(campaign_id)
+    runs = []
+    for _ in range(10):
+        runs.append(scheduled_run())
+        if runs[-1]["deletions_done"]:
+            break
+    assert len(runs) > 2 and all(r["deleted_documents"] <= 7 for r in runs)
+    assert subcollection_documents(db, campaign_id) == [] and markers(db, campaign_id) == []
+    assert not deletion_ref(db, campaign_id).get().exists
+
+
+def test_late_clicks_for_a_deleted_campaign_stay_poison_and_never_resurrect_counters(
+    db: Any, store: CampaignStore, event_mode: None, sweep_now: None
+) -> None:
+    campaign_id = new_campaign(store)
+    fold(db, clicks(campaign_id, 2))
+    store.delete(campaign_id)
+    late = ClickFolder(db, SHARDS, timedelta(days=8)).fold([Delivery(e.click_id, e.encode())
+                                                           for e in clicks(campaign_id, 3)])
+    assert (late.counted, late.poison) == (0, 3)
+    scheduled_run()
+    late = ClickFolder(db, SHARDS, timedelta(days=8)).fold([Delivery(e.click_id, e.encode())
+                                                           for e in clicks(campaign_id, 3)])
+    assert (late.counted, late.poison) == (0, 3)
+    assert not campaign_ref(db, campaign_id).get().exists
+    assert subcollection_documents(db, campaign_id) == [] and markers(db, campaign_id) == []
+
+
+def test_a_recent_deletion_waits_for_the_grace_period(db: Any, store: CampaignStore, event_mode: None) -> None:
+    campaign_id = new_campaign(store)
+    fold(db, clicks(campaign_id, 2))
+    store.delete(campaign_id)
+    assert scheduled_run()["deleted_documents"] == 0  # default grace: ten minutes
+    assert subcollection_documents(db, campaign_id) and deletion_ref(db, campaign_id).get().exists
+
+
+def test_an_id_awaiting_cleanup_is_never_given_to_a_new_campaign(
+    db: Any, store: CampaignStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deleted = new_campaign(store)
+    fold(db, clicks(deleted, 2))
+    store.delete(deleted)
+    draws = iter([deleted, deleted + 1])
+    monkeypatch.setattr(store_module, "draw_campaign_id", lambda: next(draws))
+    assert store.create({"redirect_url": "https://e.com/", "platforms": ["Android"]}).id == deleted + 1
+    assert not campaign_ref(db, deleted).get().exists
+
+
+def test_campaigns_written_before_the_targets_map_are_backfilled_for_the_filter(
+    db: Any, store: CampaignStore, event_mode: None
+) -> None:
+    old = []
+    for i, platforms in enumerate([["Android"], ["Android", "IPhone"], ["IPhone"]]):
+        old.append(10_000 + i)
+        now = datetime.now(timezone.utc)
+        campaign_ref(db, old[-1]).set({"redirect_url": "https://e.com/", "platforms": platforms,
+                                       "platform_urls": {}, "created_at": now, "updated_at": now})
+    new = new_campaign(store, ["Android"])
+    assert [c.id for c in store.list_page(["Android"], None, None).campaigns] == [new]
+    assert scheduled_run()["targets_backfilled"] == 3
+    assert [c.id for c in store.list_page(["Android"], None, None).campaigns] == [new, old[1], old[0]]
+    assert [c.id for c in store.list_page(["IPhone"], None, None).campaigns] == [old[2], old[1]]
+    assert scheduled_run()["targets_backfilled"] == 0  # done once

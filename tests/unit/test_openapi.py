@@ -1,0 +1,37 @@
+"""The OpenAPI document is built from the route table and refuses to disagree with it."""
+
+from __future__ import annotations
+
+import openapi
+import pytest
+from campaigns_api import ALIAS, routed_operations
+
+ROUTES = tuple(routed_operations())
+
+
+def test_every_route_has_one_operation_and_the_old_spelling_is_deprecated() -> None:
+    doc = openapi.document("/admin", ROUTES, ALIAS)
+    operations = [(path, method) for path, ops in doc["paths"].items() for method in ops]
+    assert len(operations) == len(ROUTES)
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
+    assert doc["paths"]["/campains/{id}"]["put"]["deprecated"] is True
+    assert "deprecated" not in doc["paths"]["/campaigns/{id}"]["put"]
+    assert "content" not in doc["paths"]["/campaigns"]["head"]["responses"]["200"]
+
+
+def test_a_route_without_an_operation_is_an_error() -> None:
+    with pytest.raises(LookupError, match="no OpenAPI operation for PATCH /campaigns/{id}"):
+        openapi.document("/admin", (*ROUTES, ("/campaigns/{id}", "PATCH", "campaign")), ALIAS)
+
+
+def test_an_operation_without_a_route_is_an_error() -> None:
+    without_stats = tuple(route for route in ROUTES if route[2] != "stats")
+    with pytest.raises(LookupError, match="without a route"):
+        openapi.document("/admin", without_stats, ALIAS)
+
+
+def test_the_router_takes_exactly_the_documented_query_parameters() -> None:
+    assert openapi.query_parameters("campaigns", "GET") == {"platforms", "limit", "cursor", "format"}
+    assert openapi.query_parameters("stats", "HEAD") == {"from", "to", "granularity", "tz", "format"}
+    assert openapi.query_parameters("campaign", "DELETE") == frozenset()
