@@ -127,16 +127,7 @@ class Server:
         return [self.process.pid, *map(int, children.split())]
 
     def cpu_seconds(self) -> float:
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        for pid in self.pids():
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except FileNotFoundError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-        return total
+        return sum(cpu_seconds(Path(f"/proc/{pid}/stat")) for pid in self.pids())
 
     def rss_mib(self) -> float:
         """The worker's resident memory, where the function lives (the arbiter only watches it)."""
@@ -462,16 +453,17 @@ class Profile:
 
 
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            stat = (task / "stat").read_text()
-        except FileNotFoundError:
-            continue  # ended meanwhile
-        fields = stat[stat.rindex(")") + 2:].split()
-        cpu[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
-    return cpu
+    return {int(task.name): cpu_seconds(task / "stat") for task in Path(f"/proc/{pid}/task").iterdir()}
+
+
+def cpu_seconds(stat_path: Path) -> float:
+    """User plus system CPU of a process or thread, from its /proc stat file; 0 once it is gone."""
+    try:
+        stat = stat_path.read_text()
+    except FileNotFoundError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def profile(bench: Bench, case: Case, seconds: float) -> Profile:

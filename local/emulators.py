@@ -124,9 +124,32 @@ def paused(port: int) -> Iterator[None]:
         raise EmulatorError(f"port {port} is served from this process group; refusing to stop it")
     os.killpg(group, signal.SIGSTOP)
     try:
+        # A thread running at the signal stops a little later and may answer meanwhile.
+        deadline = time.monotonic() + 5
+        while not all(state == "T" for state in _thread_states(group)):
+            if time.monotonic() > deadline:
+                raise EmulatorError(f"the emulator on port {port} did not stop")
+            time.sleep(0.01)
         yield
     finally:
         os.killpg(group, signal.SIGCONT)
+
+
+def _thread_states(group: int) -> list[str]:
+    """The state letter (as ps shows it) of every thread of every process in a process group."""
+    states = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with suppress(OSError, IndexError):  # gone meanwhile
+            if int(_stat_fields(proc / "stat")[2]) == group:
+                states += [_stat_fields(task / "stat")[0] for task in (proc / "task").iterdir()]
+    return states
+
+
+def _stat_fields(path: Path) -> list[str]:
+    """A /proc stat file's fields after the command name: state, ppid, pgrp, ..."""
+    return path.read_text().rsplit(")", 1)[1].split()
 
 
 def _command(name: str, port: int, project: str) -> list[str]:
