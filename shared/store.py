@@ -270,12 +270,11 @@ class CampaignStore:
             raise NotFound(f"campaign {campaign_id} not found") from None
 
     def counters(self, campaign_ids: Iterable[int]) -> dict[int, Counters]:
-        """Exact totals straight from the shards (``COUNTER_SHARDS`` reads per campaign)."""
+        """Exact totals straight from the shards (``COUNTER_SHARDS`` reads per campaign): what the
+        scheduled refresh copies into ``totals``, read directly to check it."""
         ids = list(campaign_ids)
-        return sum_shards(self.db.get_all(self.shard_refs(ids)), ids)
-
-    def shard_refs(self, campaign_ids: Iterable[int]) -> list[firestore.DocumentReference]:
-        return [shard_ref(self.db, i, k) for i in campaign_ids for k in range(self.counter_shards)]
+        refs = [shard_ref(self.db, i, k) for i in ids for k in range(self.counter_shards)]
+        return sum_shards(self.db.get_all(refs), ids)
 
     def hourly(self, campaign_id: int, start: datetime, end: datetime) -> dict[datetime, Counters]:
         """Per-hour counts (UTC hour start to counters) for hours in [start, end) that had clicks, oldest first.
@@ -284,7 +283,8 @@ class CampaignStore:
         """
         if not campaign_ref(self.db, campaign_id).get(field_paths=[], timeout=REQUEST_TIMEOUT_SECONDS).exists:
             raise NotFound(f"campaign {campaign_id} not found")
-        first_day = start.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        start, end = _utc(start), _utc(end)
+        first_day = start.replace(hour=0, minute=0, second=0, microsecond=0)
         query = (
             campaign_ref(self.db, campaign_id).collection(DAYS)
             .where(filter=firestore.FieldFilter("day", ">=", first_day))
@@ -337,6 +337,11 @@ def sum_shards(
         if snapshot.exists:
             add_counts(totals[int(snapshot.reference.parent.parent.id)], data_of(snapshot))
     return totals
+
+
+def _utc(moment: datetime) -> datetime:
+    """A moment in UTC; a naive one is taken to be UTC already."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 def read_as_of(db: firestore.Client) -> datetime | None:

@@ -30,6 +30,9 @@ NOT_IMPORTED = {
         "uvloop": "the server's event loop",
         "httptools": "the server's HTTP parser",
     },
+    "admin": {
+        "tzdata": "the IANA zones zoneinfo reads for the stats' tz, on machines without them",
+    },
 }
 _REQUIREMENT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(?P<version>\S+)$")
 

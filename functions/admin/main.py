@@ -6,14 +6,13 @@ from campaigns_api import build_api
 from werkzeug.exceptions import HTTPException
 
 from shared import config
-from shared.clients import Lazy
 from shared.http import framework_error_response, json_errors
 from shared.logs import bind_request
 from shared.shard_guard import guard_counter_shards
 
 settings = config.load(config.AUTH_PASSWORD)  # never run open
 guard_counter_shards(settings)
-api = Lazy(lambda: build_api(settings))
+api = build_api(settings)  # checks every setting now; its Firestore client comes on first use
 
 # Flask answers a few requests before the function runs (a path its router cannot match, such
 # as one holding a newline): those answer the same JSON errors as the function's own.
@@ -24,4 +23,4 @@ functions_framework.errorhandler(HTTPException)(framework_error_response)
 @json_errors
 def admin(request: flask.Request) -> flask.Response:
     bind_request(request.headers, settings.project)
-    return api.get().handle(request)
+    return api.handle(request)

@@ -112,11 +112,13 @@ _ERRORS: JsonObject = {
     "401": _error("Missing or wrong credentials.", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
     "404": _error("No such campaign (or file)."),
     "413": _error("The body is larger than MAX_BODY_BYTES."),
+    "429": _error("Too many failed logins from this client (LOGIN_MAX_FAILURES per LOGIN_WINDOW_SECONDS).",
+                  {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds until it may try again."}}),
 }
 
 
 def _errors(*statuses: str) -> JsonObject:
-    return {status: _ERRORS[status] for status in ("401", *statuses)}
+    return {status: _ERRORS[status] for status in ("401", "429", *statuses)}
 
 
 def _query(name: str, schema: JsonObject, description: str, **extra: Any) -> JsonObject:

@@ -25,10 +25,10 @@ class Stack:
         self.url = f"http://127.0.0.1:{ports['PORT']}"
 
 
-def start_stack(log_path: Path) -> Stack:
+def start_stack(log_path: Path, **settings: str) -> Stack:
     ports = {"PORT": free_port(), "FIRESTORE_PORT": free_port(), "PUBSUB_PORT": free_port()}
     env = {**os.environ, **{k: str(v) for k, v in ports.items()},
-           "AUTH_USER": AUTH[0], "AUTH_PASSWORD": AUTH[1], "FALLBACK_URL": "https://fallback.example/"}
+           "AUTH_USER": AUTH[0], "AUTH_PASSWORD": AUTH[1], "FALLBACK_URL": "https://fallback.example/", **settings}
     for name in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT"):
         env.pop(name, None)  # the stack starts and names its own emulators
     with log_path.open("wb") as log:

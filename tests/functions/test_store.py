@@ -210,6 +210,29 @@ def test_a_commit_after_the_refresh_read_stays_marked_for_the_next_run(db: Any, 
     assert markers(db, campaign_id) == []
 
 
+class RefreshAfterSnapshot(CommitAfterSnapshot):
+    """As CommitAfterSnapshot, then another run refreshes before this one writes: two scheduled
+    runs interleaved so that the slower one holds the older sum."""
+
+    def get_all(self, refs: list[Any], **kwargs: Any) -> Any:
+        snapshots = list(self._db.get_all(refs, **kwargs))
+        if self.late:
+            fold(self._db, self.late)
+            self.late = []
+            TotalsRefresher(self._db, SHARDS, max_seconds=60).refresh()
+        return snapshots
+
+
+def test_a_run_holding_an_older_sum_never_writes_it_over_a_newer_one(db: Any, store: CampaignStore) -> None:
+    campaign_id = new_campaign(store)
+    fold(db, clicks(campaign_id, 2))
+    slow = RefreshAfterSnapshot(db, clicks(campaign_id, 3))
+    result = TotalsRefresher(slow, SHARDS, max_seconds=60).refresh()
+    assert slow.late == []  # the other run refreshed between this one's read and its write
+    assert store.get(campaign_id).counters["click_count"] == 5  # the newer sum stayed
+    assert result.complete and markers(db, campaign_id) == []
+
+
 def test_totals_never_go_down_and_as_of_waits_for_a_complete_refresh(
     db: Any, store: CampaignStore, event_mode: None, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -252,6 +275,8 @@ def test_hourly_shows_the_refreshed_hours_in_range_summed_over_shards(db: Any, s
     assert [c["click_count"] for c in series.values()] == [12, 3, 4]
     assert series[hour + timedelta(hours=1)]["iphone_click_count"] == 10
     assert store.hourly(campaign_id, hour - timedelta(days=1), hour) == {}
+    naive = hour.replace(tzinfo=None)  # taken as UTC
+    assert store.hourly(campaign_id, naive + timedelta(hours=1), naive + timedelta(hours=4)) == series
     fold(db, clicks(campaign_id, 7, "WindowsPhone", at=late + timedelta(hours=2)))  # a later click in a shown hour
     TotalsRefresher(db, SHARDS, max_seconds=60).refresh()
     assert store.hourly(campaign_id, hour + timedelta(hours=2), hour + timedelta(hours=3))[
