@@ -208,6 +208,7 @@ def running(
             emulators.append(emulator)
         for emulator in emulators:
             wait_ready(emulator)
+        warm_firestore(emulators[0].host, project)
         yield {
             "FIRESTORE_EMULATOR_HOST": emulators[0].host,
             "PUBSUB_EMULATOR_HOST": emulators[1].host,
@@ -232,6 +233,21 @@ def create_topic_and_subscription(project: str, topic: str, subscription: str) -
         pass
     finally:
         subscriber.close()
+
+
+def warm_firestore(host: str, project: str, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+    """Read one (missing) document, so the emulator sets up the project's database now.
+
+    Its first request takes seconds on a busy machine; a function's cold start,
+    whose Firestore check has a deadline, must not be the one to pay it.
+    """
+    url = f"http://{host}/v1/projects/{project}/databases/(default)/documents/meta/warm-up"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise
 
 
 def wipe_firestore(host: str, project: str) -> None:

@@ -63,6 +63,19 @@ CAMPAIGN_CSV_HEADER = (
 )
 STATS_CSV_HEADER = ("start", "end", *COUNTER_FIELDS)
 
+# The AdminApi method answering each routed endpoint and method (HEAD is answered as GET).
+VIEWS = {
+    ("dashboard", "GET"): "dashboard",
+    ("static", "GET"): "static",
+    ("openapi", "GET"): "openapi",
+    ("campaigns", "GET"): "list_campaigns",
+    ("campaigns", "POST"): "create_campaign",
+    ("campaign", "GET"): "get_campaign",
+    ("campaign", "PUT"): "update_campaign",
+    ("campaign", "DELETE"): "delete_campaign",
+    ("stats", "GET"): "stats",
+}
+
 
 @dataclass(frozen=True)
 class Call:
@@ -84,17 +97,6 @@ class AdminApi:
         self.auth_password = auth_password
         self.max_body_bytes = max_body_bytes
         self.track_base_url = track_base_url.rstrip("/") if track_base_url else None
-        self.views: dict[tuple[str, str], Callable[[Call], flask.Response]] = {
-            ("dashboard", "GET"): self.dashboard,
-            ("static", "GET"): self.static,
-            ("openapi", "GET"): self.openapi,
-            ("campaigns", "GET"): self.list_campaigns,
-            ("campaigns", "POST"): self.create_campaign,
-            ("campaign", "GET"): self.get_campaign,
-            ("campaign", "PUT"): self.update_campaign,
-            ("campaign", "DELETE"): self.delete_campaign,
-            ("stats", "GET"): self.stats,
-        }
 
     @property
     def store(self) -> CampaignStore:
@@ -118,7 +120,8 @@ class AdminApi:
         # werkzeug routes HEAD to GET rules; the server then sends the GET answer's headers alone.
         method = "GET" if request.method == "HEAD" else request.method
         check_query(request, openapi.query_parameters(endpoint, method))
-        return self.views[endpoint, method](Call(request, mount, args))
+        view: Callable[[Call], flask.Response] = getattr(self, VIEWS[endpoint, method])
+        return view(Call(request, mount, args))
 
     # -- the dashboard and the description ---------------------------------------------------
 

@@ -11,8 +11,8 @@ from shared.logs import bind_request
 from shared.shard_guard import guard_counter_shards
 
 settings = config.load(config.AUTH_PASSWORD)  # never run open
+api = build_api(settings)  # every setting checked before the shard guard's Firestore call
 guard_counter_shards(settings)
-api = build_api(settings)  # checks every setting now; its Firestore client comes on first use
 
 # Flask answers a few requests before the function runs (a path its router cannot match, such
 # as one holding a newline): those answer the same JSON errors as the function's own.

@@ -112,12 +112,13 @@ _ERRORS: JsonObject = {
     "401": _error("Missing or wrong credentials.", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
     "404": _error("No such campaign (or file)."),
     "413": _error("The body is larger than MAX_BODY_BYTES."),
-    "429": _error("Too many failed logins from this client (LOGIN_MAX_FAILURES per LOGIN_WINDOW_SECONDS).",
-                  {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds until it may try again."}}),
+    "429": _error("Too many failed logins from this client; even right credentials wait until Retry-After.",
+                  {"Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}}),
 }
 
 
 def _errors(*statuses: str) -> JsonObject:
+    """The operation's own errors, plus those of basic auth that every operation may answer."""
     return {status: _ERRORS[status] for status in ("401", "429", *statuses)}
 
 

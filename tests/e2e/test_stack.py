@@ -24,6 +24,17 @@ class Stack:
         self.ports = ports
         self.url = f"http://127.0.0.1:{ports['PORT']}"
 
+    def stop(self) -> None:
+        """Ctrl-C, as a user stops it: the stack then stops the emulators and the server it started,
+        each in a process group of its own that a kill of the stack's group would leave running."""
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+
 
 def start_stack(log_path: Path, **settings: str) -> Stack:
     ports = {"PORT": free_port(), "FIRESTORE_PORT": free_port(), "PUBSUB_PORT": free_port()}
@@ -41,7 +52,7 @@ def start_stack(log_path: Path, **settings: str) -> Stack:
         if "o7tracker running on" in log_path.read_text():
             return stack
         time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
+    stack.stop()
     pytest.fail("the stack did not start:\n" + log_path.read_text())
 
 
@@ -50,8 +61,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log_path = tmp_path_factory.mktemp("stack") / "run.log"
     stack = start_stack(log_path)
     yield stack
-    if stack.process.poll() is None:
-        os.killpg(stack.process.pid, signal.SIGKILL)
+    stack.stop()
 
 
 def test_the_original_o7tracker_flow(stack: Stack) -> None:

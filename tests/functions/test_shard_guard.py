@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from conftest import function_app
+from faults import private_emulators, unreachable_host
 from google.cloud import firestore
 
-from local import emulators
 from shared import shard_guard
 from shared.config import ConfigError
 
@@ -80,9 +80,27 @@ def test_a_lowered_setting_stops_the_functions_at_cold_start(
 def test_an_unreachable_firestore_fails_the_check_within_its_deadline(
     emulator_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{emulators.free_port()}")  # nothing listens
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", unreachable_host())
     db = firestore.Client(project=emulator_env["GOOGLE_CLOUD_PROJECT"])
     started = time.monotonic()
     with pytest.raises(shard_guard.ShardCheckUnavailable, match="COUNTER_SHARDS=16.*within 2s"):
         shard_guard.check_counter_shards(db, 16, deadline_seconds=2)
     assert time.monotonic() - started < 2 + 5
+
+
+def test_a_stalled_firestore_fails_the_check_within_its_deadline(
+    emulator_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read is sent and never answered: the deadline, not the client's own minute of retries, ends it."""
+    project = emulator_env["GOOGLE_CLOUD_PROJECT"]
+    with private_emulators(project, "firestore") as private:
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", private["firestore"].host)
+        db = firestore.Client(project=project)
+        # A working Firestore first (its first answer may take the fresh JVM a while).
+        assert shard_guard.check_counter_shards(db, 16, deadline_seconds=120) == 16
+        with private["firestore"].paused():
+            started = time.monotonic()
+            with pytest.raises(shard_guard.ShardCheckUnavailable, match="within 2s"):
+                shard_guard.check_counter_shards(db, 24, deadline_seconds=2)
+            assert time.monotonic() - started < 2 + 5
+        assert shard_guard.check_counter_shards(db, 24, deadline_seconds=120) == 24  # resumed, it answers again

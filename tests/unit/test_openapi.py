@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import openapi
 import pytest
-from campaigns_api import ALIAS, routed_operations
+from campaigns_api import ALIAS, VIEWS, AdminApi, routed_operations
 
 ROUTES = tuple(routed_operations())
 
@@ -35,3 +35,9 @@ def test_the_router_takes_exactly_the_documented_query_parameters() -> None:
     assert openapi.query_parameters("campaigns", "GET") == {"platforms", "limit", "cursor", "format"}
     assert openapi.query_parameters("stats", "HEAD") == {"from", "to", "granularity", "tz", "format"}
     assert openapi.query_parameters("campaign", "DELETE") == frozenset()
+
+
+def test_every_routed_method_has_a_view() -> None:
+    answered = {(endpoint, "GET" if method == "HEAD" else method) for _, method, endpoint in ROUTES}
+    assert answered == set(VIEWS)
+    assert all(callable(getattr(AdminApi, name)) for name in VIEWS.values())

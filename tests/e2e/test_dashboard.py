@@ -1,0 +1,209 @@
+"""The dashboard in a real browser: Debian's Chromium, driven by Playwright, against ``./run.sh``.
+
+Chromium comes from Debian (``./test.sh`` installs it); Playwright's own browsers
+are never downloaded, so the page is tested as an admin's browser sees it, and
+nothing it loads may come from outside this machine.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from playwright.sync_api import Browser, BrowserContext, Page, Request, expect, sync_playwright
+from test_stack import AUTH, ROOT, Stack, start_stack
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOT = ROOT / "screenshots" / "dashboard.png"
+TIMEZONE = "Europe/Ljubljana"  # not the machine's, so the page must pass the browser's own zone along
+ANDROID_RGB, IPHONE_RGB = (0x1F, 0x9D, 0x55), (0x25, 0x63, 0xEB)  # the series colours in app.js
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = start_stack(tmp_path_factory.mktemp("dashboard") / "run.log")
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: the dashboard test needs Debian's Chromium "
+                    "(sudo apt-get install chromium chromium-driver; ./test.sh installs it when run as root)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def context(browser: Browser, stack: Stack) -> Iterator[BrowserContext]:
+    context = browser.new_context(
+        # "always": the CSV downloads (page.request) skip the 401 challenge the login limiter counts
+        base_url=stack.url, http_credentials={"username": AUTH[0], "password": AUTH[1], "send": "always"},
+        viewport={"width": 1280, "height": 900}, timezone_id=TIMEZONE, locale="en-GB",
+    )
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.url)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext, stack: Stack) -> Iterator[Page]:
+    page = context.new_page()
+    errors: list[str] = []
+    outside: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def note_request(request: Request) -> None:
+        if urlsplit(request.url).scheme in ("http", "https") and not request.url.startswith(stack.url):
+            outside.append(request.url)
+
+    page.on("request", note_request)
+    yield page
+    assert not errors, f"script errors on the page: {errors}"
+    assert not outside, f"the page asked for something outside the machine: {outside}"
+
+
+def count_pixels(page: Page, rgb: tuple[int, int, int], selector: str = ".chart canvas") -> int:
+    """Pixels of the chart's canvas within a small distance of one colour: the series were drawn."""
+    return int(page.eval_on_selector(selector, """(canvas, rgb) => {
+        const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+        let count = 0;
+        for (let i = 0; i < data.length; i += 4) {
+            if (data[i + 3] > 200 && Math.abs(data[i] - rgb[0]) + Math.abs(data[i + 1] - rgb[1])
+                + Math.abs(data[i + 2] - rgb[2]) < 30) count++;
+        }
+        return count;
+    }""", list(rgb)))
+
+
+def test_create_click_drain_and_read_the_numbers_in_the_browser(page: Page, stack: Stack) -> None:
+    page.goto("/admin/")
+    expect(page.get_by_role("heading", name="Campaigns", exact=True)).to_be_visible()
+    expect(page.locator("#tz-name")).to_have_text(TIMEZONE)
+    csv_link = page.locator("#list-csv")
+    expect(csv_link).to_have_attribute("href", re.compile(r"/admin/campaigns\?format=csv$"))
+
+    # a bad form shows the server's own message next to it, and creates nothing
+    page.get_by_text("New campaign", exact=True).click()
+    form = page.locator("#create-form")
+    form.get_by_label("Redirect URL").fill("javascript:alert(1)")
+    form.get_by_role("button", name="Create campaign").click()
+    expected = requests.post(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=10, json={
+        "redirect_url": "javascript:alert(1)", "platforms": ["Android", "IPhone", "WindowsPhone"],
+        "platform_urls": {}}).json()["msg"]
+    expect(page.locator("#create-error")).to_have_text(expected)
+    assert requests.get(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=10).json() == []
+
+    form.get_by_label("Redirect URL").fill("https://example.com/o7-dashboard")
+    form.get_by_label("Windows Phone", exact=True).uncheck()
+    form.get_by_role("button", name="Create campaign").click()
+    expect(page.locator("#detail-body h2")).to_have_text("https://example.com/o7-dashboard")
+    expect(page.locator("#create-error")).to_be_hidden()
+    campaign_id = int(page.evaluate("location.hash").removeprefix("#campaign/"))
+    assert requests.get(f"{stack.url}/admin/campaigns/{campaign_id}", auth=AUTH, timeout=10).json()["platforms"] \
+        == ["Android", "IPhone"]
+
+    # the tracking links the page shows are the ones that count, and the copy button copies them
+    links = {p: page.locator(f"#link-{p}").input_value() for p in ("Android", "IPhone")}
+    assert links == {p: f"{stack.url}/track/{campaign_id}?platform={p}" for p in links}
+    expect(page.locator("#link-WindowsPhone")).to_have_count(0)
+    page.get_by_role("button", name="Copy the iPhone tracking link").click()
+    expect(page.get_by_text("iPhone link copied.")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == links["IPhone"]
+    for platform, clicks in (("Android", 3), ("IPhone", 2)):
+        for _ in range(clicks):
+            answer = requests.get(links[platform], allow_redirects=False, timeout=10)
+            assert answer.status_code == 307 and answer.headers["Location"] == "https://example.com/o7-dashboard"
+    assert requests.get(f"{stack.url}/tasks/update_stats", auth=AUTH, timeout=60).status_code == 200
+
+    page.reload()
+    tiles = page.locator("#detail .tiles")
+    for field, value in (("click_count", "5"), ("android_click_count", "3"), ("iphone_click_count", "2"),
+                         ("windowsphone_click_count", "0"), ("bot_click_count", "0")):
+        expect(tiles.locator(f'dd[data-field="{field}"]')).to_have_text(value)
+    row = page.locator(f'#campaigns tr[data-id="{campaign_id}"]')
+    expect(row.locator('td[data-field="click_count"]')).to_have_text("5")
+    expect(row.locator(".sparkline")).to_have_attribute("aria-label", re.compile(r"^5 clicks over the last 7 days"))
+    expect(page.locator("#detail .as-of")).to_have_text(re.compile(r"^Counted up to \d"))
+    expect(page.locator("#detail [data-slot=range-totals]")).to_have_text(re.compile(r"^5 clicks and 0 bot clicks"))
+
+    # the chart is drawn: both platforms' lines are on the canvas, by day and by hour
+    expect(page.locator("#detail .chart canvas")).to_be_visible()
+    assert count_pixels(page, ANDROID_RGB) > 20 and count_pixels(page, IPHONE_RGB) > 20
+    page.get_by_role("radio", name="By hour").check()
+    expect(page.locator("#chart-title")).to_have_text("Clicks by hour, last 7 days")
+    expect(page.locator("#detail [data-slot=range-totals]")).to_have_text(re.compile(r"^5 clicks"))
+    assert count_pixels(page, ANDROID_RGB) > 20 and count_pixels(page, IPHONE_RGB) > 20
+    page.get_by_role("radio", name="30 days").check()
+    page.get_by_role("radio", name="By day").check()
+    expect(page.locator("#chart-title")).to_have_text("Clicks by day, last 30 days")
+    expect(page.locator("#detail [data-slot=range-totals]")).to_have_text(re.compile(r"^5 clicks"))
+
+    # the CSV links download CSV, with the browser's credentials
+    stats_csv = page.request.get(page.locator("#detail [data-slot=stats-csv]").get_attribute("href") or "")
+    assert stats_csv.ok and stats_csv.headers["content-type"].startswith("text/csv")
+    assert "attachment" in stats_csv.headers["content-disposition"]
+    assert len(stats_csv.text().strip().splitlines()) == 31  # a header and 30 days
+    list_csv = page.request.get(csv_link.get_attribute("href") or "")
+    assert list_csv.ok and str(campaign_id) in list_csv.text()
+
+    page.get_by_role("radio", name="7 days").check()
+    expect(page.locator("#chart-title")).to_have_text("Clicks by day, last 7 days")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    # nothing wider than a phone, once the chart has followed the window's new width
+    page.wait_for_function("document.documentElement.scrollWidth <= 390")
+    page.screenshot(path=str(SCREENSHOT.with_name("dashboard-phone.png")), full_page=True)
+
+
+def test_edit_and_delete_through_the_forms(page: Page, stack: Stack) -> None:
+    created = requests.post(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=10, json={
+        "redirect_url": "https://example.com/before", "platforms": ["Android"]}).json()
+    page.goto(f"/admin/#campaign/{created['id']}")
+    expect(page.locator("#detail-body h2")).to_have_text("https://example.com/before")
+
+    page.get_by_text("Edit campaign", exact=True).click()
+    form = page.locator("#detail form")
+    form.get_by_label("Redirect URL").fill("ftp://example.com/")
+    form.get_by_role("button", name="Save changes").click()
+    expected = requests.put(f"{stack.url}/admin/campaigns/{created['id']}", auth=AUTH, timeout=10,
+                            json={"redirect_url": "ftp://example.com/"}).json()["msg"]
+    expect(page.locator("#edit-error")).to_have_text(expected)
+
+    form.get_by_label("Redirect URL").fill("https://example.com/after")
+    form.get_by_label("iPhone", exact=True).check()
+    form.get_by_role("button", name="Save changes").click()
+    expect(page.locator("#detail-body h2")).to_have_text("https://example.com/after")
+    expect(page.locator("#link-IPhone")).to_have_value(f"{stack.url}/track/{created['id']}?platform=IPhone")
+    stored = requests.get(f"{stack.url}/admin/campaigns/{created['id']}", auth=AUTH, timeout=10).json()
+    assert (stored["redirect_url"], stored["platforms"]) == ("https://example.com/after", ["Android", "IPhone"])
+
+    page.get_by_role("button", name="Delete", exact=True).click()
+    page.get_by_role("button", name="Delete campaign").click()
+    expect(page.locator(f'#campaigns tr[data-id="{created["id"]}"]')).to_have_count(0)
+    expect(page.get_by_text(f"Campaign #{created['id']} deleted.")).to_be_visible()
+    assert requests.get(f"{stack.url}/admin/campaigns/{created['id']}", auth=AUTH, timeout=10).status_code == 404
+
+
+def test_the_list_pages_through_every_campaign_newest_first(page: Page, stack: Stack) -> None:
+    before = len(requests.get(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=10).json())
+    ids = [requests.post(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=10, json={
+        "redirect_url": f"https://example.com/page/{n}", "platforms": ["IPhone"]}).json()["id"] for n in range(25)]
+    page.goto("/admin/")
+    rows = page.locator("#campaigns tbody tr")
+    expect(rows).to_have_count(20)  # one page
+    page.get_by_role("button", name="Show more campaigns").click()
+    expect(rows).to_have_count(25 + before)
+    expect(page.get_by_role("button", name="Show more campaigns")).to_be_hidden()
+    shown = [int(row_id) for row_id in rows.evaluate_all("rows => rows.map(row => row.dataset.id)")]
+    assert shown[:25] == ids[::-1]
