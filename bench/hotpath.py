@@ -746,10 +746,14 @@ def report(args: argparse.Namespace, bench: Bench, rss: dict[str, float], accoun
 
 
 def publish_wait_seconds(function_env: dict[str, str]) -> float:
-    """How long a click may wait for its publish, as the deployed track function reads it."""
+    """How long a click may wait for its publish, as the deployed track function reads it.
+
+    PUBLISH_WAIT_SECONDS on the asynchronous track function; the synchronous one
+    waited up to PUBLISH_TIMEOUT_SECONDS.
+    """
     settings = config.Settings.from_env(function_env)
-    wait = getattr(settings, "publish_wait_seconds", None)
-    return float(wait if wait is not None else settings.publish_timeout_seconds)
+    waits = [getattr(settings, name, None) for name in ("publish_wait_seconds", "publish_timeout_seconds")]
+    return float(next(wait for wait in waits if wait is not None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
