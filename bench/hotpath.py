@@ -388,7 +388,7 @@ class Accounting:
     published: int
     logged: int
     lost: int  # answered clicks of a run beyond what was traced to it: must be 0
-    hit_logged: int  # clicks of the hit case (no stall) whose publish was not confirmed
+    logged_by_case: dict[str, int]  # clicks whose publish was not confirmed, by case (and warm-up or round)
 
 
 def account(runs: Sequence[Run], published: Sequence[ClickEvent], logged_events: Sequence[ClickEvent]) -> Accounting:
@@ -398,7 +398,8 @@ def account(runs: Sequence[Run], published: Sequence[ClickEvent], logged_events:
     for events, index in ((published, 0), (logged_events, 1)):
         for event in events:
             by_run.setdefault(event.referrer, (set(), set()))[index].add(event.click_id)
-    answered = traced = n_published = n_logged = lost = hit_logged = 0
+    answered = traced = n_published = n_logged = lost = 0
+    logged_by_case: dict[str, int] = {}
     for run in runs:
         if not run.case.track or run.case.unknown_ids:
             continue
@@ -408,8 +409,10 @@ def account(runs: Sequence[Run], published: Sequence[ClickEvent], logged_events:
         n_published += len(run_published)
         n_logged += len(run_logged)
         lost += max(0, run.load.ok - len(run_published | run_logged))
-        hit_logged += len(run_logged) if run.case.name == "hit" else 0
-    return Accounting(answered, traced, n_published, n_logged, lost, hit_logged)
+        if run_logged:
+            key = f"{run.case.name} {'warm-up' if run.round < 0 else f'c={run.connections}'}"
+            logged_by_case[key] = logged_by_case.get(key, 0) + len(run_logged)
+    return Accounting(answered, traced, n_published, n_logged, lost, logged_by_case)
 
 
 # --- setup --------------------------------------------------------------------------------------
@@ -711,7 +714,8 @@ def report(args: argparse.Namespace, bench: Bench, rss: dict[str, float], accoun
     a = accounting
     print(f"clicks on the track servers: {a.answered} answered to wrk, {a.traced} traced to their runs "
           f"({a.published} published, {a.logged} in the replay log, both counted once), lost {a.lost}; "
-          f"unconfirmed during hit: {a.hit_logged}")
+          f"unconfirmed (in the replay log) by case: "
+          f"{', '.join(f'{case} {n}' for case, n in a.logged_by_case.items()) or 'none'}")
     cold_ratio = servers["track"].cold_start_seconds / servers["bare_aio"].cold_start_seconds
     print(f"cold start, process start to first redirect: track {servers['track'].cold_start_seconds:.2f}s, "
           f"bare_aio {servers['bare_aio'].cold_start_seconds:.2f}s ({cold_ratio:.1f}x), "
