@@ -64,11 +64,13 @@ Environment:
   AGGREGATE_TIMEOUT    timeout of aggregate-http and its scheduler attempt
                        (default: 120s; keep it above AGGREGATE_MAX_SECONDS +
                        TOTALS_MAX_SECONDS)
-  TRACK_CONCURRENCY    requests per track instance (default: 80)
+  TRACK_CONCURRENCY    requests per track instance (default: 250)
   DEPLOY_STAGE_DIR     where function sources are staged (default: a temporary
                        directory, removed on exit)
   CACHE_TTL_SECONDS, CACHE_MAX_SIZE, NEGATIVE_CACHE_TTL_SECONDS,
-  PUBLISH_TIMEOUT_SECONDS, PUBLISH_MAX_LATENCY_SECONDS, AGGREGATE_BATCH_SIZE,
+  LOOKUP_TIMEOUT_SECONDS, PUBLISH_WAIT_SECONDS, PUBLISH_DEADLINE_SECONDS,
+  PUBLISH_BATCH_MAX_MESSAGES, PUBLISH_MAX_IN_FLIGHT, PUBLISH_BUFFER_MAX_MESSAGES,
+  PUBLISH_BUFFER_MAX_BYTES, AGGREGATE_BATCH_SIZE,
   AGGREGATE_MAX_SECONDS, COUNTER_SHARDS, DEDUP_RETENTION_DAYS, MAX_BODY_BYTES,
   TOTALS_MAX_SECONDS, DELETE_GRACE_SECONDS, DELETE_MAX_DOCUMENTS,
   LOGIN_MAX_FAILURES, LOGIN_WINDOW_SECONDS
@@ -115,7 +117,7 @@ case "$AGGREGATE_MODE" in
 esac
 AGGREGATE_SCHEDULE="${AGGREGATE_SCHEDULE:-* * * * *}"
 AGGREGATE_TIMEOUT="${AGGREGATE_TIMEOUT:-120s}"
-TRACK_CONCURRENCY="${TRACK_CONCURRENCY:-80}"
+TRACK_CONCURRENCY="${TRACK_CONCURRENCY:-250}"
 TRACK_MAX_INSTANCES="${TRACK_MAX_INSTANCES:-100}"
 ADMIN_MAX_INSTANCES="${ADMIN_MAX_INSTANCES:-2}"
 AGGREGATE_EVENT_MAX_INSTANCES="${AGGREGATE_EVENT_MAX_INSTANCES:-10}"
@@ -462,16 +464,19 @@ ensure_admin_secret() {
     --role=roles/secretmanager.secretAccessor --format=none
 }
 
-# Each click holds a server thread while it waits for Pub/Sub, so the instance
-# needs a thread per concurrent request: functions-framework's default is only
-# 4 per CPU. One worker keeps one route cache and one publish batcher per instance.
+# An async function: functions-framework serves it with gunicorn and uvicorn
+# workers (uvloop, httptools). WORKERS=1 keeps one route cache and one group-
+# commit publisher per instance; a click waiting on Pub/Sub holds no thread, so
+# one worker takes the whole concurrency, and a stalled Pub/Sub holds each
+# click at most PUBLISH_WAIT_SECONDS.
 deploy_track() {
   step "function track"
-  local OPTIONAL_SETTINGS="CACHE_TTL_SECONDS CACHE_MAX_SIZE NEGATIVE_CACHE_TTL_SECONDS
-    PUBLISH_TIMEOUT_SECONDS PUBLISH_MAX_LATENCY_SECONDS COUNTER_SHARDS"
+  local OPTIONAL_SETTINGS="CACHE_TTL_SECONDS CACHE_MAX_SIZE NEGATIVE_CACHE_TTL_SECONDS LOOKUP_TIMEOUT_SECONDS
+    PUBLISH_WAIT_SECONDS PUBLISH_DEADLINE_SECONDS PUBLISH_BATCH_MAX_MESSAGES PUBLISH_BUFFER_MAX_MESSAGES
+    PUBLISH_BUFFER_MAX_BYTES PUBLISH_MAX_IN_FLIGHT"
   local env_vars
   env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "CLICKS_TOPIC=$CLICKS_TOPIC" "FALLBACK_URL=$FALLBACK_URL" \
-    "WORKERS=1" "THREADS=$TRACK_CONCURRENCY")"
+    "WORKERS=1")"
   deploy_function track track track --trigger-http --allow-unauthenticated \
     --memory=512Mi --cpu=1 --concurrency="$TRACK_CONCURRENCY" "$env_vars"
 }

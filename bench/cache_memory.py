@@ -10,6 +10,7 @@ hands out campaigns as Firestore would, so only the cache's memory is measured.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import os
 import sys
@@ -34,7 +35,7 @@ def rss_mib() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def campaign(campaign_id: int) -> Route:
+async def campaign(campaign_id: int) -> Route:
     """A typical campaign as Firestore returns it: a tagged landing page, two or three
     platforms, and a store link on half of them."""
     document = {
@@ -49,20 +50,23 @@ def campaign(campaign_id: int) -> Route:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--campaigns", type=int, default=100_000)
-    args = parser.parse_args()
+    asyncio.run(measure(parser.parse_args().campaigns))
+
+
+async def measure(campaigns: int) -> None:
     # The clients are built as on a real instance but never called: pointing
     # them at an emulator address spares them a search for credentials.
     for variable in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
         os.environ.setdefault(variable, "127.0.0.1:9")
-    tracker = build_tracker(Settings(project="demo-o7tracker", cache_max_size=args.campaigns))
+    tracker = build_tracker(Settings(project="demo-o7tracker", cache_max_size=campaigns))
     gc.collect()
     before = rss_mib()
-    tracker.routes = RouteCache(campaign, maxsize=args.campaigns, ttl=3600, negative_ttl=5)
-    for campaign_id in range(1, args.campaigns + 1):
-        tracker.routes.get(campaign_id)
+    tracker.routes = RouteCache(campaign, maxsize=campaigns, ttl=3600, negative_ttl=5, timeout=1)
+    for campaign_id in range(1, campaigns + 1):
+        await tracker.routes.get(campaign_id)
     gc.collect()
     after = rss_mib()
-    per_campaign = (after - before) * 1024 * 1024 / args.campaigns
+    per_campaign = (after - before) * 1024 * 1024 / campaigns
     print(f"track instance RSS: {before:.1f} MiB with an empty cache, {after:.1f} MiB with "
           f"{len(tracker.routes):,} campaigns cached ({per_campaign:.0f} bytes per campaign)")
 

@@ -72,7 +72,8 @@ DEDUP_RETENTION = timedelta(days=8)
 TRACK_SERVER_THREADS = 32
 # Not a real host, so a redirect to it is never mistaken for a counted click.
 FALLBACK_URL = "http://fallback.soak.invalid/"
-PUBLISH_FAILED = "click event not published"  # the track function's log line for a lost click
+# The start of the track function's log lines for an unconfirmed click event (failed or outcome unknown).
+PUBLISH_FAILED = "click event publish "
 # Load as people click, not as a tool would: a tool's User-Agent is classified as a bot.
 BROWSER_USER_AGENT = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 "
                       "(KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36")
@@ -501,7 +502,7 @@ class TrackReport:
 
 @contextmanager
 def track_server(env: dict[str, str], topic: str, log_path: Path) -> Iterator[int]:
-    """One track instance (gunicorn, one worker, as ./run.sh serves it); yields its port."""
+    """One track instance (uvicorn, one worker, as ./run.sh serves it); yields its port."""
     port = emulators.free_port()
     server_env = {
         **os.environ, **env,
@@ -512,9 +513,9 @@ def track_server(env: dict[str, str], topic: str, log_path: Path) -> Iterator[in
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-             "--threads", str(TRACK_SERVER_THREADS), "--no-control-socket", "--chdir", str(ROOT),
-             "local.gateway:create_gateway()"],
+            [sys.executable, "-m", "uvicorn", "--factory", "local.gateway:create_gateway", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+             "--log-level", "warning", "--app-dir", str(ROOT)],
             env=server_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )

@@ -1,18 +1,22 @@
 """The original o7tracker URL layout on one port, over the three functions.
 
-``/admin/...`` goes to the admin function, ``/tasks/update_stats`` (basic
-auth, as the original's cron endpoint) to the aggregate drain, everything
-else to the track function, so ``/`` and stray paths get its fallback redirect.
+An ASGI app: ``/admin/...`` goes to the admin function, ``/tasks/update_stats``
+(basic auth, as the original's cron endpoint) to the aggregate drain, and
+everything else to the track function, so ``/`` and stray paths get its
+fallback redirect. The track function runs as deployed, on functions-framework's
+async stack; the admin and aggregate functions are Flask (WSGI) apps, run in
+a2wsgi's thread pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import flask
 import functions_framework
+from a2wsgi import WSGIMiddleware
 
 from shared import config
 from shared.errors import AppError
@@ -21,29 +25,43 @@ from shared.login_limiter import login_limiter
 
 ROOT = Path(__file__).resolve().parent.parent
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+Scope = MutableMapping[str, Any]
+AsgiApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
-def function_app(name: str, target: str) -> WsgiApp:
+def function_app(name: str, target: str) -> Any:
+    """A function's app as Cloud Functions builds it: Flask (WSGI), or Starlette (ASGI) for an aio function."""
     return functions_framework.create_app(target, str(ROOT / "functions" / name / "main.py"))
 
 
-def create_gateway() -> WsgiApp:
-    settings = config.load(config.PROJECT, config.AUTH_PASSWORD)
-    track = function_app("track", "track")
-    admin = function_app("admin", "admin")
-    update_stats = function_app("aggregate", "aggregate_http")
+def with_basic_auth(app: WsgiApp, settings: config.Settings) -> WsgiApp:
+    """Basic auth as the admin API checks it, failed logins limited alike."""
     logins = login_limiter(settings)
 
-    def gateway(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path == "/admin" or path.startswith("/admin/"):
-            return admin(environ, start_response)
-        if path.rstrip("/") == "/tasks/update_stats":
-            try:
-                logins.require_basic_auth(flask.Request(environ), settings.auth_user, settings.auth_password or "")
-            except AppError as error:
-                return error_response(error)(environ, start_response)
-            return update_stats(environ, start_response)
-        return track(environ, start_response)
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            logins.require_basic_auth(flask.Request(environ), settings.auth_user, settings.auth_password or "")
+        except AppError as error:
+            return error_response(error)(environ, start_response)
+        return app(environ, start_response)
+
+    return guarded
+
+
+def create_gateway() -> AsgiApp:
+    settings = config.load(config.PROJECT, config.AUTH_PASSWORD)
+    track: AsgiApp = function_app("track", "track")
+    admin = WSGIMiddleware(function_app("admin", "admin"))
+    update_stats = WSGIMiddleware(with_basic_auth(function_app("aggregate", "aggregate_http"), settings))
+
+    async def gateway(scope: Scope, receive: Callable[[], Awaitable[Any]],
+                      send: Callable[[Any], Awaitable[None]]) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/admin" or path.startswith("/admin/")):
+            await admin(scope, receive, send)  # type: ignore[arg-type]
+        elif scope["type"] == "http" and path.rstrip("/") == "/tasks/update_stats":
+            await update_stats(scope, receive, send)  # type: ignore[arg-type]
+        else:
+            await track(scope, receive, send)  # lifespan included
 
     return gateway

@@ -20,7 +20,6 @@ from local import emulators
 from shared import config
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER_THREADS = 32  # clicks mostly wait on Pub/Sub; threads let them wait together
 
 
 class Stop(Exception):
@@ -74,9 +73,11 @@ def main() -> int:
             os.environ.update(emulator_env)
             emulators.create_topic_and_subscription(project, settings.clicks_topic, settings.clicks_subscription)
             server = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--bind", f"{os.environ.get('HOST', '127.0.0.1')}:{port}",
-                 "--workers", "1", "--threads", str(SERVER_THREADS), "--no-control-socket", "--chdir", str(ROOT),
-                 "local.gateway:create_gateway()"],
+                # One worker, on the track function's stack: uvicorn with uvloop and httptools.
+                [sys.executable, "-m", "uvicorn", "--factory", "local.gateway:create_gateway",
+                 "--host", os.environ.get("HOST", "127.0.0.1"), "--port", str(port), "--workers", "1",
+                 "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+                 "--app-dir", str(ROOT)],
                 env=env, start_new_session=True,
             )
             wait_serving(port, server)

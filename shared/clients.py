@@ -30,6 +30,10 @@ class Lazy(Generic[T]):
                 value = self._value
         return value
 
+    def built(self) -> T | None:
+        """The value if it was built, without building it."""
+        return self._value
+
     def set(self, value: T | None) -> None:
         """Inject a value (tests), or ``None`` to build afresh on next use."""
         with self._lock:

@@ -47,8 +47,13 @@ AUTH_PASSWORD: Final = "AUTH_PASSWORD"
 CACHE_TTL_SECONDS: Final = "CACHE_TTL_SECONDS"
 CACHE_MAX_SIZE: Final = "CACHE_MAX_SIZE"
 NEGATIVE_CACHE_TTL_SECONDS: Final = "NEGATIVE_CACHE_TTL_SECONDS"
-PUBLISH_TIMEOUT_SECONDS: Final = "PUBLISH_TIMEOUT_SECONDS"
-PUBLISH_MAX_LATENCY_SECONDS: Final = "PUBLISH_MAX_LATENCY_SECONDS"
+LOOKUP_TIMEOUT_SECONDS: Final = "LOOKUP_TIMEOUT_SECONDS"
+PUBLISH_WAIT_SECONDS: Final = "PUBLISH_WAIT_SECONDS"
+PUBLISH_DEADLINE_SECONDS: Final = "PUBLISH_DEADLINE_SECONDS"
+PUBLISH_BATCH_MAX_MESSAGES: Final = "PUBLISH_BATCH_MAX_MESSAGES"
+PUBLISH_MAX_IN_FLIGHT: Final = "PUBLISH_MAX_IN_FLIGHT"
+PUBLISH_BUFFER_MAX_MESSAGES: Final = "PUBLISH_BUFFER_MAX_MESSAGES"
+PUBLISH_BUFFER_MAX_BYTES: Final = "PUBLISH_BUFFER_MAX_BYTES"
 AGGREGATE_BATCH_SIZE: Final = "AGGREGATE_BATCH_SIZE"
 AGGREGATE_MAX_SECONDS: Final = "AGGREGATE_MAX_SECONDS"
 AGGREGATE_MODE: Final = "AGGREGATE_MODE"
@@ -128,16 +133,39 @@ class Settings:
         NEGATIVE_CACHE_TTL_SECONDS, 5.0, "How long an unknown campaign id is remembered as unknown.",
         used_by=("track",),
     )
-    publish_timeout_seconds: float = setting(
-        PUBLISH_TIMEOUT_SECONDS, 10.0, "Longest a click waits for its publish before it is logged for replay.",
+    lookup_timeout_seconds: float = setting(
+        LOOKUP_TIMEOUT_SECONDS, 1.5, "Deadline of a campaign read on a cache miss, shared by the clicks waiting on it; "
+        "past it they go to the fallback.",
         used_by=("track",),
     )
-    # Each batch costs the Pub/Sub client two thread starts and an RPC, so a
-    # longer window spends less CPU per click under load: 10 ms (the client's
-    # own default) did a little better than 5 ms in python -m bench.hotpath,
-    # at the price of up to 5 ms more on a lone click.
-    publish_max_latency_seconds: float = setting(
-        PUBLISH_MAX_LATENCY_SECONDS, 0.01, "Window in which concurrent clicks share one publish round trip.",
+    publish_wait_seconds: float = setting(
+        PUBLISH_WAIT_SECONDS, 1.0, "Longest a click waits for Pub/Sub to confirm its event before it redirects "
+        "anyway (the event is then logged for replay).",
+        used_by=("track",),
+    )
+    publish_deadline_seconds: float = setting(
+        PUBLISH_DEADLINE_SECONDS, 30.0, "How long one publish call retries transient errors in the background "
+        "before its events are logged for replay.",
+        used_by=("track",),
+    )
+    publish_batch_max_messages: int = setting(
+        PUBLISH_BATCH_MAX_MESSAGES, 1000, "Most click events in one Publish call (Pub/Sub's own limit is 1,000).",
+        used_by=("track",),
+    )
+    publish_max_in_flight: int = setting(
+        PUBLISH_MAX_IN_FLIGHT, 4, "Most Publish calls a track instance runs at once; clicks that come meanwhile "
+        "share the next one.",
+        used_by=("track",),
+    )
+    # A stalled Pub/Sub cannot grow a track instance's memory past these;
+    # further events go straight to the replay log.
+    publish_buffer_max_messages: int = setting(
+        PUBLISH_BUFFER_MAX_MESSAGES, 10_000, "Most click events waiting for or in a Publish call, per instance.",
+        used_by=("track",),
+    )
+    publish_buffer_max_bytes: int = setting(
+        PUBLISH_BUFFER_MAX_BYTES, 8 * 1024 * 1024, "Most bytes of click events waiting for or in a Publish call, "
+        "per instance.",
         used_by=("track",),
     )
     aggregate_batch_size: int = setting(
@@ -173,7 +201,7 @@ class Settings:
     # counter document (python -m bench.soak).
     counter_shards: int = setting(
         COUNTER_SHARDS, 16, "Counter documents per campaign, spreading its writes; only ever raise it.",
-        used_by=("track", "admin", "aggregate"),
+        used_by=("admin", "aggregate"),
     )
     # Longer than the subscription's 7-day retention, so a redelivered event
     # always finds its dedup record.

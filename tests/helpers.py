@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import pytest
+from conftest import function_app
 from google.cloud import pubsub_v1
+from starlette.testclient import TestClient
 
 from shared.events import ClickEvent
+from shared.logs import JsonFormatter
 
 
 def pull_all(project: str, subscription: str, *, ack: bool = True, max_messages: int = 1000) -> list[Any]:
@@ -66,3 +73,43 @@ def push_cloud_event_headers(message_id: str = "m-1") -> dict[str, str]:
 
 def as_json(response: Any) -> Any:
     return json.loads(response.get_data())
+
+
+class Track:
+    """The track function built from the environment, as deployed, and a client on its event loop."""
+
+    def __init__(self, client: TestClient, module: Any) -> None:
+        self.client = client
+        self.main = module
+
+    def click(self, path: str, method: str = "GET", **headers: str) -> Any:
+        return self.client.request(method, path, headers=headers)
+
+    @property
+    def tracker(self) -> Any:
+        """The instance's tracker, built on the app's event loop as the first request would."""
+        return self.client.portal.call(self.main.tracker.get)  # type: ignore[union-attr]
+
+    def count_reads(self) -> list[int]:
+        """Campaign ids read from Firestore from now on, through the deployed cache's own reader."""
+        routes, reads = self.tracker.routes, []
+        load = routes.load
+
+        async def counted(campaign_id: int) -> Any:
+            reads.append(campaign_id)
+            return await load(campaign_id)
+
+        routes.load = counted
+        return reads
+
+
+@contextmanager
+def serve_track() -> Iterator[Track]:
+    app = function_app("track", "track")
+    with TestClient(app, follow_redirects=False) as client:
+        yield Track(client, sys.modules["main"])
+
+
+def log_lines(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
+    """The JSON lines Cloud Logging would receive for records with this message."""
+    return [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.getMessage() == message]

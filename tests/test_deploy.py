@@ -43,7 +43,7 @@ FUNCTIONS = {
 # name -> settings its --set-env-vars must hold
 FUNCTION_ENV = {
     "track": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "CLICKS_TOPIC=o7-clicks", "FALLBACK_URL=http://outfit7.com",
-              "WORKERS=1", "THREADS=80"},
+              "WORKERS=1"},
     "admin": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "AUTH_USER=admin"},
     "aggregate-event": {f"GOOGLE_CLOUD_PROJECT={PROJECT}"},
     "aggregate-http": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "CLICKS_SUBSCRIPTION=o7-clicks-aggregate",
@@ -292,6 +292,24 @@ def test_event_mode_schedules_the_run_that_refreshes_totals_but_not_the_drain(fa
     assert find(cmds, "scheduler", "jobs", "create")
     bad = run_deploy(fake_gcloud, "--dry-run", env={"AGGREGATE_MODE": "sometimes"})
     assert bad.returncode == 2 and "AGGREGATE_MODE" in bad.stderr
+
+
+def test_track_deploys_for_its_async_stack_with_the_click_path_settings(fake_gcloud, tmp_path):
+    """One uvicorn worker per instance (one cache, one publisher); gunicorn's THREADS does not apply."""
+    settings = {"LOOKUP_TIMEOUT_SECONDS": "2", "PUBLISH_WAIT_SECONDS": "0.5", "PUBLISH_DEADLINE_SECONDS": "20",
+                "PUBLISH_BATCH_MAX_MESSAGES": "500", "PUBLISH_BUFFER_MAX_MESSAGES": "5000",
+                "PUBLISH_BUFFER_MAX_BYTES": "4000000", "CACHE_TTL_SECONDS": "60"}
+    result = run_deploy(fake_gcloud, "--dry-run", env={
+        "GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"), **settings})
+    assert result.returncode == 0, result.stderr
+    flags = the_one(commands(result.stdout), "functions", "deploy", "track")
+    assert "--concurrency=250" in flags
+    track_env = env_vars(flags)
+    assert {f"{name}={value}" for name, value in settings.items()} | {"WORKERS=1"} <= track_env
+    assert not any(pair.startswith(("THREADS=", "PUBLISH_TIMEOUT_SECONDS=")) for pair in track_env)
+    # uvicorn's fast event loop and HTTP parser, which it picks up when installed
+    requirements = (tmp_path / "stage" / "track" / "requirements.txt").read_text().split()
+    assert {"uvloop", "httptools"} <= {line.partition("==")[0] for line in requirements}
 
 
 def test_every_platform_filter_has_its_composite_index(dry_run):

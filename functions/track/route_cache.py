@@ -3,28 +3,38 @@
 Staleness: an admin edit or delete reaches a warm instance at most
 ``CACHE_TTL_SECONDS`` later; a campaign created after its id was looked up
 as unknown becomes reachable at most ``NEGATIVE_CACHE_TTL_SECONDS`` later.
+While Firestore cannot be read, a campaign that was cached keeps its last
+known route: a Firestore outage never breaks a link that worked.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
-from cachetools import TTLCache
-
+from shared.logs import get_logger
 from shared.models import Route
 
-Loader = Callable[[int], "Route | None"]
+log = get_logger("track")
+
+Loader = Callable[[int], Awaitable["Route | None"]]
+
+
+class LookupTimeout(Exception):
+    """Firestore did not answer a campaign read within its deadline."""
 
 
 class RouteCache:
-    """Thread-safe TTL cache with negative entries and collapsed concurrent misses.
+    """TTL cache with negative entries and one read for concurrent misses on an id.
 
     A flood of unknown ids costs at most one Firestore read per id per
-    negative TTL, and a burst of clicks on a cold campaign one read in all.
-    Memory is bounded by ``maxsize`` entries in each of the two caches.
+    negative TTL, and a burst of clicks on a cold campaign one read in all:
+    they share that read's deadline. Reads of different ids never wait on
+    each other. Memory is bounded by ``maxsize`` entries in each of the two
+    maps, so unknown ids cannot push known campaigns out. Runs on one event
+    loop, so it needs no lock.
     """
 
     def __init__(
@@ -34,41 +44,75 @@ class RouteCache:
         maxsize: int,
         ttl: float,
         negative_ttl: float,
+        timeout: float,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._load = load
-        self._found: TTLCache[int, Route] = TTLCache(maxsize, ttl, timer=timer)
-        self._missing: TTLCache[int, bool] = TTLCache(maxsize, negative_ttl, timer=timer)
-        self._loading: dict[int, Future[Route | None]] = {}
-        self._lock = threading.Lock()
+        self.load = load
+        self.maxsize = maxsize
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.timeout = timeout
+        self._timer = timer
+        # id -> (route, expires at), least recently used first.
+        self._found: OrderedDict[int, tuple[Route, float]] = OrderedDict()
+        # id -> expires at, oldest first.
+        self._missing: OrderedDict[int, float] = OrderedDict()
+        # Held here until done, so a running read is never garbage collected.
+        self._loading: dict[int, asyncio.Task[Route | None]] = {}
 
-    def get(self, campaign_id: int) -> Route | None:
-        with self._lock:
-            route = self._found.get(campaign_id)
-            if route is not None or campaign_id in self._missing:
-                return route
-            pending = self._loading.get(campaign_id)
-            leader = pending is None
-            if pending is None:
-                pending = self._loading[campaign_id] = Future()
-        if not leader:
-            return pending.result()
+    async def get(self, campaign_id: int) -> Route | None:
+        """The campaign's route, None for an unknown id; raises when it cannot be known in time."""
+        now = self._timer()
+        found = self._found.get(campaign_id)
+        if found is not None and found[1] > now:
+            self._found.move_to_end(campaign_id)
+            return found[0]
+        missing = self._missing.get(campaign_id)
+        if missing is not None and missing > now:
+            return None
+        loading = self._loading.get(campaign_id)
+        if loading is None:
+            loading = asyncio.get_running_loop().create_task(self._refresh(campaign_id))
+            self._loading[campaign_id] = loading
+        # Shielded: a click that goes away must not cancel the read others share.
+        return await asyncio.shield(loading)
+
+    async def _refresh(self, campaign_id: int) -> Route | None:
         try:
-            route = self._load(campaign_id)
-        except BaseException as exc:
-            with self._lock:
-                del self._loading[campaign_id]
-            pending.set_exception(exc)
-            raise
-        with self._lock:
-            if route is None:
-                self._missing[campaign_id] = True
-            else:
-                self._found[campaign_id] = route
+            try:
+                async with asyncio.timeout(self.timeout):
+                    route = await self.load(campaign_id)
+            except TimeoutError:
+                raise LookupTimeout(f"campaign {campaign_id}: no answer from Firestore within "
+                                    f"{self.timeout}s") from None
+        except Exception as exc:
+            stale = self._found.get(campaign_id)
+            if stale is None:
+                raise
+            # Keep the last known route for another TTL rather than make every
+            # click on it wait for a failing Firestore.
+            log.error("campaign read failed; keeping its cached route",
+                      extra={"campaign_id": campaign_id, "error": repr(exc)})
+            self._store_found(campaign_id, stale[0])
+            return stale[0]
+        finally:
             del self._loading[campaign_id]
-        pending.set_result(route)
+        if route is None:
+            self._found.pop(campaign_id, None)
+            self._missing[campaign_id] = self._timer() + self.negative_ttl
+            self._missing.move_to_end(campaign_id)
+            if len(self._missing) > self.maxsize:
+                self._missing.popitem(last=False)
+        else:
+            self._missing.pop(campaign_id, None)
+            self._store_found(campaign_id, route)
         return route
 
+    def _store_found(self, campaign_id: int, route: Route) -> None:
+        self._found[campaign_id] = (route, self._timer() + self.ttl)
+        self._found.move_to_end(campaign_id)
+        if len(self._found) > self.maxsize:
+            self._found.popitem(last=False)
+
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._found) + len(self._missing)
+        return len(self._found) + len(self._missing)

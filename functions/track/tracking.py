@@ -6,20 +6,23 @@ import re
 from dataclasses import dataclass
 
 from classify import detect_platform, is_bot
-from google.cloud import firestore, pubsub_v1
-from route_cache import RouteCache
+from google.cloud import firestore
+from google.pubsub_v1 import PublisherAsyncClient
+from route_cache import LookupTimeout, RouteCache
 
 from shared.config import PROJECT, Settings
 from shared.events import MAX_HEADER_CHARS, ClickEvent
 from shared.logs import get_logger
-from shared.models import parse_campaign_id
-from shared.publishing import ClickPublisher, batch_settings
-from shared.store import CampaignStore
+from shared.models import Route, parse_campaign_id
+from shared.publishing import GroupPublisher
+from shared.store import CAMPAIGNS, route_from_document
 
 log = get_logger("track")
 
 # The original layout (/track/<id>) and a function URL of its own (/<id>).
 _TRACK_PATH = re.compile(r"^(?:/track)?/([^/]+)/?$")
+
+CLICK_METHODS = frozenset({"GET", "HEAD"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,29 +40,33 @@ def campaign_id_from_path(path: str) -> int | None:
 
 
 class Tracker:
-    def __init__(self, routes: RouteCache, publisher: ClickPublisher, fallback_url: str) -> None:
+    def __init__(self, routes: RouteCache, publisher: GroupPublisher, fallback_url: str) -> None:
         self.routes = routes
         self.publisher = publisher
         self.fallback_url = fallback_url
 
-    def click(self, request: ClickRequest) -> str:
+    async def click(self, request: ClickRequest) -> str:
         """The redirect target; every link that cannot be counted goes to the fallback.
 
         A link must never end on an error page, so even a failure (Firestore
         unreachable on a cache miss, say) is logged and sent to the fallback.
         """
         try:
-            return self._click(request)
-        except Exception:
-            log.exception("click failed; sent to the fallback", extra={"path": request.path,
-                                                                      "platform": request.platform})
-            return self.fallback_url
+            return await self._click(request)
+        except LookupTimeout as exc:
+            log.error("click sent to the fallback: %s", exc, extra={"path": request.path, "error": repr(exc)})
+        except Exception as exc:
+            log.exception("click sent to the fallback: %r", exc, extra={"path": request.path, "error": repr(exc)})
+        return self.fallback_url
 
-    def _click(self, request: ClickRequest) -> str:
+    async def aclose(self) -> None:
+        await self.publisher.aclose()
+
+    async def _click(self, request: ClickRequest) -> str:
         campaign_id = campaign_id_from_path(request.path)
         if campaign_id is None:
             return self.fallback_url
-        route = self.routes.get(campaign_id)
+        route = await self.routes.get(campaign_id)
         if route is None:
             return self.fallback_url
         # Classified as the event will carry it: an 8 KB header must not
@@ -76,18 +83,43 @@ class Tracker:
         event = ClickEvent.new(
             campaign_id, platform, user_agent=user_agent, referrer=request.referrer, bot=bot
         )
-        self.publisher.publish(event)
+        await self.publisher.publish(event)
         return route.destination(platform)
 
 
+class CampaignReader:
+    """The one Firestore read on the click path: a campaign's route, with a deadline."""
+
+    def __init__(self, db: firestore.AsyncClient, timeout: float) -> None:
+        self.db = db
+        self.timeout = timeout
+
+    async def __call__(self, campaign_id: int) -> Route | None:
+        # No retry: within the click's deadline a second attempt rarely helps,
+        # and a miss is cached only briefly anyway.
+        snapshot = await self.db.collection(CAMPAIGNS).document(str(campaign_id)).get(
+            retry=None, timeout=self.timeout)
+        return route_from_document(snapshot.to_dict() or {}) if snapshot.exists else None
+
+
 def build_tracker(settings: Settings) -> Tracker:
-    store = CampaignStore(firestore.Client(project=settings.project), settings.counter_shards)
+    """The instance's tracker; built inside the event loop, which the async clients bind to."""
+    reader = CampaignReader(firestore.AsyncClient(project=settings.required(PROJECT)), settings.lookup_timeout_seconds)
     routes = RouteCache(
-        store.get_route,
+        reader,
         maxsize=settings.cache_max_size,
         ttl=settings.cache_ttl_seconds,
         negative_ttl=settings.negative_cache_ttl_seconds,
+        timeout=settings.lookup_timeout_seconds,
     )
-    client = pubsub_v1.PublisherClient(batch_settings=batch_settings(settings.publish_max_latency_seconds))
-    topic = client.topic_path(settings.required(PROJECT), settings.clicks_topic)
-    return Tracker(routes, ClickPublisher(client, topic, settings.publish_timeout_seconds), settings.fallback_url)
+    publisher = GroupPublisher(
+        PublisherAsyncClient(),
+        f"projects/{settings.required(PROJECT)}/topics/{settings.clicks_topic}",
+        wait_seconds=settings.publish_wait_seconds,
+        deadline_seconds=settings.publish_deadline_seconds,
+        batch_max_messages=settings.publish_batch_max_messages,
+        max_in_flight=settings.publish_max_in_flight,
+        buffer_max_messages=settings.publish_buffer_max_messages,
+        buffer_max_bytes=settings.publish_buffer_max_bytes,
+    )
+    return Tracker(routes, publisher, settings.fallback_url)

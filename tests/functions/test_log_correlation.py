@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import function_app
-from helpers import push_cloud_event_headers, push_envelope
+from helpers import push_cloud_event_headers, push_envelope, serve_track
 
 from shared import logs
 from shared.store import CampaignStore
@@ -36,23 +36,23 @@ def test_a_clicks_error_line_carries_its_requests_trace_and_execution_id(
     campaign = CampaignStore(db, counter_shards=16).create(
         {"redirect_url": "https://e.com/", "platforms": ["Android"]})
     monkeypatch.setenv("CLICKS_TOPIC", "no-such-topic-" + str(time.time_ns()))  # the emulator answers NOT_FOUND
-    client = function_app("track", "track").test_client()
-    answer = client.get(f"/track/{campaign.id}?platform=Android",
-                        headers={**HEADERS[header], "Function-Execution-Id": "exec-1"})
-    assert answer.status_code == 307
+    with serve_track() as track:
+        answer = track.click(f"/track/{campaign.id}?platform=Android",
+                             **HEADERS[header], **{"Function-Execution-Id": "exec-1"})
+        assert answer.status_code == 307
 
-    [line] = lines(caplog, "click event not published")
-    assert line["severity"] == "ERROR" and line["event"]["campaign_id"] == campaign.id
-    assert line[logs.TRACE] == f"projects/{project}/traces/{TRACE_ID}"
-    assert line[logs.SPAN_ID] in ("00f067aa0ba902b7", "000000000000007b")
-    assert line[logs.TRACE_SAMPLED] is True
-    assert line[logs.LABELS] == {"execution_id": "exec-1"}
+        [line] = lines(caplog, "click event publish failed")
+        assert line["severity"] == "ERROR" and line["event"]["campaign_id"] == campaign.id
+        assert line[logs.TRACE] == f"projects/{project}/traces/{TRACE_ID}"
+        assert line[logs.SPAN_ID] in ("00f067aa0ba902b7", "000000000000007b")
+        assert line[logs.TRACE_SAMPLED] is True
+        assert line[logs.LABELS] == {"execution_id": "exec-1"}
 
-    # The next request on the same thread brings no trace: nothing of the last one is left.
-    caplog.clear()
-    client.get(f"/track/{campaign.id}?platform=Android")
-    [line] = lines(caplog, "click event not published")
-    assert logs.TRACE not in line and logs.SPAN_ID not in line
+        # The next request on the same event loop brings no trace: nothing of the last one is left.
+        caplog.clear()
+        track.click(f"/track/{campaign.id}?platform=Android")
+        [line] = lines(caplog, "click event publish failed")
+        assert logs.TRACE not in line and logs.SPAN_ID not in line
     assert line[logs.LABELS]["execution_id"] not in ("", "exec-1")  # functions-framework made one up
 
 

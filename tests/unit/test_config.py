@@ -79,6 +79,6 @@ def test_the_command_line_prints_the_table_and_defaults() -> None:
                               text=True, check=True, timeout=30).stdout
 
     assert run("--markdown") == config.markdown_table()
-    assert run("--default", config.PUBLISH_MAX_LATENCY_SECONDS) == "0.01\n"
+    assert run("--default", config.LOOKUP_TIMEOUT_SECONDS) == "1.5\n"
     assert run("--default", config.FALLBACK_URL) == "http://outfit7.com\n"
     assert run("--default", config.PROJECT) == "\n"
