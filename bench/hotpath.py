@@ -731,7 +731,7 @@ def report(args: argparse.Namespace, bench: Bench, rss: dict[str, float], accoun
     flask, aio = table[("bare_flask", SUMMARY_CONNECTIONS)], table[("bare_aio", SUMMARY_CONNECTIONS)]
     track, stall = table[("hit", SUMMARY_CONNECTIONS)], table[("stall", SUMMARY_CONNECTIONS)]
     ratio_flask, ratio_aio = statistics.median(ratios["bare_flask"]), statistics.median(ratios["bare_aio"])
-    wait_ms = 1000 * publish_wait_seconds(servers["track"].spec.env)
+    wait_ms = 1000 * config.Settings.from_env(servers["track"].spec.env).publish_wait_seconds
     targets = [
         (f"ratio_flask {ratio_flask:.2f} >= 2.5", ratio_flask >= 2.5),
         (f"ratio_aio {ratio_aio:.2f} >= 0.50", ratio_aio >= 0.5),
@@ -747,17 +747,6 @@ def report(args: argparse.Namespace, bench: Bench, rss: dict[str, float], accoun
           f"ratio_flask={ratio_flask:.2f} ratio_aio={ratio_aio:.2f} p99_bare_aio_ms={aio.p99_ms:.1f} "
           f"p99_track_ms={track.p99_ms:.1f} stalled_p99_ms={stall.p99_ms:.1f} lost={a.lost}")
     return 1 if a.lost else 0
-
-
-def publish_wait_seconds(function_env: dict[str, str]) -> float:
-    """How long a click may wait for its publish, as the deployed track function reads it.
-
-    PUBLISH_WAIT_SECONDS on the asynchronous track function; the synchronous one
-    waited up to PUBLISH_TIMEOUT_SECONDS.
-    """
-    settings = config.Settings.from_env(function_env)
-    waits = [getattr(settings, name, None) for name in ("publish_wait_seconds", "publish_timeout_seconds")]
-    return float(next(wait for wait in waits if wait is not None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
