@@ -1,77 +1,89 @@
-"""Hot path benchmark: what a click costs next to a function that only redirects.
+"""Hot path benchmark: one track instance as deployed, side by side with bare functions.
 
-    python -m bench.hotpath [--seconds 5] [--connections 1,16,64] [--rounds 3] [--workers 2] [--threads 32]
+    python -m bench.hotpath [--seconds 5] [--connections 1,16,64] [--rounds 3] [--stall-seconds 2] [--profile CASE]
 
-Starts the Firestore and Pub/Sub emulators and four function servers on free
-ports, all with the same server settings (functions-framework's gunicorn,
-``WORKERS`` workers of ``THREADS`` threads each), and drives them with wrk on
-127.0.0.1, case after case at each connection count, so that the machine's
-noise falls on every case alike:
+Starts the Firestore and Pub/Sub emulators and one server per function, each
+ONE worker started with ``functions-framework --source ... --target ...`` as
+Cloud Run functions starts it, and drives them with wrk on 127.0.0.1, case
+after case in every round, so that the machine's noise falls on all alike:
 
-- ``bare``: ``bench/bare``, a function that only answers a constant 307: the ceiling;
-- ``naive``: ``bench/naive``, bare plus one publish with the Pub/Sub client's
-  default settings, waited for;
-- ``hit``: the real track function, every campaign in its cache;
-- ``miss``: the real track function with ``CACHE_TTL_SECONDS`` so small that
-  every click finds its campaign's entry expired (concurrent misses for one
-  id still share a read, as they do in production);
-- ``unknown``: the ``hit`` server flooded with random ids that name no campaign.
+- ``bare_flask``: ``bench/bare_flask``, a Flask function that only answers 307,
+  ``WORKERS=1 THREADS=80`` (gunicorn gthread, as the Flask track function ran);
+- ``bare_aio``: ``bench/bare_aio``, an ``@functions_framework.aio.http``
+  function that only answers 307 (one uvicorn worker on uvloop and httptools);
+- ``naive``: ``bench/naive``, bare_flask plus one publish with the Pub/Sub
+  client's defaults, waited for: what a first version would do;
+- ``hit``, ``miss``, ``unknown``: the track function, staged by
+  ``./deploy.sh --dry-run`` and run with the ``--set-env-vars`` it deploys
+  with. ``hit``: every campaign cached; ``miss``: ``CACHE_TTL_SECONDS`` so
+  small that every click finds its entry expired; ``unknown``: the hit server
+  flooded with ids that name no campaign;
+- ``stall``: the hit server at the summary's connection count while the
+  Pub/Sub emulator is paused (SIGSTOP) for ``--stall-seconds`` of the run.
 
-It prints requests/s and p50/p99 latency per case and connection count,
-Firestore reads per request, server CPU per request, the clicks answered
-against those published (drained from each server's own subscription), cold
-starts and the track server's memory after the load. The last line sums it up
-at 64 connections: rates and p99 of each case's median round, and ratios as the
-median of the per-round ratios (bare and the case ran back to back).
-wrk is required (``apt-get install wrk``); the machine's other load is shown,
-since the emulators, wrk and the servers all share its cores.
+Firestore reads are counted on the wire (:mod:`bench.rpc_count`), nothing of
+the bench runs inside a server. Every wrk run sends its own ``Referer``, which
+the click event keeps, so each answered click is traced to its run: published
+(pulled from the server's subscription at the end) or in the replay log (the
+server's ERROR lines, read with :mod:`tools.replay`); ``lost`` counts the rest.
+The last line sums it up at 64 connections: each case's median rate and p99
+over the rounds, and ratios as the median of the per-round ratios (the cases of
+a round ran back to back). wrk is required (``apt-get install wrk``).
+
+``--profile hit,bare_aio`` (any cases but stall) runs each once more at the
+end with py-spy attached to its server's worker, and prints where the CPU went:
+by thread, and by function, in microseconds per request.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import random
+import re
 import secrets
+import shlex
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
 
 from bench import wrk
+from bench.rpc_count import CountingProxy
 from local import emulators
 from shared import config
+from shared.events import ClickEvent
+from tools.replay import Summary, click_events, read_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCATION = "https://example.com/landing"
 FALLBACK = "https://example.com/fallback"
-# The server settings every case shares (WORKERS and THREADS, as functions-framework
-# reads them). Two workers: one per core, two GILs instead of one. 32 threads each:
-# a click holds its thread while it waits for Pub/Sub, so 2 x 32 lets all 64
-# connections wait at once; more threads only add GIL contention, which costs
-# the bare function most.
-DEFAULT_WORKERS = 2
-DEFAULT_THREADS = 32
+FLASK_THREADS = "80"  # deploy.sh's TRACK_CONCURRENCY, the THREADS the Flask track function deployed with
+SUMMARY_CONNECTIONS = 64
 MISS_TTL_SECONDS = "0.001"
-# Longer than any run, so that the hit case never sees an entry expire.
-HIT_TTL_SECONDS = "3600"
-WRK_TIMEOUT_S = 10.0  # far above any p99 here: a timed-out request would blur answered vs published
+HIT_TTL_SECONDS = "3600"  # longer than any run: the hit case never sees an entry expire
+# Far above any p99 here but a stalled publish's: a timed-out request would blur answered vs published.
+WRK_TIMEOUT_S = 30.0
 # Paths per wrk run of a known-ids case: campaign ids drawn at random, requested in turn.
 KNOWN_PATHS = 4096
-# Paths per wrk run of the unknown case, each a fresh id: at ~3,000 req/s, over 20 s before one
-# comes again, far beyond the negative cache's 5 s TTL, so that every request misses it.
+# Paths per wrk run of the unknown case, each a fresh id: at ~6,000 req/s, 10 s before one
+# comes again, beyond the negative cache's 5 s TTL, so that every request misses it.
 UNKNOWN_PATHS = 60_000
 # 15 digits: well-formed ids (below 2^53) that, drawn at random, name no campaign.
 UNKNOWN_IDS = range(10**14, 10**15)
+RUN_REFERRER = "https://bench.example/run/{}"  # one per wrk run; the click event keeps it
+STALL_STARTS_AFTER_S = 1.0
 
 
 class Stop(Exception):
@@ -88,10 +100,12 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 @dataclass(frozen=True)
 class ServerSpec:
     name: str
-    source: str  # the function's main.py, relative to the repository
+    source: Path  # the function's main.py
     target: str
-    topic: str | None  # its own click topic, drained at the end; None: publishes nothing
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str]  # its own settings, on top of the emulators'
+    topic: str | None = None  # its click topic; the track servers' have a subscription "<topic>-sub"
+    track: bool = False  # the track function: Firestore calls counted, clicks accounted for
+    deploy_flags: str = ""  # for the report: how deploy.sh deploys it
 
 
 @dataclass
@@ -99,85 +113,114 @@ class Server:
     spec: ServerSpec
     port: int
     process: subprocess.Popen[bytes]
-    cold_start_seconds: float = 0.0
+    log_path: Path
+    proxy: CountingProxy | None
+    listening_seconds: float = 0.0  # process start to accepting a connection
+    cold_start_seconds: float = 0.0  # process start to the first redirect to a campaign
 
-    def stats(self) -> dict[str, int]:
-        """The bench-only counters of :mod:`bench.server`, summed over its workers."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            connection.request("GET", "/__bench/stats")
-            return dict(json.loads(connection.getresponse().read()))
-        finally:
-            connection.close()
+    def reads(self) -> int:
+        """Firestore calls so far: each is one campaign lookup."""
+        return self.proxy.calls if self.proxy else 0
 
-    def worker_pids(self) -> list[int]:
+    def pids(self) -> list[int]:
+        """The gunicorn arbiter functions-framework runs, and its worker."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
-        return [int(pid) for pid in children.split()]
+        return [self.process.pid, *map(int, children.split())]
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU of the gunicorn master and its workers so far."""
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        for pid in [self.process.pid, *self.worker_pids()]:
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except FileNotFoundError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-        return total
+        return sum(cpu_seconds(Path(f"/proc/{pid}/stat")) for pid in self.pids())
+
+    def rss_mib(self) -> float:
+        """The worker's resident memory, where the function lives (the arbiter only watches it)."""
+        worker = self.pids()[-1]
+        for line in Path(f"/proc/{worker}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
 
 
-def server_specs() -> list[ServerSpec]:
-    track = "functions/track/main.py"
+def deployed_track(name: str, project: str, topic: str, workdir: Path, settings: dict[str, str]) -> ServerSpec:
+    """The track function as ``./deploy.sh`` deploys it: its staged source, entry point and environment.
+
+    ``settings`` go through deploy.sh's own pass-through of optional settings,
+    so the function sees exactly what a deploy with them set would give it.
+    """
+    stage = workdir / f"stage-{name}"
+    env = {**os.environ, config.PROJECT: project, "DEPLOY_STAGE_DIR": str(stage), config.CLICKS_TOPIC: topic,
+           config.FALLBACK_URL: FALLBACK, **settings}
+    env.pop("AUTH_PASSWORD", None)  # a dry run needs no secret
+    done = subprocess.run([str(ROOT / "deploy.sh"), "--dry-run"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"./deploy.sh --dry-run failed: {done.stderr.strip()}")
+    line = next((line for line in done.stdout.splitlines() if line.startswith("+ gcloud functions deploy track ")),
+                None)
+    if line is None:
+        raise RuntimeError("./deploy.sh --dry-run printed no 'gcloud functions deploy track' command")
+    flags = dict(arg[2:].split("=", 1) for arg in shlex.split(line[2:]) if arg.startswith("--") and "=" in arg)
+    function_env = dict(pair.split("=", 1) for pair in flags["set-env-vars"].split(","))
+    deploy_flags = " ".join(f"--{k}={flags[k]}" for k in ("cpu", "memory", "concurrency") if k in flags)
+    return ServerSpec(name, Path(flags["source"]) / "main.py", flags["entry-point"], function_env, topic,
+                      track=True, deploy_flags=deploy_flags)
+
+
+def server_specs(project: str, workdir: Path) -> list[ServerSpec]:
+    flask_env = {"WORKERS": "1", "THREADS": FLASK_THREADS}
     return [
-        ServerSpec("bare", "bench/bare/main.py", "bare", None),
-        ServerSpec("naive", "bench/naive/main.py", "naive", "bench-naive"),
-        ServerSpec("track", track, "track", "bench-track", {config.CACHE_TTL_SECONDS: HIT_TTL_SECONDS}),
-        ServerSpec("track_miss", track, "track", "bench-track-miss", {config.CACHE_TTL_SECONDS: MISS_TTL_SECONDS}),
+        ServerSpec("bare_flask", ROOT / "bench/bare_flask/main.py", "bare_flask", flask_env),
+        ServerSpec("bare_aio", ROOT / "bench/bare_aio/main.py", "bare_aio", {"WORKERS": "1"}),
+        ServerSpec("naive", ROOT / "bench/naive/main.py", "naive", {**flask_env, config.CLICKS_TOPIC: "bench-naive"},
+                   topic="bench-naive"),
+        deployed_track("track", project, "bench-track", workdir, {config.CACHE_TTL_SECONDS: HIT_TTL_SECONDS}),
+        deployed_track("track_miss", project, "bench-track-miss", workdir,
+                       {config.CACHE_TTL_SECONDS: MISS_TTL_SECONDS}),
     ]
 
 
-def start_server(
-    spec: ServerSpec, base_env: dict[str, str], workers: int, threads: int, probe_path: str, log_dir: Path,
-) -> Server:
+def start_server(spec: ServerSpec, base_env: dict[str, str], probe_path: str, log_dir: Path) -> Server:
     """Start one server and time its cold start: process start to its first redirect to the campaign."""
     port = emulators.free_port()
-    env = {
-        **base_env, **spec.env,
-        "WORKERS": str(workers), "THREADS": str(threads),
-        "BENCH_LOCATION": LOCATION, config.FALLBACK_URL: FALLBACK,
-        config.CLICKS_TOPIC: spec.topic or "unused",
-        "PYTHONPATH": str(ROOT),
-    }
-    command = [sys.executable, "-m", "bench.server", "--source", str(ROOT / spec.source),
-               "--target", spec.target, "--port", str(port)]
-    with (log_dir / f"{spec.name}.log").open("wb") as log:
+    proxy = CountingProxy(base_env["FIRESTORE_EMULATOR_HOST"]) if spec.track else None
+    env = {**base_env, **spec.env, "BENCH_LOCATION": LOCATION}
+    env.pop("PYTHONPATH", None)  # the function imports what its source folder holds, as deployed
+    if proxy:
+        env["FIRESTORE_EMULATOR_HOST"] = proxy.host
+    command = [str(Path(sys.executable).with_name("functions-framework")), "--source", str(spec.source),
+               "--target", spec.target, "--host", "127.0.0.1", "--port", str(port)]
+    log_path = log_dir / f"{spec.name}.log"
+    with log_path.open("wb") as log:
         started = time.monotonic()
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, env=env, cwd=spec.source.parent, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
-    server = Server(spec, port, process)
+    server = Server(spec, port, process, log_path, proxy)
     try:
-        _wait_first_redirect(server, probe_path)
+        listening = _wait_first_redirect(server, probe_path)
     except BaseException:
         emulators.stop_process_group(process)
+        if proxy:
+            proxy.close()
         raise
     server.cold_start_seconds = time.monotonic() - started
+    server.listening_seconds = listening - started
     return server
 
 
-def _wait_first_redirect(server: Server, path: str, timeout: float = 60.0) -> None:
+def _wait_first_redirect(server: Server, path: str, timeout: float = 60.0) -> float:
+    """When the server first accepted a connection; returns once it redirected to the campaign."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"the {server.spec.name} server exited with status {server.process.returncode}")
+            raise RuntimeError(f"the {server.spec.name} server exited with status {server.process.returncode}; "
+                               f"see {server.log_path}")
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         try:
+            connection.connect()
+            listening = time.monotonic()
             connection.request("GET", path)
             answer = connection.getresponse()
             answer.read()
             if answer.status == 307 and answer.getheader("Location") == LOCATION:
-                return
+                return listening
             raise RuntimeError(f"the {server.spec.name} server answered {answer.status} "
                                f"to {answer.getheader('Location')!r}, expected 307 to {LOCATION!r}")
         except (ConnectionRefusedError, ConnectionResetError):
@@ -189,25 +232,30 @@ def _wait_first_redirect(server: Server, path: str, timeout: float = 60.0) -> No
 
 @contextmanager
 def started_servers(
-    specs: Sequence[ServerSpec], env: dict[str, str], workers: int, threads: int, probe_path: str, log_dir: Path,
+    specs: Sequence[ServerSpec], env: dict[str, str], probe_path: str, log_dir: Path
 ) -> Iterator[dict[str, Server]]:
     """One after another, so that each cold start has the machine to itself; all stopped on exit."""
     with ExitStack() as stack:
         servers: dict[str, Server] = {}
         for spec in specs:
-            server = start_server(spec, env, workers, threads, probe_path, log_dir)
+            server = start_server(spec, env, probe_path, log_dir)
             stack.callback(emulators.stop_process_group, server.process)
+            if server.proxy:
+                stack.callback(server.proxy.close)
             servers[spec.name] = server
         yield servers
 
 
 # --- load ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Case:
     name: str
     server: str
+    track: bool = False  # on a track server: Firestore reads and clicks accounted for
     unknown_ids: bool = False
+    stall: bool = False
 
     @property
     def expected_location(self) -> str:
@@ -221,28 +269,28 @@ class Case:
             ids = random.choices(campaign_ids, k=KNOWN_PATHS)
         return [f"/track/{i}?platform=Android" for i in ids]
 
-    def load(self, server: Server, campaign_ids: Sequence[int], connections: int, seconds: float,
-             workdir: Path) -> wrk.WrkResult:
-        return wrk.run_wrk(server.port, self.paths(campaign_ids), [self.expected_location], connections, seconds,
-                           workdir, WRK_TIMEOUT_S, threads=min(connections, 2))
-
 
 CASES = (
-    Case("bare", "bare"),
+    Case("bare_flask", "bare_flask"),
+    Case("bare_aio", "bare_aio"),
     Case("naive", "naive"),
-    Case("hit", "track"),
-    Case("miss", "track_miss"),
-    Case("unknown", "track", unknown_ids=True),
+    Case("hit", "track", track=True),
+    # After hit and before miss: the lookups still in flight when wrk stops go to no other track case.
+    Case("unknown", "track", track=True, unknown_ids=True),
+    Case("miss", "track_miss", track=True),
+    # Last: the publishes it left waiting land while the next round starts on another server.
+    Case("stall", "track", track=True, stall=True),
 )
 
 
 @dataclass
-class Measured:
-    """One case at one connection count: the wrk figures and what the server did meanwhile."""
+class Run:
+    """One wrk run of a case, and what its server did meanwhile."""
 
     case: Case
     connections: int
-    round: int
+    round: int  # -1: a warm-up
+    referrer: str
     load: wrk.WrkResult
     reads: int
     cpu_seconds: float
@@ -256,42 +304,63 @@ class Measured:
         return 1e6 * self.cpu_seconds / self.load.requests if self.load.requests else 0.0
 
 
-def warm_up(case: Case, server: Server, campaign_ids: Sequence[int], workdir: Path, cached: int) -> int:
-    """Connections, gRPC channels and, for ``hit``, every campaign in every worker's cache; the clicks answered.
+@dataclass
+class Bench:
+    servers: dict[str, Server]
+    campaign_ids: Sequence[int]
+    workdir: Path
+    pubsub_port: int
+    stall_seconds: float
+    runs: list[Run] = field(default_factory=list)
 
-    Which worker takes a connection is up to the kernel, so the hit case is
-    repeated until each worker has read each campaign once.
-    """
-    answered = 0
-    for _ in range(20):
-        warm = case.load(server, campaign_ids, 64, 1.0, workdir)
-        answered += 0 if case.unknown_ids else warm.ok
-        if case.name != "hit" or server.stats()["reads"] >= cached:
-            return answered
-    raise RuntimeError(f"the hit case's campaigns were not all cached: {server.stats()['reads']} of {cached} reads")
+    def run(self, case: Case, connections: int, seconds: float, round_: int) -> Run:
+        server = self.servers[case.server]
+        referrer = RUN_REFERRER.format(len(self.runs))
+        before, cpu_before = server.reads(), server.cpu_seconds()
+        if case.stall:
+            load = self._stalled(server, case, connections, seconds, referrer)
+        else:
+            load = self._wrk(server, case, connections, seconds, referrer)
+        run = Run(case, connections, round_, referrer, load, server.reads() - before,
+                  server.cpu_seconds() - cpu_before)
+        self.runs.append(run)
+        return run
+
+    def _wrk(self, server: Server, case: Case, connections: int, seconds: float, referrer: str) -> wrk.WrkResult:
+        return wrk.run_wrk(server.port, case.paths(self.campaign_ids), [case.expected_location], connections,
+                           seconds, self.workdir, WRK_TIMEOUT_S, threads=min(connections, 2),
+                           headers={"Referer": referrer})
+
+    def _stalled(self, server: Server, case: Case, connections: int, seconds: float, referrer: str) -> wrk.WrkResult:
+        """wrk for ``seconds``, the Pub/Sub emulator paused from the first second for ``stall_seconds``."""
+        with ThreadPoolExecutor(1) as pool:
+            load = pool.submit(self._wrk, server, case, connections, seconds, referrer)
+            time.sleep(STALL_STARTS_AFTER_S)
+            with emulators.paused(self.pubsub_port):
+                time.sleep(self.stall_seconds)
+            return load.result()
+
+    def warm_up(self, case: Case) -> None:
+        """Connections, gRPC channels and, for ``hit``, every campaign in the cache (one worker, one cache)."""
+        for _ in range(20):
+            self.run(case, SUMMARY_CONNECTIONS, 1.0, -1)
+            server = self.servers[case.server]
+            if case.name != "hit" or server.reads() >= len(self.campaign_ids):
+                return
+        raise RuntimeError(f"the hit case's campaigns were not all cached: {server.reads()} reads")
 
 
-def measure(
-    case: Case, server: Server, campaign_ids: Sequence[int], workdir: Path, connections: int, round_: int,
-    seconds: float,
-) -> Measured:
-    before, cpu_before = server.stats(), server.cpu_seconds()
-    load = case.load(server, campaign_ids, connections, seconds, workdir)
-    after, cpu_after = server.stats(), server.cpu_seconds()
-    return Measured(case, connections, round_, load, after["reads"] - before["reads"], cpu_after - cpu_before)
+# --- clicks answered against clicks published or logged -----------------------------------------
 
 
-# --- clicks answered against clicks published ---------------------------------------------------
-
-
-def drain(project: str, subscription: str) -> tuple[int, int]:
-    """Pull and ack until empty: (messages, distinct click ids). A redelivery would show as their difference."""
+def drain(project: str, subscription: str) -> list[ClickEvent]:
+    """Pull and ack until empty: every event published."""
     from google.cloud import pubsub_v1
 
     subscriber = pubsub_v1.SubscriberClient()
     path = subscriber.subscription_path(project, subscription)
-    messages, empty_pulls = 0, 0
-    click_ids: set[str] = set()
+    events: list[ClickEvent] = []
+    empty_pulls = 0
     try:
         while empty_pulls < 3:  # an empty answer can come early; three in a row means empty
             answer = subscriber.pull(subscription=path, max_messages=1000, timeout=10)
@@ -299,41 +368,52 @@ def drain(project: str, subscription: str) -> tuple[int, int]:
                 empty_pulls += 1
                 continue
             empty_pulls = 0
-            for received in answer.received_messages:
-                messages += 1
-                click_ids.add(_click_id(received.message.data) or received.message.message_id)
+            # The bench's own subscriptions: anything but a valid click is a bug worth stopping for.
+            events += [ClickEvent.decode(received.message.data) for received in answer.received_messages]
             subscriber.acknowledge(subscription=path, ack_ids=[r.ack_id for r in answer.received_messages])
     finally:
         subscriber.close()
-    return messages, len(click_ids)
+    return events
 
 
-def account(server: Server, answered_seen: int, project: str) -> Accounting:
-    assert server.spec.topic is not None
-    messages, published = drain(project, server.spec.topic + "-sub")
-    return Accounting(server.spec.name, server.stats()["redirects"], answered_seen, published, messages)
-
-
-def _click_id(data: bytes) -> str | None:
-    try:
-        value = json.loads(data).get("click_id")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
+def logged(server: Server) -> list[ClickEvent]:
+    """The replay log: the clicks whose publish the server could not confirm, as tools.replay reads them."""
+    with server.log_path.open(encoding="utf-8", errors="replace") as stream:
+        return list(click_events(read_entries(stream, server.log_path.name), Summary()))
 
 
 @dataclass(frozen=True)
 class Accounting:
-    server: str
-    answered_by_server: int  # 307s to the campaign the server produced, wrk's abandoned ones included
-    answered_seen: int  # 307s to the campaign wrk (and the cold-start probe) received
-    published: int  # distinct clicks found in the subscription
-    messages: int
+    answered: int  # 307s to the campaign that wrk received
+    traced: int  # distinct clicks of those runs published or in the replay log
+    published: int
+    logged: int
+    lost: int  # answered clicks of a run beyond what was traced to it: must be 0
+    logged_by_case: dict[str, int]  # clicks whose publish was not confirmed, by case (and warm-up or round)
 
-    @property
-    def lost(self) -> int:
-        """Clicks redirected yet not published: must be 0."""
-        return max(0, max(self.answered_by_server, self.answered_seen) - self.published)
+
+def account(runs: Sequence[Run], published: Sequence[ClickEvent], logged_events: Sequence[ClickEvent]) -> Accounting:
+    """The track runs' clicks, traced to each run by the referrer it sent; a run's clicks answered
+    after wrk stopped counting are traced but not answered, so they never cover a loss in another run."""
+    by_run: dict[str, tuple[set[str], set[str]]] = {}
+    for events, index in ((published, 0), (logged_events, 1)):
+        for event in events:
+            by_run.setdefault(event.referrer, (set(), set()))[index].add(event.click_id)
+    answered = traced = n_published = n_logged = lost = 0
+    logged_by_case: dict[str, int] = {}
+    for run in runs:
+        if not run.case.track or run.case.unknown_ids:
+            continue
+        run_published, run_logged = by_run.get(run.referrer, (set(), set()))
+        answered += run.load.ok
+        traced += len(run_published | run_logged)
+        n_published += len(run_published)
+        n_logged += len(run_logged)
+        lost += max(0, run.load.ok - len(run_published | run_logged))
+        if run_logged:
+            key = f"{run.case.name} {'warm-up' if run.round < 0 else f'c={run.connections}'}"
+            logged_by_case[key] = logged_by_case.get(key, 0) + len(run_logged)
+    return Accounting(answered, traced, n_published, n_logged, lost, logged_by_case)
 
 
 # --- setup --------------------------------------------------------------------------------------
@@ -354,157 +434,327 @@ def create_campaigns(count: int) -> list[int]:
     return [store.create({"redirect_url": LOCATION, "platforms": ["Android", "IPhone"]}).id for _ in range(count)]
 
 
-def vm_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+def check_async_stack() -> None:
+    """uvicorn quietly falls back to asyncio and h11 without these; the figures would not be the deployed ones."""
+    missing = [name for name in ("uvloop", "httptools") if not _installed(name)]
+    if missing:
+        raise RuntimeError(f"{' and '.join(missing)} not installed: the async functions would not run on the "
+                           "stack they deploy with (functions/track/requirements.txt pins it)")
+
+
+def _installed(package: str) -> bool:
+    try:
+        version(package)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+# --- profile ------------------------------------------------------------------------------------
+
+_LINE_NUMBER = re.compile(r":\d+\)$")
+
+
+@dataclass(frozen=True)
+class Profile:
+    run: Run
+    samples: Path  # py-spy's raw output: one "thread (tid): name;frame;...;frame count" line per stack
+    thread_cpu: dict[int, float]  # CPU seconds of each of the worker's threads during the run, from /proc
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    return {int(task.name): cpu_seconds(task / "stat") for task in Path(f"/proc/{pid}/task").iterdir()}
+
+
+def cpu_seconds(stat_path: Path) -> float:
+    """User plus system CPU of a process or thread, from its /proc stat file; 0 once it is gone."""
+    try:
+        stat = stat_path.read_text()
+    except FileNotFoundError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def profile(bench: Bench, case: Case, seconds: float) -> Profile:
+    """One more run of ``case`` at the summary's connection count, its server's worker sampled by py-spy.
+
+    Run apart from the measured rounds, though py-spy reads the worker's
+    memory without stopping it (``--nonblocking``): its own CPU is the bench's.
+    """
+    spy_path = Path(sys.executable).with_name("py-spy")
+    if not spy_path.exists():
+        raise RuntimeError("py-spy is not installed: pip install -r requirements-dev.txt")
+    output = bench.workdir / f"profile-{case.name}.txt"
+    worker = bench.servers[case.server].pids()[-1]
+    spy = subprocess.Popen([str(spy_path), "record", "--pid", str(worker), "--nonblocking", "--rate", "250",
+                            "--threads", "--format", "raw", "--output", str(output)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.0)  # attached
+        before = thread_cpu_seconds(worker)
+        run = bench.run(case, SUMMARY_CONNECTIONS, seconds, -1)
+        after = thread_cpu_seconds(worker)
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its samples when interrupted
+        _, errors = spy.communicate(timeout=60)
+    if not output.exists():
+        raise RuntimeError(f"py-spy wrote no profile: {errors.decode(errors='replace').strip()}")
+    return Profile(run, output, {tid: cpu - before.get(tid, 0.0) for tid, cpu in after.items()})
+
+
+def print_profile(profiled: Profile, top: int = 20) -> None:
+    """Where the worker's CPU went during the run, in microseconds per request.
+
+    By thread, from the kernel's count of each thread's CPU (gRPC's completion
+    queue poller runs apart from the event loop); then by function, each
+    thread's CPU shared out over its py-spy samples: with what the function
+    calls (frames that only pass through to one callee are left out), and on
+    its own (native code shows under the Python frame that called it: the
+    event loop's own work under Runner.run).
+    """
+    run = profiled.run
+    stacks: list[tuple[int, list[str], int]] = []
+    names: dict[int, str] = {}
+    samples_by_thread: Counter[int] = Counter()
+    for line in profiled.samples.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        thread = re.match(r"thread \((\d+)\)(?:: (.*))?$", stack.split(";", 1)[0])
+        if not thread or not count.isdigit():
+            continue
+        tid = int(thread[1])
+        names[tid] = thread[2] or f"thread {tid}"
+        frames = [_LINE_NUMBER.sub(")", frame) for frame in stack.split(";")[1:]]
+        stacks.append((tid, frames, int(count)))
+        samples_by_thread[tid] += int(count)
+    requests = run.load.requests or 1
+    us_per_sample = {tid: 1e6 * profiled.thread_cpu.get(tid, 0.0) / requests / n
+                     for tid, n in samples_by_thread.items()}
+    inclusive: defaultdict[str, float] = defaultdict(float)
+    own: defaultdict[str, float] = defaultdict(float)
+    callees: dict[str, set[str]] = {}
+    for tid, frames, samples in stacks:
+        weight = samples * us_per_sample[tid]
+        if frames:
+            own[frames[-1]] += weight
+        for caller, callee in zip(frames, frames[1:], strict=False):
+            callees.setdefault(caller, set()).add(callee)
+        for frame in set(frames):
+            inclusive[frame] += weight
+    threads = {f"{names.get(tid, 'thread')} ({tid})": 1e6 * cpu / requests
+               for tid, cpu in profiled.thread_cpu.items() if cpu}
+    total_us = sum(threads.values())
+    branching = {f: us for f, us in inclusive.items() if own.get(f) or len(callees.get(f, ())) > 1}
+    print(f"profile of {run.case.name} at {run.connections} connections under py-spy: {run.load.rps:.0f} req/s, "
+          f"{total_us:.0f} us of the worker's CPU per request, {sum(samples_by_thread.values())} samples "
+          f"({profiled.samples})")
+    for title, table in (("thread", threads), ("function, with what it calls", branching),
+                         ("function, on its own", own)):
+        print(f"  by {title}:")
+        for name, us in sorted(table.items(), key=lambda item: -item[1])[:top]:
+            print(f"    {us:6.1f} us/req  {100 * us / total_us:5.1f}%  {name}")
 
 
 # --- report -------------------------------------------------------------------------------------
 
 
-def median_by_case(results: Sequence[Measured]) -> dict[tuple[str, int], Measured]:
-    """Over rounds, the run with the median rate of each case and connection count."""
-    grouped: dict[tuple[str, int], list[Measured]] = {}
-    for result in results:
-        grouped.setdefault((result.case.name, result.connections), []).append(result)
-    chosen = {}
-    for key, runs in grouped.items():
-        runs.sort(key=lambda r: r.load.rps)
-        chosen[key] = runs[(len(runs) - 1) // 2]
-    return chosen
+@dataclass(frozen=True)
+class Figures:
+    """A case at one connection count over the rounds: median rate and median p99."""
+
+    runs: list[Run]
+
+    @property
+    def rps(self) -> float:
+        return statistics.median(r.load.rps for r in self.runs)
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(r.load.p50_ms for r in self.runs)
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.median(r.load.p99_ms for r in self.runs)
+
+    @property
+    def reads_per_request(self) -> float:
+        return statistics.median(r.reads_per_request for r in self.runs)
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return statistics.median(r.cpu_us_per_request for r in self.runs)
+
+    @property
+    def ok(self) -> int:
+        return sum(r.load.ok for r in self.runs)
+
+    @property
+    def errors(self) -> int:
+        return sum(r.load.errors for r in self.runs)
 
 
-def paired_ratios(results: Sequence[Measured], case: str, connections: int) -> list[float]:
-    """Each round's case/bare rate: the two ran back to back, so a change in the machine's load cancels out."""
-    rates = {(r.case.name, r.round): r.load.rps for r in results if r.connections == connections}
-    rounds = sorted({r.round for r in results})
-    return [rates[(case, n)] / rates[("bare", n)] for n in rounds if rates[("bare", n)]]
+def figures(runs: Sequence[Run]) -> dict[tuple[str, int], Figures]:
+    grouped: dict[tuple[str, int], list[Run]] = {}
+    for run in runs:
+        if run.round >= 0:
+            grouped.setdefault((run.case.name, run.connections), []).append(run)
+    return {key: Figures(group) for key, group in grouped.items()}
 
 
-def print_table(chosen: dict[tuple[str, int], Measured], connections: Sequence[int]) -> None:
-    print(f"{'case':<8} {'conns':>5} {'req/s':>8} {'vs bare':>7} {'p50 ms':>7} {'p99 ms':>7} "
+def paired_ratios(runs: Sequence[Run], case: str, base: str, connections: int) -> list[float]:
+    """Each round's case/base rate: the two ran in the same round, so a change in the machine's load cancels out."""
+    rates = {(r.case.name, r.round): r.load.rps for r in runs if r.connections == connections and r.round >= 0}
+    rounds = sorted({r.round for r in runs if r.round >= 0})
+    return [rates[(case, n)] / rates[(base, n)] for n in rounds if rates.get((base, n))]
+
+
+def print_table(table: dict[tuple[str, int], Figures], connections: Sequence[int]) -> None:
+    print(f"{'case':<10} {'conns':>5} {'req/s':>8} {'/flask':>6} {'/aio':>6} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'reads/req':>9} {'cpu us/req':>10} {'ok':>8} {'errors':>6}")
     for conns in connections:
-        bare = chosen[("bare", conns)].load.rps
+        flask, aio = table[("bare_flask", conns)].rps, table[("bare_aio", conns)].rps
         for case in CASES:
-            m = chosen[(case.name, conns)]
-            reads = f"{m.reads_per_request:.3f}" if case.server.startswith("track") else "-"
-            print(f"{case.name:<8} {conns:>5} {m.load.rps:>8.0f} {m.load.rps / bare:>7.2f} {m.load.p50_ms:>7.2f} "
-                  f"{m.load.p99_ms:>7.2f} {reads:>9} {m.cpu_us_per_request:>10.0f} {m.load.ok:>8} {m.load.errors:>6}")
-
-
-# --- main ---------------------------------------------------------------------------------------
+            if (case.name, conns) not in table:
+                continue
+            f = table[(case.name, conns)]
+            reads = f"{f.reads_per_request:.3f}" if case.track else "-"
+            print(f"{case.name:<10} {conns:>5} {f.rps:>8.0f} {f.rps / flask:>6.2f} {f.rps / aio:>6.2f} "
+                  f"{f.p50_ms:>8.2f} {f.p99_ms:>8.2f} {reads:>9} {f.cpu_us_per_request:>10.0f} {f.ok:>8} "
+                  f"{f.errors:>6}")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration of each case (default 5)")
     parser.add_argument("--connections", default="1,16,64", help="connection counts (default 1,16,64)")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of every case; the median is shown (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every case; medians are shown (default 3)")
     parser.add_argument("--campaigns", type=int, default=64, help="campaigns the clicks spread over")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", DEFAULT_WORKERS)))
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", DEFAULT_THREADS)))
+    parser.add_argument("--stall-seconds", type=float, default=2.0,
+                        help="how long the stall case pauses Pub/Sub, from its first second (default 2)")
+    parser.add_argument("--profile", default="", metavar="CASE[,CASE...]",
+                        help="at the end, run each CASE once more under py-spy and print where the server's CPU went")
     args = parser.parse_args(argv)
     args.connection_counts = [int(c) for c in args.connections.split(",")]
-    if 64 not in args.connection_counts:
-        parser.error("--connections must include 64: the summary line compares at 64")
+    profilable = {c.name: c for c in CASES if not c.stall}
+    args.profiled_cases = [profilable[name] for name in args.profile.split(",") if name in profilable]
+    if len(args.profiled_cases) != len([name for name in args.profile.split(",") if name]):
+        parser.error(f"--profile takes cases among {', '.join(profilable)}")
+    if SUMMARY_CONNECTIONS not in args.connection_counts:
+        parser.error(f"--connections must include {SUMMARY_CONNECTIONS}: the summary line compares there")
+    if args.seconds < STALL_STARTS_AFTER_S + args.stall_seconds + 1:
+        parser.error("--seconds must leave the stall case a second after the stall")
     return args
 
 
-def print_settings(args: argparse.Namespace, base_env: dict[str, str]) -> None:
-    defaults = config.Settings.from_env(base_env)
+def print_settings(args: argparse.Namespace, specs: Sequence[ServerSpec]) -> None:
     load1, load5, _ = os.getloadavg()
+    track = next(s for s in specs if s.name == "track")
     print("hotpath settings:")
-    print(f"  server: functions-framework {_version('functions-framework')} gunicorn gthread via bench.server, "
-          f"WORKERS={args.workers} THREADS={args.threads} (same for every case)")
-    print(f"  load: wrk, {args.seconds:g}s per case, connections {args.connections}, threads min(conns, 2), "
-          f"rounds {args.rounds} (median), cases interleaved at each connection count, timeout {WRK_TIMEOUT_S:g}s")
-    print(f"  track: PUBLISH_MAX_LATENCY_SECONDS={defaults.publish_max_latency_seconds} "
-          f"PUBLISH_TIMEOUT_SECONDS={defaults.publish_timeout_seconds}; hit: CACHE_TTL_SECONDS={HIT_TTL_SECONDS}; "
-          f"miss: CACHE_TTL_SECONDS={MISS_TTL_SECONDS} (every entry expired on its next click; "
-          f"concurrent misses on one id still share one read); "
+    print(f"  servers: functions-framework {version('functions-framework')} --source ... --target ..., one worker "
+          f"each; Flask functions on gunicorn gthread THREADS={FLASK_THREADS}; async ones on uvicorn "
+          f"{version('uvicorn')} uvloop {version('uvloop')} httptools {version('httptools')}")
+    print(f"  track: staged by ./deploy.sh --dry-run ({track.deploy_flags}), its environment: "
+          + " ".join(f"{k}={v}" for k, v in track.env.items() if k != config.PROJECT))
+    print(f"  hit: CACHE_TTL_SECONDS={HIT_TTL_SECONDS}; miss: CACHE_TTL_SECONDS={MISS_TTL_SECONDS} (every entry "
+          f"expired on its next click; concurrent misses on one id still share one read); "
           f"{args.campaigns} campaigns, ids picked at random")
+    print(f"  stall: at {SUMMARY_CONNECTIONS} connections, Pub/Sub paused (SIGSTOP) from {STALL_STARTS_AFTER_S:g}s "
+          f"for {args.stall_seconds:g}s of the {args.seconds:g}s run")
     print("  naive: pubsub_v1.PublisherClient() with default batch settings, result() per request")
-    print(f"  machine: {os.cpu_count()} CPUs, load average {load1:.2f} / {load5:.2f} before start "
-          "(emulators, wrk and servers share them)")
+    print(f"  load: wrk, {args.seconds:g}s per case, connections {args.connections}, threads min(conns, 2), "
+          f"{args.rounds} rounds (median), cases interleaved in each round, timeout {WRK_TIMEOUT_S:g}s")
+    print(f"  machine: {os.cpu_count()} CPUs, load average {load1:.2f} / {load5:.2f} before start (emulators, "
+          "wrk, the servers and the Firestore call counter share them)")
     sys.stdout.flush()
 
 
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
-
-
 def run(args: argparse.Namespace) -> int:
+    check_async_stack()
     workdir = Path(tempfile.mkdtemp(prefix="o7tracker-hotpath-"))
     with emulators.running(log_dir=workdir) as emulator_env:
         os.environ.update(emulator_env)
         os.environ.setdefault(config.CAMPAIGN_ID_KEY, secrets.token_urlsafe(32))
         project = emulator_env[config.PROJECT]
         base_env = {**os.environ, **emulator_env}
-        print_settings(args, base_env)
-        specs = server_specs()
+        specs = server_specs(project, workdir)
+        print_settings(args, specs)
         for spec in specs:
             if spec.topic:
                 emulators.create_topic_and_subscription(project, spec.topic, spec.topic + "-sub")
         campaign_ids = create_campaigns(args.campaigns)
         probe = f"/track/{campaign_ids[0]}?platform=Android"
-        with started_servers(specs, base_env, args.workers, args.threads, probe, workdir) as servers:
+        pubsub_port = int(emulator_env["PUBSUB_EMULATOR_HOST"].rsplit(":", 1)[1])
+        with started_servers(specs, base_env, probe, workdir) as servers:
             for name, server in servers.items():
-                print(f"cold start {name}: {server.cold_start_seconds:.2f}s (process start to first redirect)")
-            seen = {name: 1 for name in servers}  # the cold-start probe's redirect
+                print(f"cold start {name}: {server.cold_start_seconds:.2f}s to the first redirect "
+                      f"(listening after {server.listening_seconds:.2f}s)")
+            bench = Bench(servers, campaign_ids, workdir, pubsub_port, args.stall_seconds)
             for case in CASES:
-                seen[case.server] += warm_up(case, servers[case.server], campaign_ids, workdir,
-                                             cached=args.workers * len(campaign_ids))
-            results = []
+                if not case.stall:
+                    bench.warm_up(case)
             for conns in args.connection_counts:
                 for round_ in range(args.rounds):
                     for case in CASES:
-                        result = measure(case, servers[case.server], campaign_ids, workdir, conns, round_,
-                                         args.seconds)
-                        seen[case.server] += 0 if case.unknown_ids else result.load.ok
-                        results.append(result)
-                        print(f"  {case.name:<8} c={conns:<3} {result.load.rps:>7.0f} req/s  "
+                        if case.stall and conns != SUMMARY_CONNECTIONS:
+                            continue
+                        result = bench.run(case, conns, args.seconds, round_)
+                        print(f"  {case.name:<10} c={conns:<3} {result.load.rps:>7.0f} req/s  "
                               f"p99 {result.load.p99_ms:.1f} ms", flush=True)
-            track_workers = servers["track"].worker_pids()
-            rss = [vm_rss_kib(pid) for pid in track_workers]
-            accounting = [account(server, seen[name], project) for name, server in servers.items() if server.spec.topic]
-        return report(args, results, servers, rss, accounting)
+            profiles = [profile(bench, case, args.seconds) for case in args.profiled_cases]
+            rss = {name: server.rss_mib() for name, server in servers.items()}
+            track_servers = [s for s in servers.values() if s.spec.track]
+            published = [e for s in track_servers for e in drain(project, s.spec.topic + "-sub")]  # type: ignore[operator]
+            accounting = account(bench.runs, published, [e for s in track_servers for e in logged(s)])
+        for profiled in profiles:
+            print()
+            print_profile(profiled)
+        return report(args, bench, rss, accounting)
 
 
-def report(
-    args: argparse.Namespace, results: Sequence[Measured], servers: dict[str, Server], rss: Sequence[int],
-    accounting: Sequence[Accounting],
-) -> int:
-    chosen = median_by_case(results)
+def report(args: argparse.Namespace, bench: Bench, rss: dict[str, float], accounting: Accounting) -> int:
+    table = figures(bench.runs)
+    servers = bench.servers
     print()
-    print_table(chosen, args.connection_counts)
-    print("(median of the rounds; reads/req: Firestore reads per request, counted in bench.server; "
-          "cpu us/req: the server processes' own CPU per request)")
+    print_table(table, args.connection_counts)
+    print("(medians over the rounds; /flask, /aio: rate against bare_flask, bare_aio; reads/req: Firestore "
+          "calls per request, counted on the wire; cpu us/req: the server processes' own CPU per request)")
     print()
-    for a in accounting:
-        print(f"clicks {a.server:<10} answered {a.answered_by_server} (wrk saw {a.answered_seen}; the rest were "
-              f"in flight when wrk stopped), published {a.published} ({a.messages} messages), lost {a.lost}")
-    print(f"cold start: bare {servers['bare'].cold_start_seconds:.2f}s, "
-          f"track {servers['track'].cold_start_seconds:.2f}s")
-    print(f"track server RSS after load: {', '.join(f'{kib / 1024:.0f} MiB' for kib in rss)} "
-          f"(each of {len(rss)} workers)")
-    bare, track = chosen[("bare", 64)].load, chosen[("hit", 64)].load
-    ratios = {case: paired_ratios(results, case, 64) for case in ("hit", "naive")}
-    for case, values in ratios.items():
-        print(f"{case}/bare at 64 connections, round by round: {', '.join(f'{v:.2f}' for v in values)} "
-              f"(median {statistics.median(values):.2f})")
-    lost = sum(a.lost for a in accounting)
+    a = accounting
+    print(f"clicks on the track servers: {a.answered} answered to wrk, {a.traced} traced to their runs "
+          f"({a.published} published, {a.logged} in the replay log, both counted once), lost {a.lost}; "
+          f"unconfirmed (in the replay log) by case: "
+          f"{', '.join(f'{case} {n}' for case, n in a.logged_by_case.items()) or 'none'}")
+    cold_ratio = servers["track"].cold_start_seconds / servers["bare_aio"].cold_start_seconds
+    print(f"cold start, process start to first redirect: track {servers['track'].cold_start_seconds:.2f}s, "
+          f"bare_aio {servers['bare_aio'].cold_start_seconds:.2f}s ({cold_ratio:.1f}x), "
+          f"bare_flask {servers['bare_flask'].cold_start_seconds:.2f}s")
+    print("worker RSS after the load: " + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in rss.items()))
+    unknown = table[("unknown", SUMMARY_CONNECTIONS)]
+    print(f"unknown ids: {unknown.reads_per_request:.3f} Firestore reads per request at {SUMMARY_CONNECTIONS} "
+          "connections")
+    ratios = {base: paired_ratios(bench.runs, "hit", base, SUMMARY_CONNECTIONS) for base in ("bare_flask", "bare_aio")}
+    for base, values in ratios.items():
+        print(f"hit/{base} at {SUMMARY_CONNECTIONS} connections, round by round: "
+              f"{', '.join(f'{v:.2f}' for v in values)}")
+    flask, aio = table[("bare_flask", SUMMARY_CONNECTIONS)], table[("bare_aio", SUMMARY_CONNECTIONS)]
+    track, stall = table[("hit", SUMMARY_CONNECTIONS)], table[("stall", SUMMARY_CONNECTIONS)]
+    ratio_flask, ratio_aio = statistics.median(ratios["bare_flask"]), statistics.median(ratios["bare_aio"])
+    wait_ms = 1000 * config.Settings.from_env(servers["track"].spec.env).publish_wait_seconds
+    targets = [
+        (f"ratio_flask {ratio_flask:.2f} >= 2.5", ratio_flask >= 2.5),
+        (f"ratio_aio {ratio_aio:.2f} >= 0.50", ratio_aio >= 0.5),
+        (f"p99_track {track.p99_ms:.1f} <= 2 x p99_bare_aio {aio.p99_ms:.1f}", track.p99_ms <= 2 * aio.p99_ms),
+        (f"stalled_p99 {stall.p99_ms:.1f} <= {wait_ms + 100:.0f} ms", stall.p99_ms <= wait_ms + 100),
+        (f"lost {a.lost} = 0", a.lost == 0),
+        (f"cold start track/bare_aio {cold_ratio:.1f} <= 2", cold_ratio <= 2),
+    ]
+    print("targets: " + "; ".join(f"{text} {'met' if ok else 'MISSED'}" for text, ok in targets))
     load1, load5, _ = os.getloadavg()
     print(f"machine load average at the end: {load1:.2f} / {load5:.2f}")
-    # rps and p99 are each case's median round; the ratios are medians of the paired rounds above.
-    print(f"hotpath: bare_rps={bare.rps:.0f} track_rps={track.rps:.0f} ratio={statistics.median(ratios['hit']):.2f} "
-          f"naive_ratio={statistics.median(ratios['naive']):.2f} p99_bare_ms={bare.p99_ms:.1f} "
-          f"p99_track_ms={track.p99_ms:.1f} lost={lost}")
-    return 1 if lost else 0
+    print(f"hotpath: bare_flask_rps={flask.rps:.0f} bare_aio_rps={aio.rps:.0f} track_rps={track.rps:.0f} "
+          f"ratio_flask={ratio_flask:.2f} ratio_aio={ratio_aio:.2f} p99_bare_aio_ms={aio.p99_ms:.1f} "
+          f"p99_track_ms={track.p99_ms:.1f} stalled_p99_ms={stall.p99_ms:.1f} lost={a.lost}")
+    return 1 if a.lost else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

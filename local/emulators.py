@@ -94,6 +94,64 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def listening_pid(port: int) -> int:
+    """The process listening on a local TCP port, found through /proc (Linux)."""
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with suppress(FileNotFoundError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    sockets.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with suppress(OSError):  # gone meanwhile, or not ours to look into
+            if any(os.readlink(fd) in sockets for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+    raise EmulatorError(f"no process of ours listens on port {port}")
+
+
+@contextmanager
+def paused(port: int) -> Iterator[None]:
+    """The emulator serving ``port`` stalled for the block: its process group stopped with SIGSTOP.
+
+    A stalled dependency as production sees one: connections open and requests
+    accepted by the kernel, but no answer until SIGCONT.
+    """
+    group = os.getpgid(listening_pid(port))
+    if group == os.getpgrp():
+        raise EmulatorError(f"port {port} is served from this process group; refusing to stop it")
+    os.killpg(group, signal.SIGSTOP)
+    try:
+        # A thread running at the signal stops a little later and may answer meanwhile.
+        deadline = time.monotonic() + 5
+        while not all(state == "T" for state in _thread_states(group)):
+            if time.monotonic() > deadline:
+                raise EmulatorError(f"the emulator on port {port} did not stop")
+            time.sleep(0.01)
+        yield
+    finally:
+        os.killpg(group, signal.SIGCONT)
+
+
+def _thread_states(group: int) -> list[str]:
+    """The state letter (as ps shows it) of every thread of every process in a process group."""
+    states = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with suppress(OSError, IndexError):  # gone meanwhile
+            if int(_stat_fields(proc / "stat")[2]) == group:
+                states += [_stat_fields(task / "stat")[0] for task in (proc / "task").iterdir()]
+    return states
+
+
+def _stat_fields(path: Path) -> list[str]:
+    """A /proc stat file's fields after the command name: state, ppid, pgrp, ..."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
 def _command(name: str, port: int, project: str) -> list[str]:
     host_port = f"--host-port=127.0.0.1:{port}"
     if name == "firestore":
