@@ -18,6 +18,7 @@ from helpers import pull_all
 from local.emulators import free_port
 from shared.config import Settings
 from shared.events import ClickEvent
+from shared.ids import keyed_ids
 from shared.store import CampaignStore
 from tools.replay import Summary, click_events, read_entries
 
@@ -165,7 +166,8 @@ def test_replay_reads_stdin(project: str, pubsub_names: tuple[str, str]) -> None
 def test_replaying_twice_counts_each_click_once(
     db: Any, project: str, pubsub_names: tuple[str, str], tmp_path: Path
 ) -> None:
-    store = CampaignStore(db, counter_shards=Settings().counter_shards)
+    settings = Settings.from_env()  # the id key as the functions read it
+    store = CampaignStore(db, settings.counter_shards, keyed_ids(settings))
     campaign_id = store.create({"redirect_url": "https://e.com/", "platforms": ["Android", "IPhone"]}).id
     events = [click(campaign_id, "Android"), click(campaign_id, "Android"), click(campaign_id, "IPhone")]
     log = tmp_path / "track.log"
