@@ -11,6 +11,7 @@ free ports and the client variables set, then stops them: the test command.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -54,10 +55,36 @@ class Emulator:
         stop_process_group(self.process)
 
 
+# Ports for the emulators and servers started here are drawn from here up to the ephemeral range.
+_LISTEN_PORTS_FROM = 20000
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port free now, below the range the kernel draws outgoing connections' ports from.
+
+    A port the kernel hands out for ``bind(0)`` comes from that range, so by the time an
+    emulator binds it seconds later, some client's connection may have taken it as its own
+    source port; ports below the range are only ever taken by a listener asking for them.
+    """
+    low = _ephemeral_range_start()
+    for port in random.sample(range(_LISTEN_PORTS_FROM, low), min(200, low - _LISTEN_PORTS_FROM)):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # every probed port busy: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    return max(low, _LISTEN_PORTS_FROM + 1000)
 
 
 def port_in_use(port: int) -> bool:

@@ -134,7 +134,11 @@ class AdminApi:
 
     def _static_file(self, name: str) -> flask.Response:
         path = safe_join(str(STATIC_DIR), name)
-        if path is None or not Path(path).is_file():
+        try:
+            found = path is not None and Path(path).is_file()
+        except OSError:  # a name the file system refuses outright (too long, say) names no file
+            found = False
+        if path is None or not found:
             raise NotFound(f"no such file: {name}")
         response = flask.send_file(path, conditional=True)
         response.headers["Cache-Control"] = "no-cache"  # behind auth; revalidated by ETag
