@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from shared.logs import get_logger
 from shared.models import Route
@@ -20,6 +21,7 @@ from shared.models import Route
 log = get_logger("track")
 
 Loader = Callable[[int], Awaitable["Route | None"]]
+T = TypeVar("T")
 
 
 class LookupTimeout(Exception):
@@ -99,20 +101,21 @@ class RouteCache:
             del self._loading[campaign_id]
         if route is None:
             self._found.pop(campaign_id, None)
-            self._missing[campaign_id] = self._timer() + self.negative_ttl
-            self._missing.move_to_end(campaign_id)
-            if len(self._missing) > self.maxsize:
-                self._missing.popitem(last=False)
+            self._put(self._missing, campaign_id, self._timer() + self.negative_ttl)
         else:
             self._missing.pop(campaign_id, None)
             self._store_found(campaign_id, route)
         return route
 
     def _store_found(self, campaign_id: int, route: Route) -> None:
-        self._found[campaign_id] = (route, self._timer() + self.ttl)
-        self._found.move_to_end(campaign_id)
-        if len(self._found) > self.maxsize:
-            self._found.popitem(last=False)
+        self._put(self._found, campaign_id, (route, self._timer() + self.ttl))
+
+    def _put(self, entries: OrderedDict[int, T], campaign_id: int, entry: T) -> None:
+        """Newest last; past ``maxsize`` the least recently stored or used entry goes."""
+        entries[campaign_id] = entry
+        entries.move_to_end(campaign_id)
+        if len(entries) > self.maxsize:
+            entries.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._found) + len(self._missing)
