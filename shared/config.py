@@ -157,7 +157,7 @@ class Settings:
         used_by=("track",),
     )
     publish_max_in_flight: int = setting(
-        PUBLISH_MAX_IN_FLIGHT, 4, "Most Publish calls a track instance runs at once; clicks that come meanwhile "
+        PUBLISH_MAX_IN_FLIGHT, 2, "Most Publish calls a track instance runs at once; clicks that come meanwhile "
         "share the next one.",
         used_by=("track",),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -16,6 +16,8 @@ from shared.platforms import is_platform
 SCHEMA_VERSION = 1
 _CLICK_ID = re.compile(r"[0-9a-f]{32}")
 MAX_HEADER_CHARS = 512  # user agent and referrer are kept for replay, not unbounded
+# One encoder for every event: json.dumps with separators builds a new one per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +42,7 @@ class ClickEvent:
         now: datetime | None = None,
     ) -> ClickEvent:
         return cls(
-            click_id=uuid.uuid4().hex,
+            click_id=secrets.token_hex(16),
             campaign_id=campaign_id,
             platform=platform,
             ts=now or datetime.now(timezone.utc),
@@ -67,7 +69,7 @@ class ClickEvent:
         }
 
     def encode(self) -> bytes:
-        return json.dumps(self.fields(), separators=(",", ":")).encode()
+        return _COMPACT.encode(self.fields()).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> ClickEvent:

@@ -29,7 +29,7 @@ async def shutdown() -> None:
         await built.aclose()
 
 
-@web.serve(on_shutdown=shutdown)
+@web.serve(fallback_url=settings.fallback_url, on_shutdown=shutdown)
 @functions_framework.aio.http
 async def track(request: Request) -> Response:
     bind_request(request.headers, settings.project)

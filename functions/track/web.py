@@ -1,4 +1,4 @@
-"""HTTP for the track function on functions-framework's ASGI stack (Starlette on uvicorn).
+"""HTTP for the track function on functions-framework's ASGI stack (uvicorn).
 
 Every request the server hands over gets a 307 (or a 405 for methods that are
 not clicks): a link must never end on an error page.
@@ -6,16 +6,18 @@ not clicks): a link must never end on an error page.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote
 
-from functions_framework import aio
-from starlette.exceptions import HTTPException
+from functions_framework import aio, execution_id
 from starlette.requests import Request
 from starlette.responses import Response
 from tracking import CLICK_METHODS, ClickRequest, Tracker
+
+from shared.logs import get_logger
+
+log = get_logger("track")
 
 ALLOW = ", ".join(sorted(CLICK_METHODS))
 # Characters a URL keeps as they are; anything else (non-ASCII) is percent-encoded.
@@ -57,49 +59,85 @@ async def answer(tracker: Tracker, request: Request) -> Response:
 
 
 ShutdownHook = Callable[[], Awaitable[None]]
-_SERVED: dict[Callable[..., Any], ShutdownHook] = {}
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ClickApp:
+    """The ASGI app functions-framework serves the track function with: every request goes to the function.
+
+    functions-framework's own app (3.10) puts a Starlette router and three
+    error-page middlewares in front of a function: its routes answer 404
+    for ``/robots.txt``, ``/favicon.ico`` and any path with a newline or
+    other control character, 405 for TRACE, and 500 when the function
+    raises. A link must end on none of those, and the click pays about
+    30 us of CPU to pass through them (``python -m bench.hotpath``), so
+    this app keeps only what the function is called with: the framework's
+    execution id middleware and its function wrapper, which sets the
+    execution context the logs read. Should the function ever raise, the
+    click still gets its redirect, to the fallback.
+    """
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]], fallback_url: str,
+                 on_shutdown: ShutdownHook) -> None:
+        self.handler = handler
+        self.fallback_url = fallback_url
+        self.on_shutdown = on_shutdown
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                response = await self.handler(Request(scope, receive))
+            except Exception as exc:
+                log.exception("click sent to the fallback: %r", exc,
+                              extra={"path": scope.get("path"), "error": repr(exc)})
+                response = redirect(self.fallback_url)
+            await response(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """Start at once; on shutdown, once the server has finished its last request, run the hook.
+
+        The server exits by re-raising SIGTERM right after, so nothing runs later.
+        """
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.on_shutdown()
+                except Exception as exc:
+                    await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+_SERVED: dict[Callable[..., Any], tuple[str, ShutdownHook]] = {}
 _create_app: Callable[[Any, str, bool], Any] = aio._create_asgi_app_with_function
 
 
 def _create_app_for(function: Any, signature_type: str, enable_id_logging: bool) -> Any:
-    app = _create_app(function, signature_type, enable_id_logging)
-    on_shutdown = _SERVED.get(function)
-    if on_shutdown is None:
-        return app
-
-    async def hand_over(request: Request, exc: Exception) -> Response:
-        return await function(request)  # type: ignore[no-any-return]
-
-    app.add_exception_handler(HTTPException, hand_over)
-    framework_lifespan = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[Any]:
-        async with framework_lifespan(app) as state:
-            yield state
-        await on_shutdown()
-
-    app.router.lifespan_context = lifespan
-    return app
+    served = _SERVED.get(function)
+    if served is None:
+        return _create_app(function, signature_type, enable_id_logging)
+    fallback_url, on_shutdown = served
+    handler = aio._http_func_wrapper(function, is_async=True, enable_id_logging=enable_id_logging)
+    return execution_id.AsgiMiddleware(ClickApp(handler, fallback_url, on_shutdown))
 
 
-def serve(on_shutdown: ShutdownHook) -> Callable[[F], F]:
-    """Serve the function every request, and tell it when the instance stops.
+def serve(*, fallback_url: str, on_shutdown: ShutdownHook) -> Callable[[F], F]:
+    """Have functions-framework serve the function with :class:`ClickApp`, and tell it when the instance stops.
 
-    functions-framework's Starlette app (3.10) answers some requests itself:
-    404 for ``/robots.txt``, ``/favicon.ico`` and any path with a newline or
-    other control character (its catch-all route does not match them), and
-    405 for methods outside its list (TRACE). It offers no hook for that, nor
-    for shutdown, so the app it builds for this function gets an exception
-    handler that passes those requests to the function, and a lifespan that
-    awaits ``on_shutdown`` once the server has finished its last request (the
-    server exits by re-raising SIGTERM right after, so nothing runs later).
     Must decorate the function in ``main.py``, which functions-framework
     imports before it builds the app.
     """
 
     def register(function: F) -> F:
-        _SERVED[function] = on_shutdown
+        _SERVED[function] = (fallback_url, on_shutdown)
         aio._create_asgi_app_with_function = _create_app_for
         return function
 

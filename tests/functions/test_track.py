@@ -108,6 +108,26 @@ def test_the_default_fallback_is_the_original_one(
         assert answer.status_code == 307 and answer.headers["Location"] == "http://outfit7.com"
 
 
+def test_a_function_that_raises_still_redirects_to_the_fallback(
+    track: Track, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A fake, because the tracker never raises for a real fault: it stands
+    # for a bug, which must cost the click its count, not its redirect.
+    class Broken:
+        async def click(self, request: Any) -> str:
+            raise RuntimeError("a bug")
+
+        async def aclose(self) -> None:
+            pass
+
+    track.main.tracker.set(Broken())
+    answer = track.click("/track/1?platform=Android")
+    assert (answer.status_code, answer.headers["Location"]) == (307, FALLBACK)
+    [line] = log_lines(caplog, "click sent to the fallback: RuntimeError('a bug')")
+    assert line["severity"] == "ERROR" and line["path"] == "/track/1"
+    assert line["logging.googleapis.com/labels"]["execution_id"]  # still in the framework's execution context
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
 def test_only_get_is_a_click_and_head_a_preview(
     track: Track, campaign: Any, project: str, pubsub_names: tuple[str, str], method: str

@@ -9,6 +9,7 @@ import sys
 
 import classify
 import pytest
+from ua_parser import Domain
 
 from shared.platforms import PLATFORMS
 
@@ -228,7 +229,7 @@ def test_without_the_native_engine_the_pure_python_parser_gives_the_same_answers
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "ua_parser.regex", None)  # as if ua-parser-rs had no wheel here
-    parser = classify._build_parser()
+    parser = classify._build_parser(Domain.OS | Domain.DEVICE)
     assert type(parser.resolver).__module__ == "ua_parser.basic"
     os = parser.parse_os(WINDOWS_PHONE_81)
     device = parser.parse_device(IPOD)
