@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, quote
 from functions_framework import aio, execution_id
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 from tracking import CLICK_METHODS, ClickRequest, Tracker
 
 from shared.logs import get_logger
@@ -59,9 +60,6 @@ async def answer(tracker: Tracker, request: Request) -> Response:
 
 
 ShutdownHook = Callable[[], Awaitable[None]]
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class ClickApp:
@@ -125,8 +123,9 @@ def _create_app_for(function: Any, signature_type: str, enable_id_logging: bool)
     if served is None:
         return _create_app(function, signature_type, enable_id_logging)
     fallback_url, on_shutdown = served
-    handler = aio._http_func_wrapper(function, is_async=True, enable_id_logging=enable_id_logging)
-    return execution_id.AsgiMiddleware(ClickApp(handler, fallback_url, on_shutdown))
+    # Both unannotated in functions-framework.
+    handler = aio._http_func_wrapper(function, True, enable_id_logging)  # type: ignore[no-untyped-call]
+    return execution_id.AsgiMiddleware(ClickApp(handler, fallback_url, on_shutdown))  # type: ignore[no-untyped-call]
 
 
 def serve(*, fallback_url: str, on_shutdown: ShutdownHook) -> Callable[[F], F]:
