@@ -30,6 +30,11 @@ The last line sums it up at 64 connections: each case's median rate and p99
 over the rounds, and ratios as the median of the per-round ratios (the cases of
 a round ran back to back). wrk is required (``apt-get install wrk``).
 
+Before the load, track, bare_aio and bare_flask are each started and stopped
+once per round, in turns, and their cold starts (process start to the first
+redirect to a campaign) reported as medians, the ratio as the median of the
+per-round ratios.
+
 ``--profile hit,bare_aio`` (any cases but stall) runs each once more at the
 end with py-spy attached to its server's worker, and prints where the CPU went:
 by thread, and by function, in microseconds per request.
@@ -228,6 +233,25 @@ def _wait_first_redirect(server: Server, path: str, timeout: float = 60.0) -> fl
         finally:
             connection.close()
     raise RuntimeError(f"the {server.spec.name} server did not redirect within {timeout:.0f}s")
+
+
+# Started again and again before the load, for cold starts with less noise than one start each.
+COLD_STARTS = ("track", "bare_aio", "bare_flask")
+
+
+def cold_starts(
+    specs: Sequence[ServerSpec], env: dict[str, str], probe_path: str, log_dir: Path, rounds: int
+) -> dict[str, list[float]]:
+    """Cold starts of each server, started and stopped ``rounds`` times in turns, one at a time."""
+    seconds: dict[str, list[float]] = defaultdict(list)
+    for _ in range(rounds):
+        for spec in specs:
+            server = start_server(spec, env, probe_path, log_dir)
+            emulators.stop_process_group(server.process)
+            if server.proxy:
+                server.proxy.close()
+            seconds[spec.name].append(server.cold_start_seconds)
+    return seconds
 
 
 @contextmanager
@@ -684,6 +708,8 @@ def run(args: argparse.Namespace) -> int:
         campaign_ids = create_campaigns(args.campaigns)
         probe = f"/track/{campaign_ids[0]}?platform=Android"
         pubsub_port = int(emulator_env["PUBSUB_EMULATOR_HOST"].rsplit(":", 1)[1])
+        cold = cold_starts([spec for spec in specs if spec.name in COLD_STARTS], base_env, probe, workdir,
+                           args.rounds)
         with started_servers(specs, base_env, probe, workdir) as servers:
             for name, server in servers.items():
                 print(f"cold start {name}: {server.cold_start_seconds:.2f}s to the first redirect "
@@ -708,10 +734,13 @@ def run(args: argparse.Namespace) -> int:
         for profiled in profiles:
             print()
             print_profile(profiled)
-        return report(args, bench, rss, accounting)
+        return report(args, bench, rss, accounting, cold)
 
 
-def report(args: argparse.Namespace, bench: Bench, rss: dict[str, float], accounting: Accounting) -> int:
+def report(
+    args: argparse.Namespace, bench: Bench, rss: dict[str, float], accounting: Accounting,
+    cold: dict[str, list[float]],
+) -> int:
     table = figures(bench.runs)
     servers = bench.servers
     print()
@@ -724,10 +753,11 @@ def report(args: argparse.Namespace, bench: Bench, rss: dict[str, float], accoun
           f"({a.published} published, {a.logged} in the replay log, both counted once), lost {a.lost}; "
           f"unconfirmed (in the replay log) by case: "
           f"{', '.join(f'{case} {n}' for case, n in a.logged_by_case.items()) or 'none'}")
-    cold_ratio = servers["track"].cold_start_seconds / servers["bare_aio"].cold_start_seconds
-    print(f"cold start, process start to first redirect: track {servers['track'].cold_start_seconds:.2f}s, "
-          f"bare_aio {servers['bare_aio'].cold_start_seconds:.2f}s ({cold_ratio:.1f}x), "
-          f"bare_flask {servers['bare_flask'].cold_start_seconds:.2f}s")
+    cold_ratios = [track / bare for track, bare in zip(cold["track"], cold["bare_aio"], strict=True)]
+    cold_ratio = statistics.median(cold_ratios)
+    print(f"cold start, process start to first redirect, median of {len(cold_ratios)} started in turns: "
+          + ", ".join(f"{name} {statistics.median(seconds):.2f}s" for name, seconds in cold.items())
+          + f"; track/bare_aio {cold_ratio:.1f}x (round by round: {', '.join(f'{r:.2f}' for r in cold_ratios)})")
     print("worker RSS after the load: " + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in rss.items()))
     unknown = table[("unknown", SUMMARY_CONNECTIONS)]
     print(f"unknown ids: {unknown.reads_per_request:.3f} Firestore reads per request at {SUMMARY_CONNECTIONS} "
