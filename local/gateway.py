@@ -30,7 +30,7 @@ AsgiApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
 
 
 def function_app(name: str, target: str) -> Any:
-    """A function's app as Cloud Functions builds it: Flask (WSGI), or Starlette (ASGI) for an aio function."""
+    """A function's app as Cloud Functions builds it: Flask (WSGI), or ASGI for an aio function."""
     return functions_framework.create_app(target, str(ROOT / "functions" / name / "main.py"))
 
 

@@ -6,9 +6,9 @@ hand-kept table is wrong within months. ``ua-parser`` (uap-core's rules, run by
 the ``ua-parser-rs`` native engine) and ``crawlerdetect`` are updated upstream;
 bumping their pins is how this module learns about new devices and bots.
 
-What every click needs is compiled at import, in about 50 ms of a cold
-start (see ``_os_parser``). The same User-Agents repeat all day, so each
-answer is also cached.
+Rules are compiled at import, in about 50 ms of a cold start, except those
+only an iOS User-Agent without ``?platform=`` needs (see ``_os_parser``).
+The same User-Agents repeat all day, so each answer is also cached.
 """
 
 from __future__ import annotations
@@ -67,9 +67,10 @@ def _build_parser(domains: Domain) -> Parser:
     """A parser for ``domains`` only, without ua-parser's own cache: the lru_caches below hold the answers.
 
     The ua-parser-rs engine is ~18x faster per string than pure Python, and
-    compiles every rule it is given when it is built; rules of the domains
+    compiles every rule it is given when it is built, so rules of the domains
     left out are never compiled. Without its wheel, the pure Python resolver
-    gets the same rules, eager so that compiling them does not stall clicks.
+    gets the same rules, eager so that compiling them does not stall clicks
+    (uap-core's eager rules compile all domains at once: no time is saved).
     """
     try:
         from ua_parser.regex import Resolver
@@ -88,9 +89,10 @@ def _only(matchers: Matchers, domains: Domain) -> Matchers:
 
 
 # The OS decides alone for every platform but iOS, so only the OS rules (about
-# 20 ms to compile) are built with the instance. The device rules (about 80 ms)
-# are built on the first iOS User-Agent, if one ever comes without ?platform=,
-# and the browser rules, which no answer needs, never.
+# 20 ms to compile) are built with the instance. The device rules (about 80 ms,
+# during which the instance's other clicks wait once) are built on the first iOS
+# User-Agent that comes without ?platform=, which the links of the original o7
+# clients always carry; the browser rules, which no answer needs, never.
 _os_parser: Final = _build_parser(Domain.OS)
 _device_parser: Final = cache(partial(_build_parser, Domain.DEVICE))
 _crawlers: Final = CrawlerDetect()

@@ -60,6 +60,7 @@ async def answer(tracker: Tracker, request: Request) -> Response:
 
 
 ShutdownHook = Callable[[], Awaitable[None]]
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class ClickApp:
@@ -72,28 +73,36 @@ class ClickApp:
     raises. A link must end on none of those, and the click pays about
     30 us of CPU to pass through them (``python -m bench.hotpath``), so
     this app keeps only what the function is called with: the framework's
-    execution id middleware and its function wrapper, which sets the
-    execution context the logs read. Should the function ever raise, the
-    click still gets its redirect, to the fallback.
+    execution id middleware (see :func:`_create_app_for`) and its function
+    wrapper, which sets the execution context the logs read. Should the
+    function ever raise, the click still gets its redirect, to the fallback.
     """
 
-    def __init__(self, handler: Callable[[Request], Awaitable[Response]], fallback_url: str,
-                 on_shutdown: ShutdownHook) -> None:
-        self.handler = handler
+    def __init__(self, function: Handler, fallback_url: str, on_shutdown: ShutdownHook,
+                 enable_id_logging: bool) -> None:
+        self.function = function
         self.fallback_url = fallback_url
         self.on_shutdown = on_shutdown
+        # Unannotated in functions-framework.
+        self.handler: Handler = aio._http_func_wrapper(  # type: ignore[no-untyped-call]
+            self._redirect_whatever_happens, True, enable_id_logging)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            try:
-                response = await self.handler(Request(scope, receive))
-            except Exception as exc:
-                log.exception("click sent to the fallback: %r", exc,
-                              extra={"path": scope.get("path"), "error": repr(exc)})
-                response = redirect(self.fallback_url)
+            response = await self.handler(Request(scope, receive))
             await response(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+        else:
+            raise RuntimeError(f"the track function serves HTTP only, not {scope['type']!r}")
+
+    async def _redirect_whatever_happens(self, request: Request) -> Response:
+        try:
+            return await self.function(request)
+        except Exception as exc:
+            log.exception("click sent to the fallback: %r", exc,
+                          extra={"path": request.scope["path"], "error": repr(exc)})
+            return redirect(self.fallback_url)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         """Start at once; on shutdown, once the server has finished its last request, run the hook.
@@ -108,6 +117,7 @@ class ClickApp:
                 try:
                     await self.on_shutdown()
                 except Exception as exc:
+                    log.exception("the instance's shutdown hook failed")
                     await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
                 else:
                     await send({"type": "lifespan.shutdown.complete"})
@@ -123,9 +133,8 @@ def _create_app_for(function: Any, signature_type: str, enable_id_logging: bool)
     if served is None:
         return _create_app(function, signature_type, enable_id_logging)
     fallback_url, on_shutdown = served
-    # Both unannotated in functions-framework.
-    handler = aio._http_func_wrapper(function, True, enable_id_logging)  # type: ignore[no-untyped-call]
-    return execution_id.AsgiMiddleware(ClickApp(handler, fallback_url, on_shutdown))  # type: ignore[no-untyped-call]
+    app = ClickApp(function, fallback_url, on_shutdown, enable_id_logging)
+    return execution_id.AsgiMiddleware(app)  # type: ignore[no-untyped-call]  # unannotated in functions-framework
 
 
 def serve(*, fallback_url: str, on_shutdown: ShutdownHook) -> Callable[[F], F]:

@@ -1,4 +1,4 @@
-"""The track function as deployed (functions-framework's Starlette app), over both emulators.
+"""The track function as deployed (the app functions-framework builds for it), over both emulators.
 
 Settings come from the environment and the app is built from main.py, as on
 Cloud Run; Starlette's test client drives it on one event loop per test.
@@ -125,7 +125,7 @@ def test_a_function_that_raises_still_redirects_to_the_fallback(
     assert (answer.status_code, answer.headers["Location"]) == (307, FALLBACK)
     [line] = log_lines(caplog, "click sent to the fallback: RuntimeError('a bug')")
     assert line["severity"] == "ERROR" and line["path"] == "/track/1"
-    assert line["logging.googleapis.com/labels"]["execution_id"]  # still in the framework's execution context
+    assert line["logging.googleapis.com/labels"]["execution_id"]  # in the framework's execution context
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
