@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -646,11 +646,13 @@ def figures(runs: Sequence[Run]) -> dict[tuple[str, int], Figures]:
     return {key: Figures(group) for key, group in grouped.items()}
 
 
-def paired_ratios(runs: Sequence[Run], case: str, base: str, connections: int) -> list[float]:
-    """Each round's case/base rate: the two ran in the same round, so a change in the machine's load cancels out."""
-    rates = {(r.case.name, r.round): r.load.rps for r in runs if r.connections == connections and r.round >= 0}
+def paired_ratios(runs: Sequence[Run], case: str, base: str, connections: int,
+                  figure: Callable[[wrk.WrkResult], float] = lambda load: load.rps) -> list[float]:
+    """Each round's case/base figure (rate by default): the two ran in the same round, so a change in the
+    machine's load cancels out."""
+    values = {(r.case.name, r.round): figure(r.load) for r in runs if r.connections == connections and r.round >= 0}
     rounds = sorted({r.round for r in runs if r.round >= 0})
-    return [rates[(case, n)] / rates[(base, n)] for n in rounds if rates.get((base, n))]
+    return [values[(case, n)] / values[(base, n)] for n in rounds if values.get((base, n))]
 
 
 def print_table(table: dict[tuple[str, int], Figures], connections: Sequence[int]) -> None:
@@ -787,6 +789,9 @@ def report(
     for base, values in ratios.items():
         print(f"hit/{base} at {SUMMARY_CONNECTIONS} connections, round by round: "
               f"{', '.join(f'{v:.2f}' for v in values)}")
+    p99_ratios = paired_ratios(bench.runs, "hit", "bare_aio", SUMMARY_CONNECTIONS, lambda load: load.p99_ms)
+    print(f"p99 hit/bare_aio at {SUMMARY_CONNECTIONS} connections, round by round: "
+          f"{', '.join(f'{v:.2f}' for v in p99_ratios)}")
     flask, aio = table[("bare_flask", SUMMARY_CONNECTIONS)], table[("bare_aio", SUMMARY_CONNECTIONS)]
     track, stall = table[("hit", SUMMARY_CONNECTIONS)], table[("stall", SUMMARY_CONNECTIONS)]
     ratio_flask, ratio_aio = statistics.median(ratios["bare_flask"]), statistics.median(ratios["bare_aio"])
