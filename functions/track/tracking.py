@@ -59,15 +59,15 @@ class Tracker:
     async def click(self, request: ClickRequest) -> str:
         """The redirect target; every link that cannot be counted goes to the fallback.
 
-        A link must never end on an error page, so even a failure (Firestore
-        unreachable on a cache miss, say) is logged and sent to the fallback.
+        A lookup past its deadline is logged here without a traceback; any
+        other failure (Firestore refusing a read on a cache miss, say)
+        propagates to the app serving the function, which logs it and sends
+        the click to the same fallback (``web.ClickApp``).
         """
         try:
             return await self._click(request)
         except LookupTimeout as exc:
             log.error("click sent to the fallback: %s", exc, extra={"path": request.path, "error": repr(exc)})
-        except Exception as exc:
-            log.exception("click sent to the fallback: %r", exc, extra={"path": request.path, "error": repr(exc)})
         return self.fallback_url
 
     async def aclose(self) -> None:

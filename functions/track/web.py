@@ -74,8 +74,9 @@ class ClickApp:
     30 us of CPU to pass through them (``python -m bench.hotpath``), so
     this app keeps only what the function is called with: the framework's
     execution id middleware (see :func:`_create_app_for`) and its function
-    wrapper, which sets the execution context the logs read. Should the
-    function ever raise, the click still gets its redirect, to the fallback.
+    wrapper, which sets the execution context the logs read. Whatever the
+    function raises (a failed Firestore read, or a bug) is logged with its
+    traceback here, and the click still gets its redirect, to the fallback.
     """
 
     def __init__(self, function: Handler, fallback_url: str, on_shutdown: ShutdownHook,
