@@ -250,6 +250,13 @@ def clients_floor_spec() -> ServerSpec:
     return ServerSpec("clients_aio", ROOT / "bench/clients_aio/main.py", "clients_aio", {"WORKERS": "1"})
 
 
+def cold_start_specs(specs: Sequence[ServerSpec]) -> list[ServerSpec]:
+    """The servers whose cold starts are taken, clients_aio right after bare_aio, the ratio it is read by."""
+    started = [spec for spec in specs if spec.name in COLD_STARTS]
+    after_bare = next(i for i, spec in enumerate(started) if spec.name == "bare_aio") + 1
+    return [*started[:after_bare], clients_floor_spec(), *started[after_bare:]]
+
+
 @dataclass(frozen=True)
 class ColdStart:
     listening: float  # process start to accepting a connection: mostly imports
@@ -658,8 +665,8 @@ def figures(runs: Sequence[Run]) -> dict[tuple[str, int], Figures]:
 
 
 def cold_start_ratios(cold: dict[str, list[ColdStart]], server: str, base: str) -> list[float]:
-    """``server``'s cold start over ``base``'s, round by round (the two started one after the other)."""
-    return [a.redirected / b.redirected for a, b in zip(cold[server], cold[base], strict=True)]
+    """``server``'s cold start over ``base``'s, round by round (each round starts every server once)."""
+    return [mine.redirected / theirs.redirected for mine, theirs in zip(cold[server], cold[base], strict=True)]
 
 
 def paired_ratios(runs: Sequence[Run], case: str, base: str, connections: int,
@@ -702,6 +709,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args.profiled_cases = [profilable[name] for name in args.profile.split(",") if name in profilable]
     if len(args.profiled_cases) != len([name for name in args.profile.split(",") if name]):
         parser.error(f"--profile takes cases among {', '.join(profilable)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if SUMMARY_CONNECTIONS not in args.connection_counts:
         parser.error(f"--connections must include {SUMMARY_CONNECTIONS}: the summary line compares there")
     if args.seconds < STALL_STARTS_AFTER_S + args.stall_seconds + 1:
@@ -747,8 +756,7 @@ def run(args: argparse.Namespace) -> int:
         campaign_ids = create_campaigns(args.campaigns)
         probe = f"/track/{campaign_ids[0]}?platform=Android"
         pubsub_port = int(emulator_env["PUBSUB_EMULATOR_HOST"].rsplit(":", 1)[1])
-        cold = cold_starts([spec for spec in specs if spec.name in COLD_STARTS] + [clients_floor_spec()], base_env,
-                           probe, workdir, args.rounds)
+        cold = cold_starts(cold_start_specs(specs), base_env, probe, workdir, args.rounds)
         with started_servers(specs, base_env, probe, workdir) as servers:
             bench = Bench(servers, campaign_ids, workdir, pubsub_port, args.stall_seconds, project)
             for case in CASES:
@@ -790,15 +798,15 @@ def report(
           f"({a.published} published, {a.logged} in the replay log, both counted once), lost {a.lost}; "
           f"unconfirmed (in the replay log) by case: "
           f"{', '.join(f'{case} {n}' for case, n in a.logged_by_case.items()) or 'none'}")
-    cold_ratios = {(a, b): cold_start_ratios(cold, a, b)
-                   for a, b in (("track", "bare_aio"), ("clients_aio", "bare_aio"), ("track", "clients_aio"))}
+    cold_ratios = {(server, base): cold_start_ratios(cold, server, base)
+                   for server, base in (("track", "bare_aio"), ("clients_aio", "bare_aio"), ("track", "clients_aio"))}
     cold_ratio = statistics.median(cold_ratios[("track", "bare_aio")])
     print(f"cold start, process start to first redirect (listening), median of {args.rounds} started in turns: "
           + ", ".join(f"{name} {statistics.median(c.redirected for c in starts):.2f}s "
                       f"({statistics.median(c.listening for c in starts):.2f}s)" for name, starts in cold.items()))
     print("cold start ratios, median (round by round): " + "; ".join(
-        f"{a}/{b} {statistics.median(values):.2f}x ({', '.join(f'{r:.2f}' for r in values)})"
-        for (a, b), values in cold_ratios.items()))
+        f"{server}/{base} {statistics.median(values):.2f}x ({', '.join(f'{r:.2f}' for r in values)})"
+        for (server, base), values in cold_ratios.items()))
     floor = statistics.median(cold_ratios[("clients_aio", "bare_aio")])
     print("worker RSS after the load: " + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in rss.items()))
     unknown = table[("unknown", SUMMARY_CONNECTIONS)]
