@@ -33,8 +33,8 @@ a round ran back to back). wrk is required (``apt-get install wrk``).
 Before the load, track, bare_aio, bare_flask and ``clients_aio`` are each
 started and stopped once per round, in turns, and their cold starts (process
 start to the first redirect to a campaign) reported as medians, the ratios as
-medians of the per-round ratios. ``clients_aio`` (``bench/clients_aio``) is
-bare_aio that also imports the official Firestore and Pub/Sub clients: the
+medians of the per-round ratios. ``clients_aio`` (``bench/bare_aio`` with
+``BENCH_IMPORT_CLIENTS=1``) is bare_aio that also imports the official Firestore and Pub/Sub clients: the
 floor of any function that uses them, against which the track function's own
 cold start work shows.
 
@@ -126,6 +126,11 @@ class Server:
     listening_seconds: float = 0.0  # process start to accepting a connection
     cold_start_seconds: float = 0.0  # process start to the first redirect to a campaign
 
+    def stop(self) -> None:
+        emulators.stop_process_group(self.process)
+        if self.proxy:
+            self.proxy.close()
+
     def reads(self) -> int:
         """Firestore calls so far: each is one campaign lookup."""
         return self.proxy.calls if self.proxy else 0
@@ -204,9 +209,7 @@ def start_server(spec: ServerSpec, base_env: dict[str, str], probe_path: str, lo
     try:
         listening = _wait_first_redirect(server, probe_path)
     except BaseException:
-        emulators.stop_process_group(process)
-        if proxy:
-            proxy.close()
+        server.stop()
         raise
     server.cold_start_seconds = time.monotonic() - started
     server.listening_seconds = listening - started
@@ -247,7 +250,8 @@ def clients_floor_spec() -> ServerSpec:
 
     Only its cold start is measured; it takes no load.
     """
-    return ServerSpec("clients_aio", ROOT / "bench/clients_aio/main.py", "clients_aio", {"WORKERS": "1"})
+    return ServerSpec("clients_aio", ROOT / "bench/bare_aio/main.py", "bare_aio",
+                      {"WORKERS": "1", "BENCH_IMPORT_CLIENTS": "1"})
 
 
 def cold_start_specs(specs: Sequence[ServerSpec]) -> list[ServerSpec]:
@@ -274,9 +278,7 @@ def cold_starts(
             try:
                 seconds[spec.name].append(ColdStart(server.listening_seconds, server.cold_start_seconds))
             finally:
-                emulators.stop_process_group(server.process)
-                if server.proxy:
-                    server.proxy.close()
+                server.stop()
     return seconds
 
 
@@ -289,9 +291,7 @@ def started_servers(
         servers: dict[str, Server] = {}
         for spec in specs:
             server = start_server(spec, env, probe_path, log_dir)
-            stack.callback(emulators.stop_process_group, server.process)
-            if server.proxy:
-                stack.callback(server.proxy.close)
+            stack.callback(server.stop)
             servers[spec.name] = server
         yield servers
 
