@@ -243,7 +243,9 @@ def running(
         }
 
 
-def create_topic_and_subscription(project: str, topic: str, subscription: str) -> None:
+def create_topic_and_subscription(
+    project: str, topic: str, subscription: str, ack_deadline_seconds: int = 60
+) -> None:
     """The click topic and the drain's pull subscription, as deploy.sh creates them."""
     from google.api_core import exceptions as gexc
     from google.cloud import pubsub_v1
@@ -254,7 +256,8 @@ def create_topic_and_subscription(project: str, topic: str, subscription: str) -
         publisher.create_topic(name=topic_path)
     try:
         subscriber.create_subscription(
-            name=subscriber.subscription_path(project, subscription), topic=topic_path, ack_deadline_seconds=60
+            name=subscriber.subscription_path(project, subscription), topic=topic_path,
+            ack_deadline_seconds=ack_deadline_seconds,
         )
     except gexc.AlreadyExists:
         pass

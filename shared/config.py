@@ -57,11 +57,11 @@ PUBLISH_BUFFER_MAX_BYTES: Final = "PUBLISH_BUFFER_MAX_BYTES"
 AGGREGATE_BATCH_SIZE: Final = "AGGREGATE_BATCH_SIZE"
 AGGREGATE_MAX_SECONDS: Final = "AGGREGATE_MAX_SECONDS"
 AGGREGATE_MODE: Final = "AGGREGATE_MODE"
-TOTALS_MAX_SECONDS: Final = "TOTALS_MAX_SECONDS"
+AGGREGATE_FILL_SECONDS: Final = "AGGREGATE_FILL_SECONDS"
 DELETE_GRACE_SECONDS: Final = "DELETE_GRACE_SECONDS"
 DELETE_MAX_DOCUMENTS: Final = "DELETE_MAX_DOCUMENTS"
 COUNTER_SHARDS: Final = "COUNTER_SHARDS"
-DEDUP_RETENTION_DAYS: Final = "DEDUP_RETENTION_DAYS"
+REDELIVERY_HORIZON_DAYS: Final = "REDELIVERY_HORIZON_DAYS"
 MAX_BODY_BYTES: Final = "MAX_BODY_BYTES"
 LOGIN_MAX_FAILURES: Final = "LOGIN_MAX_FAILURES"
 LOGIN_WINDOW_SECONDS: Final = "LOGIN_WINDOW_SECONDS"
@@ -173,21 +173,22 @@ class Settings:
         used_by=("track",),
     )
     aggregate_batch_size: int = setting(
-        AGGREGATE_BATCH_SIZE, 1000, "Events the drain gathers (over several pulls) before folding them.",
+        AGGREGATE_BATCH_SIZE, 1000, "Most events the drain gathers (over several pulls) into one journal write.",
+        used_by=("aggregate",),
+    )
+    # Well within the subscription's 60 s ack deadline, so a run never receives its own messages again.
+    aggregate_fill_seconds: float = setting(
+        AGGREGATE_FILL_SECONDS, 1.0, "Longest the drain keeps pulling to fill a batch before it writes what it has.",
         used_by=("aggregate",),
     )
     aggregate_max_seconds: float = setting(
-        AGGREGATE_MAX_SECONDS, 50.0, "Time budget of one drain; keep it below the function's timeout.",
+        AGGREGATE_MAX_SECONDS, 50.0, "Time budget of one scheduled run (drain, apply, upkeep); deploy.sh keeps it "
+        "a margin below the function's timeout.",
         used_by=("aggregate",),
     )
     aggregate_mode: str = setting(
         AGGREGATE_MODE, "scheduled", "scheduled, event or both, as deploy.sh deploys them; with event the scheduled "
-        "run refreshes totals and sweeps deletions but does not drain the pull subscription.",
-        used_by=("aggregate",),
-    )
-    totals_max_seconds: float = setting(
-        TOTALS_MAX_SECONDS, 30.0, "Time budget of a scheduled run's refresh of shown totals and daily counts, "
-        "after its drain.",
+        "run applies the journal and sweeps deletions but does not drain the pull subscription.",
         used_by=("aggregate",),
     )
     # Longer than any fold that checked the campaign just before its delete
@@ -207,10 +208,10 @@ class Settings:
         COUNTER_SHARDS, 16, "Counter documents per campaign, spreading its writes; only ever raise it.",
         used_by=("admin", "aggregate"),
     )
-    # Longer than the subscription's 7-day retention, so a redelivered event
-    # always finds its dedup record.
-    dedup_retention_days: float = setting(
-        DEDUP_RETENTION_DAYS, 8.0, "How long a counted click's dedup record is kept against redelivery.",
+    # The subscription's 7-day retention and a day to replay logged events (tools/replay.py).
+    redelivery_horizon_days: float = setting(
+        REDELIVERY_HORIZON_DAYS, 8.0, "Oldest click event counted, by its ts; older ones are poison, and what "
+        "guards against counting a click twice is kept this long.",
         used_by=("aggregate",),
     )
     max_body_bytes: int = setting(

@@ -1,33 +1,53 @@
-"""The folding core: turn delivered click events into exact counters.
+"""Exactly-once counting of click events, at a Firestore cost that does not grow with each click.
 
-Both aggregate entry points (one pushed event, or a pulled batch) call
-:meth:`ClickFolder.fold`. Exactly-once effect without transactions:
+Two steps, each one atomic commit:
 
-* every counted click leaves a dedup record ``clicks/{click_id}``, written with
-  a *create* precondition in the same atomic batch as the counter increments;
-* before committing, existing records are read and those clicks dropped as
-  duplicates; if another aggregator counts one of them in between, the create
-  fails, the whole batch is rejected, and the chunk is re-read and retried.
+1. **Journal** (:class:`Journal`). Whoever receives events from Pub/Sub (the
+   scheduled drain a batch at a time, the event-triggered function one at a
+   time) decodes them and writes them as one document ``journal/{id}``, then
+   acks them. Poison is acked without being written. A crash between the write
+   and the ack only makes Pub/Sub deliver the events again, into another entry,
+   so the journal may hold an event more than once: step 2 sees to that.
 
-So a redelivered, reordered or concurrently folded event changes the counters
-at most once, and a crash between commit and ack only causes a redelivery
-that the dedup records absorb. Increments are grouped per campaign (and per
-campaign hour) within a commit and land on one of several counter shards,
-so a hot campaign costs one write per shard per commit, not one per click.
-Each counter shard written also marks its campaign dirty (``dirty/{id}-{k}``,
-sharded like the counters, listing the hours the commit touched) in the same
-batch, so the aggregator's refresh of what readers see (functions/aggregate/upkeep.py)
-never misses a commit.
+2. **Apply** (:class:`Applier`). The scheduled run reads journal entries and,
+   for their producers, ``producers/{id}``: the sequence numbers already
+   counted, as merged ranges (:class:`Ledger`). In one commit it adds the new
+   clicks to each campaign's ``counts`` and to its day documents' hourly
+   ``counts`` (``Increment``), records their numbers in the producers' ranges
+   and deletes the entries. Producer documents are written on condition that
+   they are as read (or still absent) and entries deleted on condition that
+   they still exist, so two appliers racing cannot both count an event: the
+   later commit fails whole, and reads again.
+
+So a redelivered, republished, replayed, reordered or concurrently received
+event is counted once, and per commit the writes are one per campaign, per
+campaign day and per producer touched, whatever the number of clicks.
+
+Events of schema version 1 (before producers) are deduplicated as they were
+then, by a record ``clicks/{click_id}`` read before and created in the same
+commit, so that events in flight across the upgrade still count once.
+
+**The redelivery horizon.** An event whose ``ts`` is older than
+``REDELIVERY_HORIZON_DAYS`` before the apply, or more than an hour ahead, is
+poison. That bound is what lets a producer's ranges stay short: a gap between
+two ranges whose upper range began before the horizon (less the hour a
+producer's clock may be off) can only hold events too old to count, so the
+ranges are merged over it; and a producer's document expires (TTL on
+``expire_at``) a day after its newest event leaves the horizon.
 """
 
 from __future__ import annotations
 
-import itertools
-import random
+import bisect
+import json
+import secrets
+import time
+import zlib
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -36,12 +56,19 @@ from shared.errors import InvalidEvent
 from shared.events import ClickEvent
 from shared.logs import get_logger
 from shared.platforms import BOT_FIELD, PLATFORM_FIELDS, TOTAL_FIELD
-from shared.store import MARKED_HOURS, campaign_ref, click_ref, dirty_ref, hour_key, hourly_ref, shard_ref
+from shared.store import COUNTS, JOURNAL, campaign_ref, click_ref, day_hour_field, day_ref, producer_ref
 
 log = get_logger("counting")
 
-MAX_WRITES_PER_COMMIT = 500  # Firestore's limit for one batched write
+MAX_WRITES_PER_COMMIT = 500  # Firestore's limit for one commit
+# How far ahead of the aggregator's clock a producer's clock may run; also how far behind
+# the horizon a producer's clock may have stepped back between two of its events.
+CLOCK_SKEW = timedelta(hours=1)
+# Firestore calls on the way to a commit, so that a stalled Firestore ends a run within its budget.
+CALL_TIMEOUT_SECONDS = 10.0
 _CONFLICT_RETRIES = 5
+# Journal entries read per page: each is at most one document of 1,000 events.
+_ENTRIES_PER_PAGE = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,34 +79,7 @@ class Delivery:
     data: bytes
 
 
-@dataclass
-class FoldResult:
-    acked: list[str] = field(default_factory=list)
-    """Message ids whose effect is durable (counted, duplicate or poison): safe to ack."""
-    failed: list[str] = field(default_factory=list)
-    """Message ids that could not be committed: leave them for redelivery."""
-    counted: int = 0
-    duplicates: int = 0
-    poison: int = 0
-    writes: list[str] = field(default_factory=list)
-    """Counter document paths written, one entry per write, for write-rate figures."""
-
-    def merge(self, other: FoldResult) -> None:
-        self.acked += other.acked
-        self.failed += other.failed
-        self.counted += other.counted
-        self.duplicates += other.duplicates
-        self.poison += other.poison
-        self.writes += other.writes
-
-
-@dataclass
-class _Pending:
-    event: ClickEvent
-    message_ids: list[str]
-
-
-def counter_deltas(events: Sequence[ClickEvent]) -> dict[str, int]:
+def counter_deltas(events: Iterable[ClickEvent]) -> Counter[str]:
     """Counter increments for a group of clicks; bots count apart from the totals."""
     deltas: Counter[str] = Counter()
     for event in events:
@@ -88,147 +88,355 @@ def counter_deltas(events: Sequence[ClickEvent]) -> dict[str, int]:
         elif event.platform is not None:
             deltas[TOTAL_FIELD] += 1
             deltas[PLATFORM_FIELDS[event.platform]] += 1
-    return dict(deltas)
+    return deltas
 
 
 def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
-class ClickFolder:
-    def __init__(self, db: firestore.Client, counter_shards: int, dedup_retention: timedelta) -> None:
-        self.db = db
-        self.dedup_retention = dedup_retention
-        # Round-robin from a random start: consecutive commits of one folder
-        # never hit the same shard, and two folders rarely start together.
-        self._shards = itertools.cycle(random.sample(range(counter_shards), counter_shards))
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
-    def fold(self, deliveries: Sequence[Delivery]) -> FoldResult:
-        result = FoldResult()
-        pending: dict[str, _Pending] = {}
+
+# --- step 1: the journal ------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    """What became of delivered messages."""
+
+    acked: list[str] = field(default_factory=list)
+    """Message ids whose events are in the journal, or that were poison: safe to ack."""
+    failed: list[str] = field(default_factory=list)
+    """Message ids whose journal write failed or has an unknown outcome: hand them back."""
+    journaled: int = 0
+    poison: int = 0
+    written: list[firestore.DocumentReference] = field(default_factory=list)
+    """The journal entries written."""
+
+    def merge(self, other: Received) -> None:
+        self.acked += other.acked
+        self.failed += other.failed
+        self.journaled += other.journaled
+        self.poison += other.poison
+        self.written += other.written
+
+
+def footprint(events: Iterable[ClickEvent]) -> int:
+    """The writes applying these events may take besides the entry's delete: a campaign, a
+    campaign day and a producer each, and a record per schema 1 event."""
+    campaigns, days, producers, legacy = set(), set(), set(), 0
+    for event in events:
+        campaigns.add(event.campaign_id)
+        days.add((event.campaign_id, event.ts.date()))
+        if event.producer:
+            producers.add(event.producer)
+        else:
+            legacy += 1
+    return len(campaigns) + len(days) + len(producers) + legacy
+
+
+class Journal:
+    """Writes decoded events as journal entries, each small enough to be applied in one commit."""
+
+    def __init__(self, db: firestore.Client, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
+        self.db = db
+        self.timeout = timeout
+
+    def receive(self, deliveries: Sequence[Delivery]) -> Received:
+        received = Received()
+        events: list[tuple[str, ClickEvent]] = []
         for delivery in deliveries:
             try:
-                event = ClickEvent.decode(delivery.data)
+                events.append((delivery.message_id, ClickEvent.decode(delivery.data)))
             except InvalidEvent as exc:
-                self._poison(result, [delivery.message_id], str(exc))
-                continue
-            if event.click_id in pending:
-                pending[event.click_id].message_ids.append(delivery.message_id)
+                log.warning("poison click event acknowledged",
+                            extra={"message_ids": [delivery.message_id], "reason": str(exc)})
+                received.poison += 1
+                received.acked.append(delivery.message_id)
+        for entry in _entries(events):
+            received.merge(self._write(entry))
+        return received
+
+    def _write(self, entry: list[tuple[str, ClickEvent]]) -> Received:
+        message_ids = [message_id for message_id, _ in entry]
+        ref = self.db.collection(JOURNAL).document(new_entry_id())
+        try:
+            events = [event for _, event in entry]
+            ref.create({"events": pack(events), "count": len(events), "footprint": footprint(events)},
+                       timeout=self.timeout)
+        except gexc.GoogleAPIError as exc:
+            # A timed-out create may still land: the events then come back from Pub/Sub and are
+            # journaled again, which the apply step absorbs.
+            log.error("journal write outcome unknown; events handed back for redelivery",
+                      extra={"error": repr(exc), "message_ids": message_ids})
+            return Received(failed=message_ids)
+        return Received(acked=message_ids, journaled=len(entry), written=[ref])
+
+
+def _entries(events: list[tuple[str, ClickEvent]]) -> list[list[tuple[str, ClickEvent]]]:
+    """Split so that each entry's apply fits one commit beside the entry's own delete."""
+    entries: list[list[tuple[str, ClickEvent]]] = []
+    current: list[tuple[str, ClickEvent]] = []
+    campaigns: set[int] = set()
+    days: set[tuple[int, Any]] = set()
+    producers: set[str] = set()
+    legacy = 0
+    for message_id, event in events:
+        day = (event.campaign_id, event.ts.date())
+        grows = ((event.campaign_id not in campaigns) + (day not in days)
+                 + (bool(event.producer) and event.producer not in producers) + (not event.producer))
+        if current and len(campaigns) + len(days) + len(producers) + legacy + grows >= MAX_WRITES_PER_COMMIT:
+            entries.append(current)
+            current, campaigns, days, producers, legacy = [], set(), set(), set(), 0
+        current.append((message_id, event))
+        campaigns.add(event.campaign_id)
+        days.add(day)
+        if event.producer:
+            producers.add(event.producer)
+        else:
+            legacy += 1
+    if current:
+        entries.append(current)
+    return entries
+
+
+def new_entry_id() -> str:
+    """Ordered by the time of writing, so that the apply step takes the oldest entries first."""
+    return f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+
+
+def pack(events: Sequence[ClickEvent]) -> bytes:
+    """What the apply step needs of each event, compressed: a few bytes a click."""
+    rows = [[e.producer, e.seq, "" if e.producer else e.click_id, e.campaign_id, e.platform, e.bot,
+             int(e.ts.timestamp())] for e in events]
+    return zlib.compress(json.dumps(rows, separators=(",", ":")).encode())
+
+
+def unpack(data: bytes) -> list[ClickEvent]:
+    return [ClickEvent(click_id or "", campaign_id, platform, datetime.fromtimestamp(ts, timezone.utc),
+                       bot=bot, producer=producer, seq=seq)
+            for producer, seq, click_id, campaign_id, platform, bot, ts in json.loads(zlib.decompress(data))]
+
+
+# --- step 2: applying the journal ---------------------------------------------------------
+
+
+class Ledger:
+    """A producer's counted sequence numbers as sorted, disjoint, non-adjacent ranges.
+
+    Each range also keeps the ``ts`` (epoch seconds) of its lowest event, which bounds
+    the ``ts`` of every event in the gap below it (a producer numbers its events in the
+    order it makes them).
+    """
+
+    def __init__(self, ranges: list[list[int]] | None = None, newest: int = 0) -> None:
+        self.ranges = ranges or []  # [low, high, ts of low]
+        self.newest = newest
+        """The highest ``ts`` of any event counted."""
+
+    @classmethod
+    def from_document(cls, data: dict[str, Any]) -> Ledger:
+        flat = list(data.get("ranges", ()))
+        return cls([flat[i:i + 3] for i in range(0, len(flat), 3)], int(data.get("newest", 0)))
+
+    def document(self, horizon: timedelta) -> dict[str, Any]:
+        expire_at = datetime.fromtimestamp(self.newest, timezone.utc) + horizon + timedelta(days=1)
+        return {"ranges": [n for r in self.ranges for n in r], "newest": self.newest, "expire_at": expire_at}
+
+    def __contains__(self, seq: int) -> bool:
+        i = bisect.bisect_right(self.ranges, [seq, float("inf")]) - 1
+        return i >= 0 and self.ranges[i][0] <= seq <= self.ranges[i][1]
+
+    def add(self, seq: int, ts: int) -> None:
+        """Record a number not yet in the ledger."""
+        self.newest = max(self.newest, ts)
+        i = bisect.bisect_right(self.ranges, [seq, float("inf")])
+        below = self.ranges[i - 1] if i > 0 and self.ranges[i - 1][1] == seq - 1 else None
+        above = self.ranges[i] if i < len(self.ranges) and self.ranges[i][0] == seq + 1 else None
+        if below and above:
+            below[1] = above[1]
+            del self.ranges[i]
+        elif below:
+            below[1] = seq
+        elif above:
+            above[0], above[2] = seq, ts
+        else:
+            self.ranges.insert(i, [seq, seq, ts])
+
+    def compact(self, before: int) -> None:
+        """Close every gap that can only hold events whose ``ts`` is before ``before``."""
+        merged: list[list[int]] = []
+        for low, high, low_ts in self.ranges:
+            if low_ts < before:
+                if merged:
+                    merged[-1][1] = high
+                    continue
+                low = 1  # the numbers below the first range are as old
+            merged.append([low, high, low_ts])
+        self.ranges = merged
+
+
+@dataclass
+class Applied:
+    entries: int = 0
+    counted: int = 0
+    duplicates: int = 0
+    poison: int = 0
+    """Events of campaigns that no longer exist, or with a ``ts`` outside the horizon."""
+    complete: bool = False
+    """The journal was empty when the step ended."""
+    oldest_left: str | None = None
+    """The id of the oldest entry left when the step ran out of time."""
+
+    def merge(self, other: Applied) -> None:
+        self.entries += other.entries
+        self.counted += other.counted
+        self.duplicates += other.duplicates
+        self.poison += other.poison
+
+
+class Conflict(Exception):
+    """Another applier, or a delete, changed what a commit was conditional on."""
+
+
+class Applier:
+    def __init__(self, db: firestore.Client, horizon: timedelta, clock: Callable[[], datetime] = utc_now) -> None:
+        self.db = db
+        self.horizon = horizon
+        self.clock = clock
+
+    def apply(self, deadline: float) -> Applied:
+        """Apply journal entries, oldest first, until none is left or ``deadline`` (monotonic) passes."""
+        result = Applied()
+        while time.monotonic() < deadline:
+            query = self.db.collection(JOURNAL).order_by("__name__").limit(_ENTRIES_PER_PAGE)
+            entries = list(query.stream(timeout=CALL_TIMEOUT_SECONDS))
+            if not entries:
+                result.complete = True
+                return result
+            for group in _commit_groups(entries):
+                if time.monotonic() >= deadline:
+                    break
+                result.merge(self.apply_entries(group))
+        log.warning("journal apply ran out of time; the next run goes on", extra={"entries": result.entries})
+        return result
+
+    def apply_entries(self, entries: Sequence[Any]) -> Applied:
+        """Apply these entries (snapshots of ``journal/*``) in one commit, re-reading on conflict."""
+        for _ in range(_CONFLICT_RETRIES):
+            try:
+                return self._commit(entries)
+            except Conflict:
+                refs = [entry.reference for entry in entries]
+                entries = [s for s in self.db.get_all(refs, timeout=CALL_TIMEOUT_SECONDS) if s.exists]
+                if not entries:
+                    return Applied()  # another applier applied them
+        log.error("journal entries left for the next run after repeated conflicts",
+                  extra={"entries": [entry.id for entry in entries]})
+        return Applied()
+
+    def _commit(self, entries: Sequence[Any]) -> Applied:
+        events = [event for entry in entries for event in unpack(entry.get("events"))]
+        ledgers, ledger_times = self._ledgers({e.producer for e in events if e.producer})
+        recorded = self._recorded({e.click_id for e in events if not e.producer})
+        live = self._live({e.campaign_id for e in events})
+        now = self.clock()
+        oldest, newest = (now - self.horizon).timestamp(), (now + CLOCK_SKEW).timestamp()
+        result, counted, poison = Applied(entries=len(entries)), [], []
+        new_records: list[str] = []
+        for event in events:
+            ts = event.ts.timestamp()
+            if not oldest <= ts <= newest or event.campaign_id not in live:
+                poison.append(event)
+            elif event.producer:
+                ledger = ledgers.setdefault(event.producer, Ledger())
+                if event.seq in ledger:
+                    result.duplicates += 1
+                    continue
+                ledger.add(event.seq, int(ts))
+                counted.append(event)
+            elif event.click_id in recorded:
                 result.duplicates += 1
             else:
-                pending[event.click_id] = _Pending(event, [delivery.message_id])
-
-        live = self._existing_campaigns({p.event.campaign_id for p in pending.values()})
-        countable = []
-        for item in pending.values():
-            if item.event.campaign_id in live:
-                countable.append(item)
+                recorded.add(event.click_id)
+                new_records.append(event.click_id)
+                counted.append(event)
+        batch = self.db.batch()
+        self._count(batch, counted)
+        cutoff = int((now - self.horizon - CLOCK_SKEW).timestamp())
+        for producer, ledger in ledgers.items():
+            ledger.compact(cutoff)
+            ref = producer_ref(self.db, producer)
+            if producer in ledger_times:
+                batch.update(ref, ledger.document(self.horizon),
+                             option=self.db.write_option(last_update_time=ledger_times[producer]))
             else:
-                self._poison(result, item.message_ids, f"campaign {item.event.campaign_id} does not exist")
-        for chunk in _chunks(countable):
-            result.merge(self._commit(chunk))
+                batch.create(ref, ledger.document(self.horizon))
+        for click_id in new_records:
+            batch.create(click_ref(self.db, click_id), {"expire_at": now + self.horizon})
+        for entry in entries:
+            batch.delete(entry.reference, option=self.db.write_option(last_update_time=entry.update_time))
+        try:
+            batch.commit(timeout=CALL_TIMEOUT_SECONDS)
+        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound) as exc:
+            raise Conflict(repr(exc)) from None
+        for event in poison:
+            log.warning("poison click event dropped", extra={
+                "click_id": event.click_id, "campaign_id": event.campaign_id, "ts": event.ts.isoformat(),
+                "reason": "campaign does not exist" if event.campaign_id not in live else "ts outside the horizon"})
+        result.counted, result.poison = len(counted), len(poison)
         return result
 
-    def _existing_campaigns(self, campaign_ids: set[int]) -> set[int]:
-        if not campaign_ids:
-            return set()
-        snapshots = self.db.get_all([campaign_ref(self.db, i) for i in campaign_ids], field_paths=[])
-        return {int(s.id) for s in snapshots if s.exists}
+    def _count(self, batch: firestore.WriteBatch, events: Sequence[ClickEvent]) -> None:
+        by_campaign: defaultdict[int, list[ClickEvent]] = defaultdict(list)
+        by_day: defaultdict[tuple[int, datetime], defaultdict[str, list[ClickEvent]]] = defaultdict(
+            lambda: defaultdict(list))
+        for event in events:
+            by_campaign[event.campaign_id].append(event)
+            hour = hour_of(event.ts)
+            by_day[(event.campaign_id, hour.replace(hour=0))][day_hour_field(hour)].append(event)
+        for campaign_id, group in by_campaign.items():
+            # update, not set: a campaign deleted since it was read fails the commit, and is not recreated.
+            batch.update(campaign_ref(self.db, campaign_id),
+                         {f"{COUNTS}.{name}": firestore.Increment(n) for name, n in counter_deltas(group).items()})
+        for (campaign_id, day), hours in by_day.items():
+            counts = {hour: {name: firestore.Increment(n) for name, n in counter_deltas(group).items()}
+                      for hour, group in hours.items()}
+            batch.set(day_ref(self.db, campaign_id, day), {"day": day, COUNTS: counts}, merge=True)
 
-    def _commit(self, chunk: list[_Pending]) -> FoldResult:
-        result = FoldResult()
-        for _ in range(_CONFLICT_RETRIES):
-            counted = self._already_counted([p.event.click_id for p in chunk])
-            fresh = [p for p in chunk if p.event.click_id not in counted]
-            batch, writes = self._batch([p.event for p in fresh])
-            try:
-                if fresh:
-                    batch.commit()
-            except gexc.AlreadyExists:
-                continue  # another folder counted some of these meanwhile; re-read
-            except gexc.GoogleAPIError as exc:
-                log.error(
-                    "commit failed; events left for redelivery",
-                    extra={"error": repr(exc), "message_ids": _ids(chunk)},
-                )
-                result.failed += _ids(chunk)
-                return result
-            result.counted += len(fresh)
-            result.duplicates += len(chunk) - len(fresh)
-            result.acked += _ids(chunk)
-            result.writes += writes
-            return result
-        log.error("gave up after repeated dedup conflicts", extra={"message_ids": _ids(chunk)})
-        result.failed += _ids(chunk)
-        return result
+    def _ledgers(self, producers: set[str]) -> tuple[dict[str, Ledger], dict[str, Any]]:
+        """Each producer's ledger, and the update time of those that exist."""
+        ledgers: dict[str, Ledger] = {}
+        times: dict[str, Any] = {}
+        refs = [producer_ref(self.db, p) for p in producers]
+        for snapshot in self.db.get_all(refs, timeout=CALL_TIMEOUT_SECONDS) if refs else ():
+            if snapshot.exists:
+                ledgers[snapshot.id] = Ledger.from_document(snapshot.to_dict() or {})
+                times[snapshot.id] = snapshot.update_time
+        return ledgers, times
 
-    def _already_counted(self, click_ids: list[str]) -> set[str]:
-        snapshots = self.db.get_all([click_ref(self.db, c) for c in click_ids], field_paths=[])
+    def _recorded(self, click_ids: set[str]) -> set[str]:
+        refs = [click_ref(self.db, c) for c in click_ids]
+        snapshots = self.db.get_all(refs, field_paths=[], timeout=CALL_TIMEOUT_SECONDS) if refs else ()
         return {s.id for s in snapshots if s.exists}
 
-    def _batch(self, events: list[ClickEvent]) -> tuple[firestore.WriteBatch, list[str]]:
-        batch = self.db.batch()
-        expire_at = datetime.now(timezone.utc) + self.dedup_retention
-        by_campaign: defaultdict[int, list[ClickEvent]] = defaultdict(list)
-        by_hour: defaultdict[tuple[int, datetime], list[ClickEvent]] = defaultdict(list)
-        for event in events:
-            batch.create(click_ref(self.db, event.click_id), {"expire_at": expire_at})
-            by_campaign[event.campaign_id].append(event)
-            by_hour[(event.campaign_id, hour_of(event.ts))].append(event)
-        # One shard for the whole commit, so every campaign in it moves to the
-        # next shard with each commit, however many campaigns share the commit.
-        shard = next(self._shards)
-        writes = []
-        hours: defaultdict[int, list[str]] = defaultdict(list)
-        for campaign_id, hour in by_hour:
-            hours[campaign_id].append(hour_key(hour))
-        for campaign_id, group in by_campaign.items():
-            ref = shard_ref(self.db, campaign_id, shard)
-            batch.set(ref, _increments(group), merge=True)
-            # Marks the campaign's totals and these hours stale for the aggregator's
-            # refresh; the increment makes every marking a change, which the
-            # refresh's delete precondition sees.
-            marker = dirty_ref(self.db, campaign_id, shard)
-            batch.set(marker, {"marks": firestore.Increment(1), MARKED_HOURS: firestore.ArrayUnion(hours[campaign_id])},
-                      merge=True)
-            writes += [ref.path, marker.path]
-        for (campaign_id, hour), group in by_hour.items():
-            ref = hourly_ref(self.db, campaign_id, hour, shard)
-            batch.set(ref, {"hour": hour, "shard": shard, **_increments(group)}, merge=True)
-            writes.append(ref.path)
-        return batch, writes
-
-    @staticmethod
-    def _poison(result: FoldResult, message_ids: list[str], reason: str) -> None:
-        log.warning("poison click event acknowledged", extra={"message_ids": message_ids, "reason": reason})
-        result.poison += 1
-        result.acked += message_ids
+    def _live(self, campaign_ids: set[int]) -> set[int]:
+        refs = [campaign_ref(self.db, i) for i in campaign_ids]
+        snapshots = self.db.get_all(refs, field_paths=[], timeout=CALL_TIMEOUT_SECONDS) if refs else ()
+        return {int(s.id) for s in snapshots if s.exists}
 
 
-def _increments(events: Sequence[ClickEvent]) -> dict[str, firestore.Increment]:
-    return {name: firestore.Increment(n) for name, n in counter_deltas(events).items()}
-
-
-def _ids(chunk: Sequence[_Pending]) -> list[str]:
-    return [message_id for item in chunk for message_id in item.message_ids]
-
-
-def _chunks(items: list[_Pending]) -> list[list[_Pending]]:
-    """Split so each commit, dedup records and counter writes together, fits Firestore's limit."""
-    chunks: list[list[_Pending]] = []
-    current: list[_Pending] = []
-    campaigns: set[int] = set()
-    hours: set[tuple[int, datetime]] = set()
-    for item in items:
-        key = (item.event.campaign_id, hour_of(item.event.ts))
-        # A dedup record per click; a shard and a dirty marker per campaign; a bucket per campaign hour.
-        writes = len(current) + 1 + 2 * len(campaigns | {key[0]}) + len(hours | {key})
-        if current and writes > MAX_WRITES_PER_COMMIT:
-            chunks.append(current)
-            current, campaigns, hours = [], set(), set()
-        current.append(item)
-        campaigns.add(key[0])
-        hours.add(key)
-    if current:
-        chunks.append(current)
-    return chunks
+def _commit_groups(entries: Sequence[Any]) -> list[list[Any]]:
+    """Entries grouped so that each group's apply fits one commit."""
+    groups: list[list[Any]] = [[]]
+    writes = 0
+    for entry in entries:
+        size = 1 + int(entry.get("footprint") or MAX_WRITES_PER_COMMIT - 1)
+        if groups[-1] and writes + size > MAX_WRITES_PER_COMMIT:
+            groups.append([])
+            writes = 0
+        groups[-1].append(entry)
+        writes += size
+    return [group for group in groups if group]

@@ -1,7 +1,16 @@
-"""The click event: what the track function publishes and the aggregator folds."""
+"""The click event: what the track function publishes and the aggregator folds.
+
+Each event carries the id of the process that made it (its *producer*, drawn
+when a track worker starts) and that producer's sequence number for it. The
+pair names the click for exactly-once counting (see shared/counting.py): a
+redelivered, republished or replayed event carries the same pair, and the
+aggregator keeps per producer the numbers it counted as a few merged ranges.
+Events of schema version 1, from before producers, carry only ``click_id``.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import secrets
@@ -13,8 +22,10 @@ from shared.errors import InvalidEvent
 from shared.models import MAX_CAMPAIGN_ID
 from shared.platforms import is_platform
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _CLICK_ID = re.compile(r"[0-9a-f]{32}")
+_PRODUCER_ID = re.compile(r"[0-9a-f]{16}")
+MAX_SEQ = 2**63 - 1
 MAX_HEADER_CHARS = 512  # user agent and referrer are kept for replay, not unbounded
 # One encoder for every event: json.dumps with separators builds a new one per call.
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -29,6 +40,10 @@ class ClickEvent:
     user_agent: str = ""
     referrer: str = ""
     bot: bool = False
+    producer: str = ""
+    """The producer's id; empty only in a schema 1 event."""
+    seq: int = 0
+    """The producer's number for this event, from 1; 0 only in a schema 1 event."""
 
     @classmethod
     def new(
@@ -36,6 +51,7 @@ class ClickEvent:
         campaign_id: int,
         platform: str | None,
         *,
+        producer: Producer,
         user_agent: str = "",
         referrer: str = "",
         bot: bool = False,
@@ -49,6 +65,8 @@ class ClickEvent:
             user_agent=user_agent[:MAX_HEADER_CHARS],
             referrer=referrer[:MAX_HEADER_CHARS],
             bot=bot,
+            producer=producer.id,
+            seq=producer.next_seq(),
         )
 
     def fields(self) -> dict[str, Any]:
@@ -65,6 +83,8 @@ class ClickEvent:
             "user_agent": self.user_agent,
             "referrer": self.referrer,
             "bot": self.bot,
+            "producer": self.producer,
+            "seq": self.seq,
             "v": SCHEMA_VERSION,
         }
 
@@ -74,6 +94,15 @@ class ClickEvent:
     @classmethod
     def decode(cls, data: bytes) -> ClickEvent:
         """Parse and validate one event; anything malformed raises :class:`InvalidEvent`."""
+        try:
+            return cls._decode(data)
+        except InvalidEvent:
+            raise
+        except Exception as exc:  # noqa: BLE001  # whatever a bad payload trips over is still a bad payload
+            raise InvalidEvent(f"undecodable: {exc!r}") from None
+
+    @classmethod
+    def _decode(cls, data: bytes) -> ClickEvent:
         try:
             raw = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -97,7 +126,32 @@ class ClickEvent:
             raise InvalidEvent("ts must be an ISO 8601 timestamp") from None
         if ts.tzinfo is None:
             raise InvalidEvent("ts must carry a time zone")
+        try:
+            ts = ts.astimezone(timezone.utc)
+        except OverflowError:
+            raise InvalidEvent("ts is out of range") from None
         user_agent, referrer = raw.get("user_agent", ""), raw.get("referrer", "")
         if not isinstance(user_agent, str) or not isinstance(referrer, str):
             raise InvalidEvent("user_agent and referrer must be strings")
-        return cls(click_id, campaign_id, platform, ts.astimezone(timezone.utc), user_agent, referrer, bot)
+        producer, seq = raw.get("producer", ""), raw.get("seq", 0)
+        if raw.get("v", 1) >= SCHEMA_VERSION or "producer" in raw:
+            if not isinstance(producer, str) or not _PRODUCER_ID.fullmatch(producer):
+                raise InvalidEvent("producer must be 16 lowercase hex digits")
+            if type(seq) is not int or not 0 < seq <= MAX_SEQ:
+                raise InvalidEvent("seq must be a positive integer")
+        return cls(click_id, campaign_id, platform, ts, user_agent, referrer, bot, producer, seq)
+
+
+class Producer:
+    """One process's source of events: an id drawn at its start, and the next sequence number.
+
+    Made once per track worker, after the fork, so two workers never share an id.
+    """
+
+    def __init__(self, producer_id: str | None = None) -> None:
+        self.id = producer_id or secrets.token_hex(8)
+        self._numbers = itertools.count(1)
+
+    def next_seq(self) -> int:
+        # next() on itertools.count is atomic under the GIL: threads never share a number.
+        return next(self._numbers)

@@ -4,23 +4,26 @@ Layout::
 
     campaigns/{id}                           the campaign as the admin wrote it, plus
         .targets   {Platform: true}          its platforms as a map, so Firestore filters on them
-        .totals    {counter: n}              exact click totals, refreshed by the aggregator
+        .counts    {counter: n}              exact click totals, added to by the aggregator
+    campaigns/{id}/days/{YYYYMMDD}           .counts.hHH: the hour's counts; what stats read
+    journal/{id}                             click events received, not yet counted (shared/counting.py)
+    producers/{id}                           the sequence numbers of one producer's counted events
+    deletions/{id}                           a deleted campaign whose counters still await cleanup
+    aggregator/state                         as_of: how far the shown totals are counted
+    aggregator/lease                         the scheduled run that drains the subscription now
+
+Readers see counts the aggregator adds in one commit per batch of clicks: one
+read per campaign shown, one document per UTC day of hourly counts.
+
+Left by the version that counted into sharded counters (schema 1 events), read
+and still refreshed until none is left (functions/aggregate/upkeep.py):
+
+    campaigns/{id}.totals                    the shards' sum; readers add it to .counts
     campaigns/{id}/counter_shards/{k}        click totals, spread over k shards
     campaigns/{id}/hourly/{YYYYMMDDHH}-{k}   per-platform counts per UTC hour, sharded alike
-    campaigns/{id}/days/{YYYYMMDD}           .hours.hHH: the hour's counts summed over shards,
-                                             refreshed by the aggregator; what stats read
-    dirty/{id}-{k}                           shard k of the campaign changed since its totals were
-                                             refreshed; .hours: the hours (YYYYMMDDHH) it touched
-    deletions/{id}                           a deleted campaign whose counters still await cleanup
-    aggregator/state                         as_of: how far the shown totals are folded
-    clicks/{click_id}                        dedup record of a counted click, expires by TTL
-
-Counters live apart from the campaign so that counting never rewrites the
-campaign, and are sharded so that a hot campaign spreads its writes. Reading
-the shards costs ``COUNTER_SHARDS`` reads per campaign (per hour for buckets),
-so readers see what the aggregator sums from them instead: the ``totals`` in
-the campaign document, one read per campaign shown, and one document per UTC
-day of hourly counts (functions/aggregate/upkeep.py refreshes both).
+    campaigns/{id}/days/{YYYYMMDD}.hours.hHH the hour's counts summed over shards
+    dirty/{id}-{k}                           shard k changed since its totals were refreshed
+    clicks/{click_id}                        dedup record of a counted schema 1 event, expires by TTL
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ DELETIONS = "deletions"
 CLICKS = "clicks"
 TARGETS = "targets"
 TOTALS = "totals"
+COUNTS = "counts"
+JOURNAL = "journal"
+PRODUCERS = "producers"
 AS_OF = "as_of"
 
 _CREATE_ATTEMPTS = 5
@@ -107,6 +113,10 @@ def state_ref(db: firestore.Client) -> firestore.DocumentReference:
 
 def click_ref(db: firestore.Client, click_id: str) -> firestore.DocumentReference:
     return db.collection(CLICKS).document(click_id)
+
+
+def producer_ref(db: firestore.Client, producer: str) -> firestore.DocumentReference:
+    return db.collection(PRODUCERS).document(producer)
 
 
 @functools.cache
@@ -292,12 +302,12 @@ class CampaignStore:
         for snapshot in query.stream(timeout=REQUEST_TIMEOUT_SECONDS):
             data = data_of(snapshot)
             day = datetime.fromtimestamp(data["day"].timestamp(), timezone.utc)
-            for field_name, counts in sorted(data.get(DAY_HOURS, {}).items()):
-                hour = day.replace(hour=int(field_name[1:]))
-                if start <= hour < end:
-                    series[hour] = zero_counters()
-                    add_counts(series[hour], counts)
-        return series
+            for hours in (data.get(DAY_HOURS, {}), data.get(COUNTS, {})):
+                for field_name, counts in hours.items():
+                    hour = day.replace(hour=int(field_name[1:]))
+                    if start <= hour < end:
+                        add_counts(series.setdefault(hour, zero_counters()), counts)
+        return dict(sorted(series.items()))
 
     def stats_as_of(self, campaign_id: int) -> datetime | None:
         """How far the hourly counts are folded: the totals' ``as_of``, as one refresh writes both.
@@ -313,6 +323,7 @@ class CampaignStore:
     def _campaign(self, campaign_id: int, data: dict[str, Any], as_of: datetime | None) -> Campaign:
         counters = zero_counters()
         add_counts(counters, data.get(TOTALS) or {})
+        add_counts(counters, data.get(COUNTS) or {})
         return Campaign(
             id=campaign_id,
             redirect_url=data["redirect_url"],

@@ -1,18 +1,21 @@
-"""Folding click events into counters, from a push or from a pulled backlog.
+"""Receiving click events from Pub/Sub, pushed or pulled, and the scheduled run.
 
-Pick the entry point by traffic: the event-triggered function counts each
-click within a second of the click but costs one commit per click, so it
-suits campaigns well under one click per second per counter shard; the
-scheduled drain folds up to ``AGGREGATE_BATCH_SIZE`` events per commit round,
-so a hot campaign costs one write per shard per round whatever its click
-rate. Both share :class:`shared.counting.ClickFolder` and can run together.
+Both entry points journal what they receive and apply the journal
+(:mod:`shared.counting`). The scheduled run drains the pull subscription a
+batch at a time (one journal write per batch), applies the journal, then does
+the upkeep of :mod:`upkeep`, all within ``AGGREGATE_MAX_SECONDS``. The
+event-triggered function journals and applies each pushed event alone: a
+click is counted within a second, at about eight Firestore operations a click
+(see the README's cost figures).
 """
 
 from __future__ import annotations
 
 import base64
+import math
+import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
@@ -21,33 +24,43 @@ from google.cloud import firestore, pubsub_v1
 from upkeep import DeletionSweeper, RefreshResult, SweepResult, TargetsBackfill, TotalsRefresher, advance_as_of
 
 from shared.config import AGGREGATE_MODE, PROJECT, ConfigError, Settings
-from shared.counting import ClickFolder, Delivery, FoldResult
+from shared.counting import CALL_TIMEOUT_SECONDS, Applied, Applier, Delivery, Journal, Received
 from shared.logs import get_logger
 from shared.models import rfc3339
-from shared.store import read_as_of
+from shared.store import data_of, read_as_of
 
 log = get_logger("aggregate")
 
 AGGREGATE_MODES = ("scheduled", "event", "both")
 
-# An empty backlog answers an open pull only when this runs out.
+# Longest one pull waits for a message to arrive.
 _PULL_WAIT_SECONDS = 2.0
+# Shares of a run's budget: the drain stops pulling at the first, the apply step at the second;
+# the rest is the upkeep's.
+_DRAIN_SHARE = 0.5
+_APPLY_SHARE = 0.8
+# A lease outlives its run by the subscription's ack deadline, so that whatever a crashed
+# run pulled is back on the subscription before another run may call the backlog empty.
+_ACK_DEADLINE_SECONDS = 60.0
 
 
 class Subscriber(Protocol):
     def pull(self, *, request: dict[str, Any], timeout: float, retry: Any) -> Any: ...
 
-    def acknowledge(self, *, subscription: str, ack_ids: list[str]) -> None: ...
+    def acknowledge(self, *, subscription: str, ack_ids: list[str], timeout: float) -> None: ...
 
-    def modify_ack_deadline(self, *, subscription: str, ack_ids: list[str], ack_deadline_seconds: int) -> None: ...
+    def modify_ack_deadline(
+        self, *, subscription: str, ack_ids: list[str], ack_deadline_seconds: int, timeout: float
+    ) -> None: ...
 
 
 class RetryLater(RuntimeError):
-    """Raised by the push entry point so Pub/Sub redelivers what was not committed."""
+    """Raised by the push entry point so Pub/Sub redelivers what was not journaled."""
 
 
-def fold_pushed(folder: ClickFolder, envelope: dict[str, Any]) -> FoldResult:
-    """Fold one Pub/Sub push message, as functions-framework hands it to a CloudEvent function."""
+def receive_pushed(journal: Journal, applier: Applier, envelope: dict[str, Any]) -> Received:
+    """Journal one Pub/Sub push message, as functions-framework hands it to a CloudEvent
+    function, and count it at once; what cannot be counted now the scheduled run counts."""
     message = envelope.get("message") if isinstance(envelope, dict) else None
     if not isinstance(message, dict):
         message = {}
@@ -55,160 +68,227 @@ def fold_pushed(folder: ClickFolder, envelope: dict[str, Any]) -> FoldResult:
     try:
         data = base64.b64decode(message.get("data") or "", validate=True)
     except (ValueError, TypeError):
-        data = b""  # undecodable payload: folded as poison below, never retried
-    result = folder.fold([Delivery(message_id, data)])
-    if result.failed:
-        raise RetryLater(f"message {message_id} not committed; Pub/Sub will redeliver it")
-    return result
+        data = b""  # undecodable payload: poison, never retried
+    received = journal.receive([Delivery(message_id, data)])
+    if received.failed:
+        raise RetryLater(f"message {message_id} not journaled; Pub/Sub will redeliver it")
+    if received.written:
+        applier.apply_entries(list(journal.db.get_all(received.written, timeout=CALL_TIMEOUT_SECONDS)))
+    return received
+
+
+@dataclass
+class Drained:
+    received: Received = field(default_factory=Received)
+    pulled: int = 0
+    caught_up: bool = False
+    """A pull came back empty, or brought an event published after the drain's ``since``."""
 
 
 @dataclass
 class Drainer:
-    """Pulls the subscription's backlog in batches, folds each, acks only what is committed.
+    """Pulls the subscription in batches, journals each, acks only what is journaled."""
 
-    A failed commit hands its messages straight back (ack deadline 0) and ends
-    the drain: Firestore is unwell, and the next scheduled run retries them.
-    """
-
-    folder: ClickFolder
+    journal: Journal
     subscriber: Subscriber
     subscription_path: str
     batch_size: int
-    max_seconds: float
+    fill_seconds: float
 
-    def drain(self) -> tuple[FoldResult, int]:
-        """Fold until the backlog is empty or the time budget is spent; returns (result, pulled)."""
-        result, pulled, _ = self.drain_fully()
-        return result, pulled
+    def drain(self, since: datetime, deadline: float) -> Drained:
+        """Journal batches until caught up with ``since``, a journal write fails, or ``deadline``
+        (monotonic) passes.
 
-    def drain_fully(self) -> tuple[FoldResult, int, bool]:
-        """As :meth:`drain`, and whether it ended on an empty backlog with every commit made."""
-        total, pulled = FoldResult(), 0
-        deadline = time.monotonic() + self.max_seconds
-        backlog_left = True
-        while backlog_left:
-            if time.monotonic() >= deadline:
-                return total, pulled, False
-            messages, backlog_left = self._pull_batch()
-            if not messages:
-                break
-            pulled += len(messages)
-            ack_ids = {m.message.message_id: m.ack_id for m in messages}
-            result = self.folder.fold([Delivery(m.message.message_id, m.message.data) for m in messages])
-            if result.acked:
-                self.subscriber.acknowledge(
-                    subscription=self.subscription_path, ack_ids=[ack_ids[i] for i in result.acked]
-                )
-            total.merge(result)
-            if result.failed:
-                self.subscriber.modify_ack_deadline(
-                    subscription=self.subscription_path,
-                    ack_ids=[ack_ids[i] for i in result.failed],
-                    ack_deadline_seconds=0,
-                )
-                return total, pulled, False
-        return total, pulled, True
-
-    def _pull_batch(self) -> tuple[list[Any], bool]:
-        """Up to ``batch_size`` messages, over several pulls if need be, and whether more may wait.
-
-        A pull may return far fewer than asked (the emulator never more than
-        100); folding each small pull alone would multiply the commits, and so
-        the writes per counter document, for the same clicks.
+        A batch is written when it is full or ``fill_seconds`` after its first pull, so each
+        message is acked seconds after its delivery, well within its ack deadline.
         """
-        messages: list[Any] = []
-        while len(messages) < self.batch_size:
-            pulled = self._pull(self.batch_size - len(messages))
-            if not pulled:
-                return messages, False
-            messages += pulled
-        return messages, True
+        drained = Drained()
+        while time.monotonic() < deadline:
+            messages = self._gather(deadline)
+            if not messages:
+                drained.caught_up = True
+                break
+            drained.pulled += len(messages)
+            received = self.journal.receive([Delivery(m.message.message_id, m.message.data) for m in messages])
+            drained.received.merge(received)
+            ack_ids = {m.message.message_id: m.ack_id for m in messages}
+            self._settle([ack_ids[i] for i in received.acked], [ack_ids[i] for i in received.failed])
+            if received.failed:
+                break  # Firestore is unwell: the next run retries
+            if any(m.message.publish_time >= since for m in messages):
+                drained.caught_up = True
+                break
+        return drained
 
-    def _pull(self, max_messages: int) -> list[Any]:
+    def _gather(self, deadline: float) -> list[Any]:
+        messages: list[Any] = []
+        fill_until = time.monotonic() + self.fill_seconds
+        while len(messages) < self.batch_size:
+            now = time.monotonic()
+            wait = min(_PULL_WAIT_SECONDS, deadline - now, fill_until - now if messages else math.inf)
+            if wait <= 0:
+                break
+            pulled = self._pull(self.batch_size - len(messages), wait)
+            if not pulled:
+                break
+            messages += pulled
+        return messages
+
+    def _pull(self, max_messages: int, wait: float) -> list[Any]:
         try:
             response = self.subscriber.pull(
                 request={"subscription": self.subscription_path, "max_messages": max_messages},
-                timeout=_PULL_WAIT_SECONDS,
+                timeout=wait,
                 retry=None,
             )
         except gexc.DeadlineExceeded:
             return []
         return list(response.received_messages)
 
+    def _settle(self, done: list[str], failed: list[str]) -> None:
+        try:
+            if done:
+                self.subscriber.acknowledge(subscription=self.subscription_path, ack_ids=done,
+                                            timeout=CALL_TIMEOUT_SECONDS)
+            if failed:
+                self.subscriber.modify_ack_deadline(subscription=self.subscription_path, ack_ids=failed,
+                                                    ack_deadline_seconds=0, timeout=CALL_TIMEOUT_SECONDS)
+        except gexc.GoogleAPIError as exc:
+            # Unacked messages come back after their deadline and are counted once all the same.
+            log.warning("ack outcome unknown; the events may be delivered again",
+                        extra={"error": repr(exc), "messages": len(done) + len(failed)})
+
+
+class Lease:
+    """``aggregator/lease``: at most one scheduled run drains at a time, so that when it finds
+    the backlog empty no other run holds messages it pulled and has not yet journaled."""
+
+    def __init__(self, db: firestore.Client) -> None:
+        self.ref = db.collection("aggregator").document("lease")
+        self.db = db
+        self.holder = secrets.token_hex(8)
+        self._update_time: Any = None
+
+    def acquire(self, seconds: float) -> bool:
+        snapshot = self.ref.get(timeout=CALL_TIMEOUT_SECONDS)
+        now = datetime.now(timezone.utc)
+        if snapshot.exists and data_of(snapshot).get("until", now) > now:
+            return False
+        lease = {"holder": self.holder, "until": now + timedelta(seconds=seconds)}
+        batch = self.db.batch()
+        if snapshot.exists:
+            batch.update(self.ref, lease, option=self.db.write_option(last_update_time=snapshot.update_time))
+        else:
+            batch.create(self.ref, lease)
+        try:
+            self._update_time = batch.commit(timeout=CALL_TIMEOUT_SECONDS)[0].update_time
+        except (gexc.FailedPrecondition, gexc.AlreadyExists):
+            return False  # another run took it meanwhile
+        return True
+
+    def release(self) -> None:
+        if self._update_time is None:
+            return
+        try:
+            self.ref.delete(option=self.db.write_option(last_update_time=self._update_time),
+                            timeout=CALL_TIMEOUT_SECONDS)
+        except gexc.GoogleAPIError as exc:
+            log.warning("lease not released; it expires by itself", extra={"error": repr(exc)})
+        self._update_time = None
+
 
 @dataclass
 class RunReport:
     started: datetime
-    result: FoldResult
-    pulled: int
-    drained: bool
-    """The backlog was emptied without a failed commit (always so when this run does not drain)."""
+    drained: Drained | None
+    """None when this run did not drain: event mode, or another run holds the lease."""
+    applied: Applied
     refresh: RefreshResult
     sweep: SweepResult
     backfilled: int
     """Campaigns given their ``targets`` map by this run."""
     as_of: datetime | None
     """``aggregator/state.as_of`` after this run; it moved to ``started`` if the run was complete."""
+    seconds: float
+
+    @property
+    def failed(self) -> bool:
+        return self.drained is not None and bool(self.drained.received.failed)
 
     def summary(self) -> dict[str, Any]:
+        received = self.drained.received if self.drained else Received()
         return {
-            "pulled": self.pulled, "counted": self.result.counted, "duplicates": self.result.duplicates,
-            "poison": self.result.poison, "failed": len(self.result.failed),
+            "pulled": self.drained.pulled if self.drained else 0,
+            "drained": self.drained is not None,
+            "caught_up": bool(self.drained and self.drained.caught_up),
+            "journaled": received.journaled, "failed": len(received.failed),
+            "counted": self.applied.counted, "duplicates": self.applied.duplicates,
+            "poison": received.poison + self.applied.poison,
+            "journal_entries_applied": self.applied.entries, "journal_complete": self.applied.complete,
             "totals_refreshed": self.refresh.campaigns, "totals_complete": self.refresh.complete,
             "deleted_documents": self.sweep.deleted, "deletions_done": len(self.sweep.campaigns),
             "targets_backfilled": self.backfilled,
+            "seconds": round(self.seconds, 3),
             "as_of": rfc3339(self.as_of) if self.as_of else None,
         }
 
 
 @dataclass
 class ScheduledRun:
-    """The scheduled aggregate run: drain (unless in event mode), refresh totals, sweep deletions."""
+    """The scheduled aggregate run: drain (unless in event mode), apply, upkeep, ``as_of``."""
 
     drainer: Drainer | None
+    applier: Applier
     refresher: TotalsRefresher
     sweeper: DeletionSweeper
     backfill: TargetsBackfill
+    max_seconds: float
 
     def run(self) -> RunReport:
-        started = datetime.now(timezone.utc)
-        result, pulled, drained = FoldResult(), 0, True
-        if self.drainer is not None:
-            result, pulled, drained = self.drainer.drain_fully()
-        refresh = self.refresher.refresh()
-        db = self.refresher.db
-        as_of = advance_as_of(db, started) if drained and refresh.complete else read_as_of(db)
-        return RunReport(started, result, pulled, drained, refresh, self.sweeper.sweep(), self.backfill.run(), as_of)
+        started, began = datetime.now(timezone.utc), time.monotonic()
+        db = self.applier.db
+        drained, lease = None, Lease(db)
+        if self.drainer is not None and lease.acquire(self.max_seconds + _ACK_DEADLINE_SECONDS):
+            try:
+                drained = self.drainer.drain(started, began + _DRAIN_SHARE * self.max_seconds)
+            finally:
+                lease.release()
+        applied = self.applier.apply(began + _APPLY_SHARE * self.max_seconds)
+        deadline = began + self.max_seconds
+        refresh = self.refresher.refresh(deadline)
+        sweep = self.sweeper.sweep(deadline)
+        backfilled = self.backfill.run() if time.monotonic() < deadline else 0
+        complete = applied.complete and refresh.complete and (
+            self.drainer is None or (drained is not None and drained.caught_up and not drained.received.failed))
+        as_of = advance_as_of(db, started) if complete else read_as_of(db)
+        return RunReport(started, drained, applied, refresh, sweep, backfilled, as_of, time.monotonic() - began)
 
 
-def build_folder(settings: Settings) -> ClickFolder:
-    return ClickFolder(
-        firestore.Client(project=settings.project),
-        settings.counter_shards,
-        timedelta(days=settings.dedup_retention_days),
-    )
+def build_applier(settings: Settings) -> Applier:
+    return Applier(firestore.Client(project=settings.project), timedelta(days=settings.redelivery_horizon_days))
 
 
-def build_drainer(settings: Settings, folder: ClickFolder) -> Drainer:
+def build_drainer(settings: Settings, journal: Journal) -> Drainer:
     subscriber = pubsub_v1.SubscriberClient()
     return Drainer(
-        folder,
+        journal,
         subscriber,
         subscriber.subscription_path(settings.required(PROJECT), settings.clicks_subscription),
         settings.aggregate_batch_size,
-        settings.aggregate_max_seconds,
+        settings.aggregate_fill_seconds,
     )
 
 
-def build_scheduled_run(settings: Settings, folder: ClickFolder) -> ScheduledRun:
+def build_scheduled_run(settings: Settings, applier: Applier) -> ScheduledRun:
     if settings.aggregate_mode not in AGGREGATE_MODES:
         raise ConfigError(f"{AGGREGATE_MODE} must be one of {', '.join(AGGREGATE_MODES)}, "
                           f"not {settings.aggregate_mode!r}")
-    db = folder.db
+    db = applier.db
     return ScheduledRun(
-        None if settings.aggregate_mode == "event" else build_drainer(settings, folder),
-        TotalsRefresher(db, settings.counter_shards, settings.totals_max_seconds),
-        DeletionSweeper(db, timedelta(seconds=settings.delete_grace_seconds),
-                        settings.delete_max_documents),
+        None if settings.aggregate_mode == "event" else build_drainer(settings, Journal(db)),
+        applier,
+        TotalsRefresher(db, settings.counter_shards),
+        DeletionSweeper(db, timedelta(seconds=settings.delete_grace_seconds), settings.delete_max_documents),
         TargetsBackfill(db),
+        settings.aggregate_max_seconds,
     )

@@ -1,31 +1,32 @@
-"""Aggregate functions: fold click events into per-platform counters.
+"""Aggregate functions: count click events into per-platform counters, exactly once.
 
 ``aggregate_event`` is the Pub/Sub-triggered CloudEvent function;
 ``aggregate_http`` is the scheduled run (Cloud Scheduler, or ``/tasks/update_stats``): it drains
-the backlog (unless ``AGGREGATE_MODE=event``), refreshes the totals readers see and sweeps deleted
-campaigns' counters.
+the backlog (unless ``AGGREGATE_MODE=event``), applies the journal to the counts readers see and
+sweeps deleted campaigns' counters.
 """
 
 import flask
 import functions_framework
-from aggregation import build_folder, build_scheduled_run, fold_pushed
+from aggregation import build_applier, build_scheduled_run, receive_pushed
 from cloudevents.http import CloudEvent
 
 from shared import config
 from shared.clients import Lazy
+from shared.counting import Journal
 from shared.http import json_errors, json_response
 from shared.logs import bind_request
 from shared.shard_guard import guard_counter_shards
 
 settings = config.load(config.PROJECT)
 guard_counter_shards(settings)
-folder = Lazy(lambda: build_folder(settings))
-scheduled = Lazy(lambda: build_scheduled_run(settings, folder.get()))
+applier = Lazy(lambda: build_applier(settings))
+scheduled = Lazy(lambda: build_scheduled_run(settings, applier.get()))
 
 
 @functions_framework.cloud_event
 def aggregate_event(cloud_event: CloudEvent) -> None:
-    fold_pushed(folder.get(), cloud_event.data)
+    receive_pushed(Journal(applier.get().db), applier.get(), cloud_event.data)
 
 
 @functions_framework.http
@@ -33,6 +34,6 @@ def aggregate_event(cloud_event: CloudEvent) -> None:
 def aggregate_http(request: flask.Request) -> flask.Response:
     bind_request(request.headers, settings.project)
     report = scheduled.get().run()
-    if report.result.failed:
+    if report.failed:
         return json_response({"status": "error", "msg": "some events left for redelivery", **report.summary()}, 503)
     return json_response({"status": "Updated", **report.summary()})

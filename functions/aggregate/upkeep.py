@@ -1,29 +1,27 @@
-"""What the scheduled aggregate run does besides draining: shown totals, ``as_of``, deferred deletes.
+"""What the scheduled aggregate run does besides counting: legacy totals, ``as_of``, deferred deletes.
 
-**Totals.** Readers see ``campaigns/{id}.totals`` and ``campaigns/{id}/days/*``,
-not the counter shards and hourly buckets. Every commit that changes a shard
-also marks it, in the same batch, as ``dirty/{id}-{k}`` listing the hours it
-touched (:mod:`shared.counting`). :class:`TotalsRefresher` walks the markers
-once, and for their campaigns reads the campaign document, all its shards, the
-marked hours' bucket shards and their day documents in one read-only
-transaction (one consistent snapshot), then writes the sums into the campaign
-document and the day documents
+**Legacy totals.** The version before the journal (:mod:`shared.counting`)
+counted into sharded counters: ``campaigns/{id}/counter_shards/*`` and hourly
+buckets, marked ``dirty/{id}-{k}`` in the same commit, and summed into
+``campaigns/{id}.totals`` and ``days/*.hours`` by this refresh, which readers
+add to the journal's ``counts``. :class:`TotalsRefresher` finishes what such a
+deployment left marked when it was upgraded; with no marker left it costs one
+read a run. It walks the markers once, and for their campaigns reads the
+campaign document, all its shards, the marked hours' bucket shards and their
+day documents in one read-only transaction (one consistent snapshot), then
+writes the sums into the campaign document and the day documents
 
 * only if they differ from, and dominate, the stored ones (shards only grow, so
   a consistent sum never goes down: a smaller one means something is wrong);
 * with the snapshot's update time as precondition, so two runs racing cannot
-  write an older sum over a newer one, and a deleted campaign is never recreated;
-* once per campaign (and touched day) per run, so those documents take about
-  one write per run, whatever the click rate.
+  write an older sum over a newer one, and a deleted campaign is never recreated.
 
 A marker is then deleted only if unchanged since it was read (its update-time
 precondition; every marking increments it): a commit after the snapshot leaves
-its marker for the next run. So every commit is either in what readers see or marked.
+its marker for the next run.
 
-**as_of.** When a run has emptied the backlog (or, in ``event`` mode, does not
-drain) and then refreshed every marked campaign, every click folded before the
-run began is in what readers see: the run's start becomes ``aggregator/state.as_of``
-(it only ever moves forward).
+**as_of.** :func:`advance_as_of` moves ``aggregator/state.as_of`` forward only;
+when a run may move it is the scheduled run's business (functions/aggregate/aggregation.py).
 
 **Deletes.** The admin's delete leaves a tombstone ``deletions/{id}``;
 :class:`DeletionSweeper` removes the campaign's subcollections and markers a
@@ -98,15 +96,13 @@ class RefreshResult:
 
 
 class TotalsRefresher:
-    def __init__(self, db: firestore.Client, counter_shards: int, max_seconds: float) -> None:
+    def __init__(self, db: firestore.Client, counter_shards: int) -> None:
         self.db = db
         self.counter_shards = counter_shards
-        self.max_seconds = max_seconds
 
-    def refresh(self) -> RefreshResult:
-        """One pass over the markers in name order, within the time budget."""
+    def refresh(self, deadline: float) -> RefreshResult:
+        """One pass over the markers in name order, until ``deadline`` (monotonic)."""
         result = RefreshResult()
-        deadline = time.monotonic() + self.max_seconds
         page_size = max(_MARKER_PAGE, 2 * self.counter_shards)
         after: firestore.DocumentReference | None = None
         all_done = True
@@ -320,20 +316,23 @@ class DeletionSweeper:
         self.grace = grace
         self.max_documents = max_documents
 
-    def sweep(self) -> SweepResult:
-        """Clean up after deleted campaigns, oldest first, deleting at most ``max_documents``."""
+    def sweep(self, deadline: float) -> SweepResult:
+        """Clean up after deleted campaigns, oldest first, deleting at most ``max_documents``,
+        until ``deadline`` (monotonic)."""
         result = SweepResult()
         cutoff = datetime.now(timezone.utc) - self.grace
         query = (self.db.collection(DELETIONS)
                  .where(filter=firestore.FieldFilter("deleted_at", "<=", cutoff))
                  .order_by("deleted_at").limit(_TOMBSTONES_PER_QUERY))
-        while True:
+        while time.monotonic() < deadline:
             tombstones = list(query.stream())
             for tombstone in tombstones:
-                if not self._sweep_campaign(int(tombstone.id), tombstone.reference, result):
+                if time.monotonic() >= deadline or not self._sweep_campaign(
+                        int(tombstone.id), tombstone.reference, result):
                     return result  # budget spent
             if len(tombstones) < _TOMBSTONES_PER_QUERY:
                 return result
+        return result
 
     def _sweep_campaign(self, campaign_id: int, tombstone: firestore.DocumentReference, result: SweepResult) -> bool:
         """Delete what is left of one campaign; False if the budget ran out first."""

@@ -11,7 +11,7 @@ from google.pubsub_v1 import PublisherAsyncClient
 from route_cache import LookupTimeout, RouteCache
 
 from shared.config import PROJECT, Settings
-from shared.events import MAX_HEADER_CHARS, ClickEvent
+from shared.events import MAX_HEADER_CHARS, ClickEvent, Producer
 from shared.ids import CampaignIds, keyed_ids, may_exist
 from shared.legacy_ids import load_registry
 from shared.logs import get_logger
@@ -49,12 +49,14 @@ class Tracker:
         fallback_url: str,
         ids: CampaignIds,
         legacy_ids: frozenset[int] | None,
+        producer: Producer,
     ) -> None:
         self.routes = routes
         self.publisher = publisher
         self.fallback_url = fallback_url
         self.ids = ids
         self.legacy_ids = legacy_ids
+        self.producer = producer
 
     async def click(self, request: ClickRequest) -> str:
         """The redirect target; every link that cannot be counted goes to the fallback.
@@ -94,7 +96,7 @@ class Tracker:
         if platform is None and not bot:
             return self.fallback_url
         event = ClickEvent.new(
-            campaign_id, platform, user_agent=user_agent, referrer=request.referrer, bot=bot
+            campaign_id, platform, producer=self.producer, user_agent=user_agent, referrer=request.referrer, bot=bot
         )
         await self.publisher.publish(event)
         return route.destination(platform)
@@ -144,4 +146,5 @@ def build_tracker(settings: Settings, legacy_ids: frozenset[int] | None) -> Trac
         buffer_max_messages=settings.publish_buffer_max_messages,
         buffer_max_bytes=settings.publish_buffer_max_bytes,
     )
-    return Tracker(routes, publisher, settings.fallback_url, keyed_ids(settings), legacy_ids)
+    # Built per worker, after the fork: each worker numbers its own events.
+    return Tracker(routes, publisher, settings.fallback_url, keyed_ids(settings), legacy_ids, Producer())

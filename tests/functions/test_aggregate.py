@@ -1,8 +1,12 @@
-"""Both aggregate entry points, over both emulators: exact counts under redelivery and faults."""
+"""Both aggregate entry points, over both emulators: exact counts under redelivery, races and faults."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -10,29 +14,26 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from aggregation import Drainer, build_drainer
+from aggregation import Lease, build_drainer
 from conftest import ROOT, function_app
-from google.api_core import exceptions as gexc
+from faults import private_emulators
 from helpers import publish, pull_all, push_cloud_event_headers, push_envelope
-from upkeep import TotalsRefresher
 
+from local import emulators
 from shared.config import Settings
-from shared.counting import ClickFolder, Delivery
-from shared.events import ClickEvent
+from shared.counting import Applier, Journal, hour_of
+from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
-from shared.store import CampaignStore
+from shared.store import CampaignStore, read_as_of
 
-T0 = datetime(2026, 11, 28, 10, 15, tzinfo=timezone.utc)
-SHARDS = Settings().counter_shards  # as the functions under test read and write them
-
-
-def new_folder(db: Any) -> ClickFolder:
-    return ClickFolder(db, SHARDS, dedup_retention=timedelta(days=8))
+NOW = datetime.now(timezone.utc)
+T0 = hour_of(NOW) - timedelta(hours=2) + timedelta(minutes=15)
+HORIZON = timedelta(days=Settings().redelivery_horizon_days)  # as deployed
 
 
 @pytest.fixture
 def store(db: Any) -> CampaignStore:
-    return CampaignStore(db, SHARDS, keyed_ids(Settings.from_env()))
+    return CampaignStore(db, Settings().counter_shards, keyed_ids(Settings.from_env()))
 
 
 @pytest.fixture
@@ -41,20 +42,30 @@ def campaign_id(store: CampaignStore) -> int:
 
 
 @pytest.fixture
-def folder(db: Any) -> ClickFolder:
-    return new_folder(db)
+def producer() -> Producer:
+    return Producer()
 
 
-def click(campaign_id: int, platform: str = "Android", at: datetime = T0, bot: bool = False) -> ClickEvent:
-    return ClickEvent.new(campaign_id, platform, now=at, bot=bot)
+def click(campaign_id: int, producer: Producer, platform: str = "Android", at: datetime = T0,
+          bot: bool = False) -> ClickEvent:
+    return ClickEvent.new(campaign_id, platform, producer=producer, now=at, bot=bot)
 
 
-def totals(store: CampaignStore, campaign_id: int) -> dict[str, int]:
-    return store.counters([campaign_id])[campaign_id]
+def shown(store: CampaignStore, campaign_id: int) -> dict[str, int]:
+    """The counters the admin API answers."""
+    return dict(store.get(campaign_id).counters)
 
 
 def push(client: Any, data: bytes, message_id: str) -> Any:
     return client.post("/", json=push_envelope(data, message_id), headers=push_cloud_event_headers(message_id))
+
+
+def scheduled_run() -> dict[str, Any]:
+    """``/tasks/update_stats`` as deployed: the aggregate_http function built from the environment."""
+    answer = function_app("aggregate", "aggregate_http").test_client().post("/")
+    body: dict[str, Any] = answer.get_json()
+    assert answer.status_code in (200, 503), body
+    return body
 
 
 @pytest.fixture
@@ -62,24 +73,29 @@ def push_client(db: Any, pubsub_names: tuple[str, str]) -> Any:
     return function_app("aggregate", "aggregate_event").test_client()
 
 
+# --- the event-triggered function ---------------------------------------------------------
+
+
 def test_a_pushed_event_is_counted_once_however_often_it_is_delivered(
-    push_client: Any, store: CampaignStore, campaign_id: int
+    push_client: Any, store: CampaignStore, campaign_id: int, producer: Producer, db: Any
 ) -> None:
-    event = click(campaign_id, "IPhone")
+    event = click(campaign_id, producer, "IPhone")
     for attempt in range(3):
         assert push(push_client, event.encode(), f"m-{attempt}").status_code == 200
-    counters = totals(store, campaign_id)
-    assert counters["click_count"] == 1 and counters["iphone_click_count"] == 1
-    assert counters["android_click_count"] == 0 and counters["windowsphone_click_count"] == 0
+    counters = shown(store, campaign_id)
+    assert (counters["click_count"], counters["iphone_click_count"], counters["android_click_count"]) == (1, 1, 0)
+    assert list(db.collection("journal").stream()) == []  # each push counted at once
 
 
-@pytest.mark.parametrize("data", [b"not json", b'{"click_id": 1}', b""])
+@pytest.mark.parametrize("data", [b"not json", b'{"click_id": 1}', b"",
+                                  json.dumps({"click_id": "a" * 32, "campaign_id": 7, "platform": "Android",
+                                              "ts": "9999-12-31T23:00-14:00"}).encode()])
 def test_a_malformed_pushed_event_is_acknowledged_not_retried(
     push_client: Any, store: CampaignStore, campaign_id: int, data: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert push(push_client, data, "m-poison").status_code == 200
-    assert totals(store, campaign_id)["click_count"] == 0
-    assert any(getattr(r, "message_ids", None) == ["m-poison"] for r in caplog.records)
+    assert shown(store, campaign_id)["click_count"] == 0
+    assert [getattr(r, "message_ids", None) for r in caplog.records].count(["m-poison"]) == 1  # logged once
 
 
 def test_an_undecodable_push_body_is_acknowledged(push_client: Any) -> None:
@@ -88,214 +104,202 @@ def test_an_undecodable_push_body_is_acknowledged(push_client: Any) -> None:
 
 
 def test_an_event_for_a_deleted_campaign_is_acknowledged_and_not_counted(
-    push_client: Any, store: CampaignStore, campaign_id: int
+    push_client: Any, store: CampaignStore, campaign_id: int, producer: Producer
 ) -> None:
-    event = click(campaign_id)
+    event = click(campaign_id, producer)
     store.delete(campaign_id)
     assert push(push_client, event.encode(), "m-late").status_code == 200
-    assert store.db.collection("campaigns").document(str(campaign_id)).collection("counter_shards").get() == []
+    campaign = store.db.collection("campaigns").document(str(campaign_id))
+    assert not campaign.get().exists  # not recreated by an increment
+    assert list(campaign.collection("days").stream()) == []
 
 
-class FailingCommits:
-    """Wraps the real client so the next ``failures`` commits raise: a failed commit
-    is a fault the emulator cannot be made to produce, so it is injected here."""
-
-    def __init__(self, db: Any, failures: int) -> None:
-        self._db = db
-        self.failures = failures
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._db, name)
-
-    def batch(self) -> Any:
-        batch = self._db.batch()
-        if self.failures:
-            self.failures -= 1
-
-            def fail() -> None:
-                raise gexc.ServiceUnavailable("injected commit failure")
-
-            batch.commit = fail
-        return batch
-
-
-def test_a_failed_commit_asks_pub_sub_to_redeliver_then_counts_once(
-    push_client: Any, store: CampaignStore, campaign_id: int, db: Any
+def test_a_stalled_firestore_asks_pub_sub_to_redeliver_within_the_call_deadline_then_counts_once(
+    project: str, monkeypatch: pytest.MonkeyPatch, producer: Producer
 ) -> None:
-    main = sys.modules["main"]
-    main.folder.set(new_folder(FailingCommits(db, failures=1)))
-    event = click(campaign_id)
-    assert push(push_client, event.encode(), "m-1").status_code == 500
-    assert totals(store, campaign_id)["click_count"] == 0
-    assert push(push_client, event.encode(), "m-1").status_code == 200
-    assert totals(store, campaign_id)["click_count"] == 1
+    with private_emulators(project, "firestore") as started:
+        firestore_emulator = started["firestore"]
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator.host)
+        client = function_app("aggregate", "aggregate_event").test_client()
+        from google.cloud import firestore
+
+        db = firestore.Client(project=project)
+        store = CampaignStore(db, Settings().counter_shards, keyed_ids(Settings.from_env()))
+        campaign_id = store.create({"redirect_url": "https://e.com/", "platforms": ["Android"]}).id
+        event = click(campaign_id, producer)
+        with firestore_emulator.paused():
+            started_at = time.monotonic()
+            assert push(client, event.encode(), "m-1").status_code == 500  # Pub/Sub redelivers it
+            assert time.monotonic() - started_at < 30  # the journal write's 10 s deadline, with margin
+        assert push(client, event.encode(), "m-1").status_code == 200
+        assert shown(store, campaign_id)["click_count"] == 1
 
 
-def test_a_batch_folds_good_duplicate_malformed_and_unknown_events(
-    folder: ClickFolder, store: CampaignStore, campaign_id: int
-) -> None:
-    good = [click(campaign_id, p) for p in ("Android", "Android", "IPhone", "WindowsPhone")]
-    bot = click(campaign_id, "IPhone", bot=True)
-    deliveries = [Delivery(f"m{i}", e.encode()) for i, e in enumerate([*good, bot])]
-    deliveries += [Delivery("dup", good[0].encode()), Delivery("bad", b"{oops"),
-                   Delivery("gone", click(123456789).encode())]
-    result = folder.fold(deliveries)
-    assert (result.counted, result.duplicates, result.poison) == (5, 1, 2)
-    assert sorted(result.acked) == sorted(d.message_id for d in deliveries) and result.failed == []
-    assert totals(store, campaign_id) == {
-        "click_count": 4, "android_click_count": 2, "iphone_click_count": 1,
-        "windowsphone_click_count": 1, "bot_click_count": 1,
-    }
+# --- the scheduled run --------------------------------------------------------------------
 
 
-def test_a_crash_between_commit_and_ack_costs_only_a_redelivery(
-    folder: ClickFolder, store: CampaignStore, campaign_id: int
-) -> None:
-    events = [click(campaign_id, "Android") for _ in range(10)]
-    deliveries = [Delivery(f"m{i}", e.encode()) for i, e in enumerate(events)]
-    folder.fold(deliveries)  # committed, then the process dies: nothing acked
-    result = new_folder(store.db).fold(list(reversed(deliveries)))
-    assert (result.counted, result.duplicates) == (0, 10)
-    assert len(result.acked) == 10
-    assert totals(store, campaign_id)["click_count"] == 10
-
-
-def test_hourly_buckets_follow_the_click_time_and_sum_to_the_totals(
-    folder: ClickFolder, store: CampaignStore, campaign_id: int
-) -> None:
-    hours = [T0, T0 + timedelta(minutes=40), T0 + timedelta(hours=1), T0 + timedelta(hours=5, minutes=59)]
-    events = [click(campaign_id, "Android", at) for at in hours] + [click(campaign_id, "IPhone", hours[2])]
-    folder.fold([Delivery(e.click_id, e.encode()) for e in events])
-    TotalsRefresher(store.db, SHARDS, max_seconds=60).refresh()  # as the scheduled run does
-    base = T0.replace(minute=0)
-    series = store.hourly(campaign_id, base, base + timedelta(hours=7))
-    assert {h: c["click_count"] for h, c in series.items()} == {
-        base: 2, base + timedelta(hours=1): 2, base + timedelta(hours=6): 1}
-    assert series[base + timedelta(hours=1)]["iphone_click_count"] == 1
-    assert sum(c["click_count"] for c in series.values()) == totals(store, campaign_id)["click_count"]
-    assert store.get(campaign_id).counters == totals(store, campaign_id)
-
-
-def test_dedup_records_expire_after_the_retention(folder: ClickFolder, db: Any, campaign_id: int) -> None:
-    event = click(campaign_id)
-    folder.fold([Delivery("m", event.encode())])
-    record = db.collection("clicks").document(event.click_id).get().to_dict()
-    expected = datetime.now(timezone.utc) + timedelta(days=8)
-    assert abs(record["expire_at"] - expected) < timedelta(minutes=1)
-
-
-def drainer(db: Any, project: str, subscription: str, batch_size: int = 100) -> Drainer:
-    settings = Settings(project=project, clicks_subscription=subscription, aggregate_batch_size=batch_size)
-    return build_drainer(settings, new_folder(db))
-
-
-def test_the_scheduled_drain_counts_the_backlog_and_acks_it(
-    db: Any, store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str]
+def test_a_run_counts_good_duplicate_malformed_unknown_and_out_of_horizon_events(
+    store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str], producer: Producer,
+    db: Any,
 ) -> None:
     topic, subscription = pubsub_names
-    events = [click(campaign_id, ("Android", "IPhone", "WindowsPhone")[i % 3]) for i in range(250)]
-    publish(project, topic, [e.encode() for e in events] + [events[0].encode(), events[1].encode(), b"junk"])
-    answer = function_app("aggregate", "aggregate_http").test_client().post("/")
-    assert answer.status_code == 200
-    body = answer.get_json()
+    events = [click(campaign_id, producer, ("Android", "IPhone", "WindowsPhone")[i % 3]) for i in range(250)]
+    events.append(click(campaign_id, producer, bot=True))
+    unknown = click(campaign_id + 1, producer)
+    stale = click(campaign_id, producer, at=NOW - HORIZON - timedelta(minutes=5))
+    ahead = click(campaign_id, producer, at=NOW + timedelta(hours=2))
+    year_one = ClickEvent(**{**vars_of(events[0]), "seq": 10_000, "ts": datetime(1, 1, 1, 1, tzinfo=timezone.utc)})
+    extra = [events[0], events[1], unknown, stale, ahead, year_one]
+    publish(project, topic, [e.encode() for e in events + extra] + [b"junk"])
+    body = scheduled_run()
     assert body["status"] == "Updated"
-    assert (body["pulled"], body["counted"], body["duplicates"], body["poison"]) == (253, 250, 2, 1)
-    counters = totals(store, campaign_id)
-    assert counters["click_count"] == 250
-    per_platform = ("android_click_count", "iphone_click_count", "windowsphone_click_count")
-    assert [counters[f] for f in per_platform] == [84, 83, 83]
+    assert (body["pulled"], body["journaled"], body["counted"], body["duplicates"], body["poison"]) == (
+        258, 257, 251, 2, 5)
+    counters = shown(store, campaign_id)
+    assert counters == {"click_count": 250, "android_click_count": 84, "iphone_click_count": 83,
+                        "windowsphone_click_count": 83, "bot_click_count": 1}
+    hourly = store.hourly(campaign_id, T0 - timedelta(days=1), NOW + timedelta(days=1))
+    assert hourly == {hour_of(T0): counters}  # one bucket, the clicks' own hour
     assert pull_all(project, subscription) == []  # everything acked
+    assert list(db.collection("journal").stream()) == []
 
 
-def test_two_drains_at_once_count_every_event_exactly_once(
-    db: Any, store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str]
+def vars_of(event: ClickEvent) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in event.__slots__}
+
+
+def test_a_replayed_or_republished_event_counts_once_across_runs_and_out_of_order(
+    store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str], producer: Producer,
+    db: Any,
+) -> None:
+    topic = pubsub_names[0]
+    events = [click(campaign_id, producer) for _ in range(30)]
+    publish(project, topic, [e.encode() for e in events[10:]])  # the later numbers first
+    assert scheduled_run()["counted"] == 20
+    publish(project, topic, [e.encode() for e in events[:10] + events[5:15]])  # a replay run twice, in part
+    body = scheduled_run()
+    assert (body["counted"], body["duplicates"]) == (10, 10)
+    publish(project, topic, [e.encode() for e in events])  # all of it again
+    assert scheduled_run()["counted"] == 0
+    assert shown(store, campaign_id)["click_count"] == 30
+    ledger = db.collection("producers").document(producer.id).get().to_dict()
+    assert ledger["ranges"][:2] == [1, 30] and len(ledger["ranges"]) == 3  # merged into one range
+
+
+def test_schema_1_events_in_flight_across_the_upgrade_count_once(
+    store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str], db: Any
+) -> None:
+    def schema_1(click_id: str) -> bytes:
+        return json.dumps({"click_id": click_id, "campaign_id": campaign_id, "platform": "IPhone",
+                           "ts": T0.isoformat(), "user_agent": "", "referrer": "", "bot": False, "v": 1}).encode()
+
+    counted_before = "b" * 32  # counted by the version before, which left its dedup record
+    db.collection("clicks").document(counted_before).set({"expire_at": NOW + HORIZON})
+    publish(project, pubsub_names[0], [schema_1("a" * 32), schema_1("a" * 32), schema_1(counted_before)])
+    body = scheduled_run()
+    assert (body["counted"], body["duplicates"]) == (1, 2)
+    assert shown(store, campaign_id)["iphone_click_count"] == 1
+    record = db.collection("clicks").document("a" * 32).get().to_dict()
+    assert record["expire_at"] - datetime.now(timezone.utc) > HORIZON - timedelta(minutes=5)
+
+
+def test_two_drains_and_two_appliers_at_once_count_every_event_exactly_once(
+    db: Any, store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str],
+    producer: Producer,
 ) -> None:
     topic, subscription = pubsub_names
-    events = [click(campaign_id, "Android") for _ in range(1500)]
+    events = [click(campaign_id, producer) for _ in range(1500)]
     publish(project, topic, [e.encode() for e in events] * 2)  # every event delivered twice
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(drainer(db, project, subscription).drain()))
-               for _ in range(2)]
+    settings = Settings.from_env({**os.environ, "CLICKS_SUBSCRIPTION": subscription})
+    counted: list[int] = []
+
+    def aggregator() -> None:
+        drained = build_drainer(settings, Journal(db)).drain(NOW + timedelta(days=1), time.monotonic() + 60)
+        assert drained.caught_up and not drained.received.failed
+        counted.append(Applier(db, HORIZON).apply(time.monotonic() + 60).counted)
+
+    threads = [threading.Thread(target=aggregator) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sum(r.counted for r, _ in results) == 1500
-    assert sum(r.duplicates for r, _ in results) == 1500
-    assert totals(store, campaign_id)["click_count"] == 1500
+    assert sum(counted) == 1500
+    assert shown(store, campaign_id)["click_count"] == 1500
     assert pull_all(project, subscription) == []
 
 
-def test_a_failed_commit_in_a_drain_hands_its_events_back_for_the_next_one(
-    db: Any, store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str]
+KILLED_DRAIN = """
+import os, signal, sys, time
+from datetime import datetime, timezone
+sys.path[:0] = [{root!r}, {root!r} + "/functions/aggregate"]
+from aggregation import Drainer, build_drainer
+from google.cloud import firestore
+from shared.config import Settings
+from shared.counting import Journal
+
+def die_before_ack(self, done, failed):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+Drainer._settle = die_before_ack
+settings = Settings.from_env()
+db = firestore.Client(project=settings.project)
+build_drainer(settings, Journal(db)).drain(datetime.max.replace(tzinfo=timezone.utc), time.monotonic() + 30)
+"""
+
+
+def test_a_drain_killed_between_journal_write_and_ack_costs_only_a_redelivery(
+    db: Any, store: CampaignStore, campaign_id: int, project: str, producer: Producer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    topic, subscription = pubsub_names
-    publish(project, topic, [click(campaign_id).encode() for _ in range(20)])
-    result, pulled = drainer(FailingCommits(db, failures=1), project, subscription).drain()
-    assert (pulled, result.counted, len(result.failed)) == (20, 0, 20)
-    assert totals(store, campaign_id)["click_count"] == 0
-    result, pulled = drainer(db, project, subscription).drain()
-    assert (pulled, result.counted, result.duplicates) == (20, 20, 0)
-    assert totals(store, campaign_id)["click_count"] == 20
+    topic, subscription = "clicks-killed", f"clicks-killed-{producer.id}"
+    emulators.create_topic_and_subscription(project, topic, subscription, ack_deadline_seconds=10)
+    monkeypatch.setenv("CLICKS_SUBSCRIPTION", subscription)
+    events = [click(campaign_id, producer) for _ in range(40)]
+    publish(project, topic, [e.encode() for e in events])
+    killed = subprocess.run([sys.executable, "-c", KILLED_DRAIN.format(root=str(ROOT))], env=os.environ.copy(),
+                            timeout=60, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert len(list(db.collection("journal").stream())) == 1  # written, never acked
+    time.sleep(11)  # the ack deadline passes: Pub/Sub delivers the batch again
+    body = scheduled_run()
+    assert (body["pulled"], body["counted"], body["duplicates"]) == (40, 40, 40)
+    assert shown(store, campaign_id)["click_count"] == 40
 
 
-class StaleFirstDedupRead:
-    """Wraps the real client so the first dedup read sees no records: the interleaving in
-    which another aggregator commits between this one's read and its commit. Threads
-    cannot hit that window on demand, so the read is made stale here."""
-
-    def __init__(self, db: Any) -> None:
-        self._db = db
-        self.stale_reads = 1
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._db, name)
-
-    def get_all(self, refs: list[Any], **kwargs: Any) -> Any:
-        if self.stale_reads and refs and refs[0].parent.id == "clicks":
-            self.stale_reads -= 1
-            return [type("Missing", (), {"id": ref.id, "exists": False})() for ref in refs]
-        return self._db.get_all(refs, **kwargs)
-
-
-def test_a_click_counted_by_another_aggregator_mid_fold_is_not_counted_again(
-    db: Any, store: CampaignStore, campaign_id: int
+def test_a_run_ends_within_its_budget_and_the_next_one_goes_on(
+    store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str], producer: Producer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    events = [click(campaign_id, "IPhone") for _ in range(10)]
-    deliveries = [Delivery(e.click_id, e.encode()) for e in events]
-    new_folder(db).fold(deliveries[:4])  # the other aggregator's commit
-    racing = StaleFirstDedupRead(db)
-    result = new_folder(racing).fold(deliveries)
-    assert racing.stale_reads == 0  # the stale read happened and the create precondition caught it
-    assert (result.counted, result.duplicates, len(result.acked)) == (6, 4, 10)
-    assert totals(store, campaign_id)["click_count"] == 10
-    assert totals(store, campaign_id)["iphone_click_count"] == 10
+    backlog = 3000
+    publish(project, pubsub_names[0], [click(campaign_id, producer).encode() for _ in range(backlog)])
+    monkeypatch.setenv("AGGREGATE_BATCH_SIZE", "10")  # 300 journal writes: many seconds of work
+    monkeypatch.setenv("AGGREGATE_MAX_SECONDS", "1")
+    before = read_as_of(store.db)
+    first = scheduled_run()
+    assert first["status"] == "Updated" and not first["caught_up"], first
+    assert first["seconds"] < 1 + 2  # its budget, and a journal write in flight with a generous margin
+    assert 0 < first["counted"] < backlog
+    assert read_as_of(store.db) == before  # not caught up: as_of stays
+    monkeypatch.setenv("AGGREGATE_MAX_SECONDS", "120")
+    monkeypatch.setenv("AGGREGATE_BATCH_SIZE", "1000")
+    rest = scheduled_run()
+    assert first["counted"] + rest["counted"] == backlog and rest["caught_up"]
+    assert shown(store, campaign_id)["click_count"] == backlog
+    assert rest["as_of"] is not None and datetime.fromisoformat(rest["as_of"]) > NOW
 
 
-def test_each_commit_moves_every_campaign_to_the_next_counter_shard(
-    folder: ClickFolder, store: CampaignStore, campaign_id: int
+def test_a_run_while_another_holds_the_lease_applies_but_does_not_drain(
+    db: Any, store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str],
+    producer: Producer,
 ) -> None:
-    others = [store.create({"redirect_url": "https://e.com/", "platforms": ["Android"]}).id for _ in range(7)]
-    shards_used: dict[int, list[str]] = {i: [] for i in [campaign_id, *others]}
-    for _ in range(SHARDS):  # as many commits as shards, each holding all eight campaigns
-        events = [click(i) for i in shards_used]
-        result = folder.fold([Delivery(e.click_id, e.encode()) for e in events])
-        for path in result.writes:
-            if "/counter_shards/" in path:
-                shards_used[int(path.split("/")[1])].append(path.rsplit("/", 1)[1])
-    for used in shards_used.values():
-        assert sorted(used, key=int) == [str(k) for k in range(SHARDS)]  # every commit a different shard
-    assert totals(store, campaign_id)["click_count"] == SHARDS
-
-
-def test_a_drain_folds_several_small_pulls_as_one_batch(
-    db: Any, store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str]
-) -> None:
-    topic, subscription = pubsub_names
-    publish(project, topic, [click(campaign_id).encode() for _ in range(250)])  # the emulator pulls 100 at most
-    result, pulled = drainer(db, project, subscription, batch_size=1000).drain()
-    assert (pulled, result.counted) == (250, 250)
-    assert len([path for path in result.writes if "/counter_shards/" in path]) == 1  # one commit for all
+    publish(project, pubsub_names[0], [click(campaign_id, producer).encode()])
+    other = Lease(db)
+    assert other.acquire(60)
+    body = scheduled_run()
+    assert (body["drained"], body["pulled"], body["as_of"]) == (False, 0, None)
+    other.release()
+    body = scheduled_run()
+    assert (body["drained"], body["counted"]) == (True, 1) and body["as_of"] is not None
 
 
 def subscription_retention() -> timedelta:
@@ -306,43 +310,18 @@ def subscription_retention() -> timedelta:
 
 
 @pytest.mark.parametrize("entry_point", ["aggregate_event", "aggregate_http"])
-def test_dedup_records_outlive_every_redelivery_as_deployed(
+def test_what_guards_against_double_counting_outlives_every_redelivery_as_deployed(
     db: Any, campaign_id: int, project: str, pubsub_names: tuple[str, str], monkeypatch: pytest.MonkeyPatch,
-    entry_point: str,
+    entry_point: str, producer: Producer,
 ) -> None:
-    monkeypatch.delenv("DEDUP_RETENTION_DAYS", raising=False)  # deploy.sh passes it only when set
-    event = click(campaign_id)
+    monkeypatch.delenv("REDELIVERY_HORIZON_DAYS", raising=False)  # deploy.sh passes it only when set
+    event = click(campaign_id, producer, at=NOW)
     client = function_app("aggregate", entry_point).test_client()
     if entry_point == "aggregate_event":
         assert push(client, event.encode(), "m-retention").status_code == 200
     else:
         publish(project, pubsub_names[0], [event.encode()])
         assert client.post("/").get_json()["counted"] == 1
-    record = db.collection("clicks").document(event.click_id).get().to_dict()
-    kept_for = record["expire_at"] - datetime.now(timezone.utc)
-    assert kept_for > subscription_retention()
-    assert kept_for > timedelta(days=Settings().dedup_retention_days) - timedelta(minutes=5)
-
-
-def test_a_drain_stops_at_its_time_budget_and_leaves_the_rest_for_the_next_run(
-    db: Any, store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    backlog = 2000
-    publish(project, pubsub_names[0], [click(campaign_id).encode() for _ in range(backlog)])
-    # Batches of 10 make the whole backlog 200 commits, many seconds of work.
-    monkeypatch.setenv("AGGREGATE_BATCH_SIZE", "10")
-    monkeypatch.setenv("AGGREGATE_MAX_SECONDS", "0.2")
-    drain = function_app("aggregate", "aggregate_http").test_client()
-    started = time.monotonic()
-    first = drain.post("/").get_json()
-    elapsed = time.monotonic() - started
-    assert first["status"] == "Updated"
-    assert 0 < first["counted"] < backlog // 4, first
-    assert elapsed < 5  # the budget plus the batch in flight, with a generous margin
-    monkeypatch.setenv("AGGREGATE_MAX_SECONDS", "120")
-    monkeypatch.setenv("AGGREGATE_BATCH_SIZE", "1000")
-    rest = function_app("aggregate", "aggregate_http").test_client().post("/").get_json()
-    assert first["counted"] + rest["counted"] == backlog
-    assert totals(store, campaign_id)["click_count"] == backlog
-    assert pull_all(project, pubsub_names[1]) == []
+    ledger = db.collection("producers").document(producer.id).get().to_dict()
+    assert ledger["expire_at"] - NOW > subscription_retention() + timedelta(days=1)
+    assert ledger["expire_at"] - NOW > HORIZON
