@@ -17,17 +17,19 @@ from helpers import pull_all
 
 from local.emulators import free_port
 from shared.config import Settings
-from shared.events import ClickEvent
+from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
 from shared.store import CampaignStore
 from tools.replay import Summary, click_events, read_entries
 
 ROOT = Path(__file__).resolve().parent.parent
-T0 = datetime(2026, 11, 29, 9, 30, tzinfo=timezone.utc)
+T0 = datetime.now(timezone.utc).replace(microsecond=0)
+PRODUCER = Producer()
 
 
 def click(campaign_id: int = 42, platform: str | None = "Android", bot: bool = False) -> ClickEvent:
-    return ClickEvent.new(campaign_id, platform, user_agent="UA/1", referrer="https://ref/", bot=bot, now=T0)
+    return ClickEvent.new(campaign_id, platform, producer=PRODUCER, user_agent="UA/1", referrer="https://ref/",
+                          bot=bot, now=T0)
 
 
 def contract_line(event: ClickEvent, outcome: str = "unknown") -> str:
@@ -178,7 +180,7 @@ def test_replaying_twice_counts_each_click_once(
     drained = function_app("aggregate", "aggregate_http").test_client().post("/")
     assert drained.status_code == 200
     assert (drained.json["counted"], drained.json["duplicates"]) == (3, 3)
-    counters = store.counters([campaign_id])[campaign_id]
+    counters = store.get(campaign_id).counters
     assert (counters["click_count"], counters["android_click_count"], counters["iphone_click_count"]) == (3, 2, 1)
 
 

@@ -17,12 +17,14 @@ from campaigns_api import ROUTES, routed_operations
 from conftest import function_app
 from helpers import publish
 
-from shared.events import ClickEvent
+from shared.events import ClickEvent, Producer
 
 CAMPAIGN = {
     "redirect_url": "https://github.com/otobrglez/o7tracker",
     "platforms": ["WindowsPhone", "Android", "IPhone"],
 }
+
+P = Producer()
 
 
 @pytest.fixture
@@ -454,8 +456,10 @@ def test_a_csv_page_carries_the_link_to_the_next(client: Any, auth: dict[str, st
 # -- stats ----------------------------------------------------------------------------------------
 
 @pytest.fixture
-def count_clicks(project: str, pubsub_names: tuple[str, str]) -> Any:
-    """Publish clicks at given times, then fold them with the scheduled drain, as deployed."""
+def count_clicks(project: str, pubsub_names: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Publish clicks at given times, then count them with the scheduled run, as deployed."""
+    # Clicks on fixed dates (a daylight saving change) are older than the horizon of deployed runs.
+    monkeypatch.setenv("REDELIVERY_HORIZON_DAYS", "3650")
     drain = function_app("aggregate", "aggregate_http").test_client()
 
     def count(events: list[ClickEvent]) -> None:
@@ -476,13 +480,13 @@ def test_stats_by_day_follow_the_time_zone_through_a_23_hour_day(
     campaign = create(client, auth)
     cid = campaign["id"]
     count_clicks([
-        ClickEvent.new(cid, "Android", now=at("2026-03-27T23:00:00+00:00")),  # 00:00 on the 28th in Ljubljana
-        ClickEvent.new(cid, "Android", now=at("2026-03-28T22:59:59+00:00")),  # 23:59:59 on the 28th
-        ClickEvent.new(cid, "IPhone", now=at("2026-03-28T23:00:00+00:00")),  # midnight starting the 29th
-        ClickEvent.new(cid, "WindowsPhone", now=at("2026-03-29T21:30:00+00:00")),  # 23:30 CEST, the 29th
-        ClickEvent.new(cid, "Android", now=at("2026-03-29T21:45:00+00:00"), bot=True),
-        ClickEvent.new(cid, "IPhone", now=at("2026-03-29T22:00:00+00:00")),  # midnight starting the 30th
-        ClickEvent.new(cid, "IPhone", now=at("2026-03-30T22:00:00+00:00")),  # the 31st: outside
+        ClickEvent.new(cid, "Android", producer=P, now=at("2026-03-27T23:00:00+00:00")),  # 00:00, the 28th in Ljubljana
+        ClickEvent.new(cid, "Android", producer=P, now=at("2026-03-28T22:59:59+00:00")),  # 23:59:59 on the 28th
+        ClickEvent.new(cid, "IPhone", producer=P, now=at("2026-03-28T23:00:00+00:00")),  # midnight starting the 29th
+        ClickEvent.new(cid, "WindowsPhone", producer=P, now=at("2026-03-29T21:30:00+00:00")),  # 23:30 CEST, the 29th
+        ClickEvent.new(cid, "Android", producer=P, now=at("2026-03-29T21:45:00+00:00"), bot=True),
+        ClickEvent.new(cid, "IPhone", producer=P, now=at("2026-03-29T22:00:00+00:00")),  # midnight starting the 30th
+        ClickEvent.new(cid, "IPhone", producer=P, now=at("2026-03-30T22:00:00+00:00")),  # the 31st: outside
     ])
     stats = get_json(client, auth, f"/admin/campaigns/{cid}/stats?from=2026-03-28&to=2026-03-31"
                                    "&tz=Europe/Ljubljana&granularity=day")
@@ -512,9 +516,10 @@ def test_stats_default_to_the_last_seven_utc_days_by_day(
 ) -> None:
     cid = create(client, auth)["id"]
     now = datetime.now(timezone.utc)
-    count_clicks([ClickEvent.new(cid, "Android", now=now), ClickEvent.new(cid, "IPhone", now=now),
-                  ClickEvent.new(cid, "Android", now=now - timedelta(days=3)),
-                  ClickEvent.new(cid, "Android", now=now - timedelta(days=30))])
+    count_clicks([ClickEvent.new(cid, "Android", producer=P, now=now),
+                  ClickEvent.new(cid, "IPhone", producer=P, now=now),
+                  ClickEvent.new(cid, "Android", producer=P, now=now - timedelta(days=3)),
+                  ClickEvent.new(cid, "Android", producer=P, now=now - timedelta(days=30))])
     stats = get_json(client, auth, f"/admin/campaigns/{cid}/stats")
     assert (stats["granularity"], stats["tz"], len(stats["buckets"])) == ("day", "UTC", 7)
     assert [b["click_count"] for b in stats["buckets"]] == [0, 0, 0, 1, 0, 0, 2]
@@ -524,7 +529,7 @@ def test_stats_default_to_the_last_seven_utc_days_by_day(
 
 def test_stats_as_csv_one_row_per_bucket(client: Any, auth: dict[str, str], count_clicks: Any) -> None:
     cid = create(client, auth)["id"]
-    count_clicks([ClickEvent.new(cid, "IPhone", now=at("2026-06-01T10:20:00+00:00"))])
+    count_clicks([ClickEvent.new(cid, "IPhone", producer=P, now=at("2026-06-01T10:20:00+00:00"))])
     query = "from=2026-06-01T09:00Z&to=2026-06-01T12:00Z&granularity=hour&tz=Asia/Tokyo"
     for answer in (client.get(f"/admin/campaigns/{cid}/stats?{query}&format=csv", headers=auth),
                    client.get(f"/admin/campaigns/{cid}/stats?{query}", headers={**auth, "Accept": "text/csv"})):
@@ -615,7 +620,7 @@ def test_real_answers_match_the_documented_schemas(
     client: Any, auth: dict[str, str], openapi_doc: dict[str, Any], count_clicks: Any
 ) -> None:
     created = create(client, auth, {**CAMPAIGN, "platform_urls": {"Android": "https://play.google.com/x"}})
-    count_clicks([ClickEvent.new(created["id"], "Android")])
+    count_clicks([ClickEvent.new(created["id"], "Android", producer=P)])
     campaign = get_json(client, auth, f"/admin/campaigns/{created['id']}")
     for body in (created, campaign):
         validator(openapi_doc, "Campaign").validate(body)

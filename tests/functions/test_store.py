@@ -1,4 +1,5 @@
-"""The campaign store over the Firestore emulator: paging, read costs, shown totals, as_of, deferred delete.
+"""The campaign store over the Firestore emulator: paging, read costs, shown totals, as_of, deferred delete,
+and the refresh of what the sharded counters of the version before the journal left.
 
 Reads are counted at the Firestore client's transport (bench/reads.py), as Firestore bills them.
 """
@@ -12,19 +13,24 @@ from typing import Any
 import pytest
 from conftest import function_app
 from helpers import push_cloud_event_headers, push_envelope
+from legacy_counting import LegacyFolder
 from upkeep import TotalsRefresher, advance_as_of
 
 from bench.reads import ReadCounter
 from shared.config import Settings
-from shared.counting import ClickFolder, Delivery
+from shared.counting import Applier, Delivery, Journal, hour_of
 from shared.errors import BadRequest, NotFound
-from shared.events import ClickEvent
+from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
 from shared.store import CampaignStore, campaign_ref, deletion_ref
 
 SHARDS = Settings().counter_shards
-T0 = datetime(2026, 11, 28, 10, 15, tzinfo=timezone.utc)
+NOW = datetime.now(timezone.utc)
+T0 = hour_of(NOW) - timedelta(hours=3) + timedelta(minutes=15)
+HORIZON = timedelta(days=Settings().redelivery_horizon_days)
 ALL = ["Android", "IPhone", "WindowsPhone"]
+PRODUCER = Producer()
+LONG_AGO = 10**9  # a deadline (monotonic) a run never reaches
 
 
 @pytest.fixture
@@ -37,12 +43,18 @@ def new_campaign(store: CampaignStore, platforms: list[str] = ALL) -> int:
 
 
 def fold(db: Any, events: list[ClickEvent]) -> None:
-    result = ClickFolder(db, SHARDS, timedelta(days=8)).fold([Delivery(e.click_id, e.encode()) for e in events])
-    assert result.failed == []
+    """Journal the events and apply them, as the scheduled run does with what it drained."""
+    received = Journal(db).receive([Delivery(e.click_id, e.encode()) for e in events])
+    assert received.failed == []
+    Applier(db, HORIZON).apply(LONG_AGO)
 
 
 def clicks(campaign_id: int, n: int, platform: str = "Android", at: datetime = T0) -> list[ClickEvent]:
-    return [ClickEvent.new(campaign_id, platform, now=at) for _ in range(n)]
+    return [ClickEvent.new(campaign_id, platform, producer=PRODUCER, now=at) for _ in range(n)]
+
+
+def legacy_fold(db: Any, events: list[ClickEvent]) -> None:
+    LegacyFolder(db, SHARDS).fold(events)
 
 
 def scheduled_run() -> dict[str, Any]:
@@ -128,52 +140,51 @@ def test_a_page_costs_a_read_per_campaign_and_one_campaign_two(db: Any, store: C
 # --- totals, as_of -----------------------------------------------------------------------------
 
 
-def test_the_scheduled_run_shows_exact_totals_and_moves_as_of_to_its_start(
+def test_the_scheduled_run_adds_what_the_sharded_counters_left_and_moves_as_of_to_its_start(
     db: Any, store: CampaignStore, project: str, pubsub_names: tuple[str, str]
 ) -> None:
     campaign_id = new_campaign(store)
-    assert store.get(campaign_id).as_of is None  # nothing folded yet
-    fold(db, clicks(campaign_id, 3) + clicks(campaign_id, 2, "IPhone"))
-    fold(db, clicks(campaign_id, 4, "WindowsPhone"))  # another commit: another shard
-    assert store.get(campaign_id).counters["click_count"] == 0  # not refreshed yet
+    assert store.get(campaign_id).as_of is None  # nothing counted yet
+    folder = LegacyFolder(db, SHARDS)
+    folder.fold(clicks(campaign_id, 3) + clicks(campaign_id, 2, "IPhone"))  # left marked by the version before
+    folder.fold(clicks(campaign_id, 4, "WindowsPhone"))  # another commit: another shard
+    fold(db, clicks(campaign_id, 6, "IPhone"))  # counted through the journal
+    assert store.get(campaign_id).counters["click_count"] == 6  # the legacy shards not refreshed yet
     before = datetime.now(timezone.utc)
     body = scheduled_run()
     after = datetime.now(timezone.utc)
     assert body["totals_refreshed"] == 1 and body["totals_complete"] is True
     campaign = store.get(campaign_id)
-    assert campaign.counters == {"click_count": 9, "android_click_count": 3, "iphone_click_count": 2,
+    assert campaign.counters == {"click_count": 15, "android_click_count": 3, "iphone_click_count": 8,
                                  "windowsphone_click_count": 4, "bot_click_count": 0}
     assert campaign.as_of is not None and before <= campaign.as_of <= after
     assert campaign.to_json()["as_of"] == body["as_of"]
     assert store.stats_as_of(campaign_id) == campaign.as_of
     assert markers(db, campaign_id) == []
     assert scheduled_run()["totals_refreshed"] == 0  # nothing changed: nothing written
+    assert sum(store.hourly(campaign_id, T0 - timedelta(hours=1), NOW).get(hour_of(T0), {}).values()) == 2 * 15
 
 
-def test_the_push_path_ends_with_exact_totals_through_the_scheduled_refresh(
-    db: Any, store: CampaignStore, event_mode: None
-) -> None:
+def test_the_push_path_counts_each_event_at_once(db: Any, store: CampaignStore, event_mode: None) -> None:
     campaign_id = new_campaign(store)
     push = function_app("aggregate", "aggregate_event").test_client()
     for i, event in enumerate(clicks(campaign_id, 5, "IPhone")):
         envelope, headers = push_envelope(event.encode(), f"m-{i}"), push_cloud_event_headers(f"m-{i}")
         assert push.post("/", json=envelope, headers=headers).status_code == 200
-    assert len(markers(db, campaign_id)) == 5  # one commit per push, each on the next shard
+        assert store.get(campaign_id).counters["iphone_click_count"] == i + 1
     body = scheduled_run()
-    assert body["pulled"] == 0 and body["as_of"] is not None  # event mode: refresh only
-    assert store.get(campaign_id).counters["iphone_click_count"] == 5
-    assert store.counters([campaign_id])[campaign_id] == store.get(campaign_id).counters
+    assert body["pulled"] == 0 and body["as_of"] is not None  # event mode: no drain
 
 
-def test_totals_are_written_once_per_campaign_per_run_however_many_shards_changed(
+def test_legacy_totals_are_written_once_per_campaign_per_run_however_many_shards_changed(
     db: Any, store: CampaignStore
 ) -> None:
     ids = [new_campaign(store) for _ in range(30)]
-    folder = ClickFolder(db, SHARDS, timedelta(days=8))
+    folder = LegacyFolder(db, SHARDS)
     for _ in range(SHARDS):  # every campaign on every shard: each commit moves to the next shard
-        folder.fold([Delivery(e.click_id, e.encode()) for i in ids for e in clicks(i, 1)])
-    refresher = TotalsRefresher(db, SHARDS, max_seconds=60)
-    result = refresher.refresh()
+        folder.fold([e for i in ids for e in clicks(i, 1)])
+    refresher = TotalsRefresher(db, SHARDS)
+    result = refresher.refresh(LONG_AGO)
     assert (result.campaigns, result.markers, result.complete) == (30, 30 * SHARDS, True)
     assert {c.counters["click_count"] for c in store.list_page([], None, None).campaigns} == {SHARDS}
 
@@ -192,20 +203,20 @@ class CommitAfterSnapshot:
     def get_all(self, refs: list[Any], **kwargs: Any) -> Any:
         snapshots = list(self._db.get_all(refs, **kwargs))
         if self.late:
-            fold(self._db, self.late)
+            legacy_fold(self._db, self.late)
             self.late = []
         return snapshots
 
 
 def test_a_commit_after_the_refresh_read_stays_marked_for_the_next_run(db: Any, store: CampaignStore) -> None:
     campaign_id = new_campaign(store)
-    fold(db, clicks(campaign_id, 2))
+    legacy_fold(db, clicks(campaign_id, 2))
     racing = CommitAfterSnapshot(db, clicks(campaign_id, 3))
-    TotalsRefresher(racing, SHARDS, max_seconds=60).refresh()
+    TotalsRefresher(racing, SHARDS).refresh(LONG_AGO)
     assert racing.late == []  # the late commit happened
     assert store.get(campaign_id).counters["click_count"] == 2  # the snapshot's sum
     assert markers(db, campaign_id) != []  # the late commit's marker survived the refresh
-    TotalsRefresher(db, SHARDS, max_seconds=60).refresh()
+    TotalsRefresher(db, SHARDS).refresh(LONG_AGO)
     assert store.get(campaign_id).counters["click_count"] == 5
     assert markers(db, campaign_id) == []
 
@@ -217,31 +228,31 @@ class RefreshAfterSnapshot(CommitAfterSnapshot):
     def get_all(self, refs: list[Any], **kwargs: Any) -> Any:
         snapshots = list(self._db.get_all(refs, **kwargs))
         if self.late:
-            fold(self._db, self.late)
+            legacy_fold(self._db, self.late)
             self.late = []
-            TotalsRefresher(self._db, SHARDS, max_seconds=60).refresh()
+            TotalsRefresher(self._db, SHARDS).refresh(LONG_AGO)
         return snapshots
 
 
 def test_a_run_holding_an_older_sum_never_writes_it_over_a_newer_one(db: Any, store: CampaignStore) -> None:
     campaign_id = new_campaign(store)
-    fold(db, clicks(campaign_id, 2))
+    legacy_fold(db, clicks(campaign_id, 2))
     slow = RefreshAfterSnapshot(db, clicks(campaign_id, 3))
-    result = TotalsRefresher(slow, SHARDS, max_seconds=60).refresh()
+    result = TotalsRefresher(slow, SHARDS).refresh(LONG_AGO)
     assert slow.late == []  # the other run refreshed between this one's read and its write
     assert store.get(campaign_id).counters["click_count"] == 5  # the newer sum stayed
     assert result.complete and markers(db, campaign_id) == []
 
 
-def test_totals_never_go_down_and_as_of_waits_for_a_complete_refresh(
+def test_legacy_totals_never_go_down_and_as_of_waits_for_a_complete_refresh(
     db: Any, store: CampaignStore, event_mode: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     campaign_id = new_campaign(store)
-    fold(db, clicks(campaign_id, 5))
+    legacy_fold(db, clicks(campaign_id, 5))
     first = scheduled_run()
     for shard in campaign_ref(db, campaign_id).collection("counter_shards").stream():
         shard.reference.delete()  # as if COUNTER_SHARDS had been lowered: the shards now sum lower
-    fold(db, clicks(campaign_id, 1))
+    legacy_fold(db, clicks(campaign_id, 1))
     with caplog.at_level(logging.ERROR):
         second = scheduled_run()
     assert second["totals_complete"] is False and second["as_of"] == first["as_of"]
@@ -259,17 +270,14 @@ def test_as_of_only_moves_forward(db: Any) -> None:
 # --- hourly ------------------------------------------------------------------------------------
 
 
-def test_hourly_shows_the_refreshed_hours_in_range_summed_over_shards(db: Any, store: CampaignStore) -> None:
+def test_hourly_shows_the_counted_hours_in_range(db: Any, store: CampaignStore) -> None:
     campaign_id = new_campaign(store)
-    late = datetime(2026, 11, 28, 22, 30, tzinfo=timezone.utc)
-    folder = ClickFolder(db, SHARDS, timedelta(days=8))
+    late = hour_of(NOW).replace(hour=0) - timedelta(minutes=90)  # 22:30 yesterday
     batches = [clicks(campaign_id, offset + 1, at=late + timedelta(hours=offset)) for offset in range(5)]
     batches.append(clicks(campaign_id, 10, "IPhone", at=late + timedelta(hours=1)))
-    for events in batches:  # one commit each, across midnight: a different shard each time
-        folder.fold([Delivery(e.click_id, e.encode()) for e in events])
+    for events in batches:  # one journal entry each, across midnight
+        fold(db, events)
     hour = late.replace(minute=0)
-    assert store.hourly(campaign_id, hour, hour + timedelta(hours=5)) == {}  # not refreshed yet
-    TotalsRefresher(db, SHARDS, max_seconds=60).refresh()
     series = store.hourly(campaign_id, hour + timedelta(hours=1), hour + timedelta(hours=4))
     assert list(series) == [hour + timedelta(hours=h) for h in (1, 2, 3)]  # 23:00, then the next day
     assert [c["click_count"] for c in series.values()] == [12, 3, 4]
@@ -278,7 +286,6 @@ def test_hourly_shows_the_refreshed_hours_in_range_summed_over_shards(db: Any, s
     naive = hour.replace(tzinfo=None)  # taken as UTC
     assert store.hourly(campaign_id, naive + timedelta(hours=1), naive + timedelta(hours=4)) == series
     fold(db, clicks(campaign_id, 7, "WindowsPhone", at=late + timedelta(hours=2)))  # a later click in a shown hour
-    TotalsRefresher(db, SHARDS, max_seconds=60).refresh()
     assert store.hourly(campaign_id, hour + timedelta(hours=2), hour + timedelta(hours=3))[
         hour + timedelta(hours=2)]["windowsphone_click_count"] == 7
     counter = ReadCounter(db)
@@ -301,6 +308,7 @@ def test_delete_answers_at_once_and_a_later_run_sweeps_counters_and_buckets(
 ) -> None:
     campaign_id, kept = new_campaign(store), new_campaign(store)
     for offset in range(3):
+        legacy_fold(db, clicks(campaign_id, 2, at=T0 + timedelta(hours=offset)) + clicks(kept, 1))
         fold(db, clicks(campaign_id, 2, at=T0 + timedelta(hours=offset)) + clicks(kept, 1))
     assert subcollection_documents(db, campaign_id) and markers(db, campaign_id)
     counter = ReadCounter(db)
@@ -314,7 +322,7 @@ def test_delete_answers_at_once_and_a_later_run_sweeps_counters_and_buckets(
     assert subcollection_documents(db, campaign_id) == []  # counter shards and hourly buckets
     assert markers(db, campaign_id) == []
     assert not deletion_ref(db, campaign_id).get().exists
-    assert store.get(kept).counters["click_count"] == 3 and subcollection_documents(db, kept)
+    assert store.get(kept).counters["click_count"] == 6 and subcollection_documents(db, kept)
     assert scheduled_run()["deleted_documents"] == 0  # a second run has nothing left to do
 
 
@@ -323,8 +331,9 @@ def test_a_sweep_cut_short_is_finished_by_the_next_runs(
 ) -> None:
     monkeypatch.setenv("DELETE_MAX_DOCUMENTS", "7")
     campaign_id = new_campaign(store)
-    for offset in range(12):
-        fold(db, clicks(campaign_id, 1, at=T0 + timedelta(hours=offset)))
+    folder = LegacyFolder(db, SHARDS)
+    for offset in range(12):  # a shard, a bucket and a marker each
+        folder.fold(clicks(campaign_id, 1, at=T0 - timedelta(hours=offset)))
     store.delete(campaign_id)
     runs = []
     for _ in range(10):
@@ -342,13 +351,11 @@ def test_late_clicks_for_a_deleted_campaign_stay_poison_and_never_resurrect_coun
     campaign_id = new_campaign(store)
     fold(db, clicks(campaign_id, 2))
     store.delete(campaign_id)
-    late = ClickFolder(db, SHARDS, timedelta(days=8)).fold([Delivery(e.click_id, e.encode())
-                                                           for e in clicks(campaign_id, 3)])
-    assert (late.counted, late.poison) == (0, 3)
-    scheduled_run()
-    late = ClickFolder(db, SHARDS, timedelta(days=8)).fold([Delivery(e.click_id, e.encode())
-                                                           for e in clicks(campaign_id, 3)])
-    assert (late.counted, late.poison) == (0, 3)
+    for _ in range(2):  # before the sweep, and after it
+        Journal(db).receive([Delivery(e.click_id, e.encode()) for e in clicks(campaign_id, 3)])
+        late = Applier(db, HORIZON).apply(LONG_AGO)
+        assert (late.counted, late.poison) == (0, 3)
+        scheduled_run()
     assert not campaign_ref(db, campaign_id).get().exists
     assert subcollection_documents(db, campaign_id) == [] and markers(db, campaign_id) == []
 

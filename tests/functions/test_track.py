@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from conftest import function_app
 from helpers import Track, log_lines, pulled_events, serve_track
 
 from shared.config import Settings
@@ -152,7 +153,8 @@ def test_a_refused_publish_still_redirects_and_logs_a_replayable_line(
     assert line["outcome"] == "failed" and "NotFound" in line["error"]
     assert line["topic"] == f"projects/{project}/topics/{topic}"
     event = line["event"]
-    assert set(event) == {"click_id", "campaign_id", "platform", "ts", "user_agent", "referrer", "bot", "v"}
+    assert set(event) == {"click_id", "campaign_id", "platform", "ts", "user_agent", "referrer", "bot", "producer",
+                          "seq", "v"}
     assert (event["campaign_id"], event["platform"], event["user_agent"], event["referrer"], event["bot"]) == (
         campaign.id, "IPhone", "UA/2", "r", False)
     assert line["click_id"] == event["click_id"]
@@ -295,15 +297,11 @@ def test_a_bot_on_an_unknown_campaign_goes_to_the_fallback(
 def test_bot_clicks_reach_only_the_bot_counter(
     track: Track, campaign: Any, store: CampaignStore, project: str, pubsub_names: tuple[str, str]
 ) -> None:
-    from aggregation import build_drainer, build_folder
-
     track.click(f"/track/{campaign.id}", **{"User-Agent": SLACK_UA})
     track.click(f"/track/{campaign.id}?platform=IPhone", **{"User-Agent": "Twitterbot/1.0"})
     track.click(f"/track/{campaign.id}", **{"User-Agent": IPHONE_UA})
-    settings = Settings(project=project, clicks_subscription=pubsub_names[1])
-    result, _ = build_drainer(settings, build_folder(settings)).drain()
-    assert result.counted == 3
-    counters = store.counters([campaign.id])[campaign.id]
+    assert function_app("aggregate", "aggregate_http").test_client().post("/").get_json()["counted"] == 3
+    counters = store.get(campaign.id).counters
     assert (counters["click_count"], counters["iphone_click_count"], counters["bot_click_count"]) == (1, 1, 2)
 
 

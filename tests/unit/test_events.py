@@ -5,22 +5,24 @@ from datetime import datetime, timezone
 import pytest
 
 from shared.errors import InvalidEvent
-from shared.events import ClickEvent
+from shared.events import ClickEvent, Producer
+
+PRODUCER = Producer()
 
 
 def test_an_event_survives_the_wire() -> None:
-    event = ClickEvent.new(42, "IPhone", user_agent="UA", referrer="https://ref.example/")
+    event = ClickEvent.new(42, "IPhone", producer=PRODUCER, user_agent="UA", referrer="https://ref.example/")
     assert ClickEvent.decode(event.encode()) == event
     assert len(event.click_id) == 32
     assert event.ts.tzinfo is not None
 
 
 def test_each_click_gets_its_own_id() -> None:
-    assert len({ClickEvent.new(1, "Android").click_id for _ in range(1000)}) == 1000
+    assert len({ClickEvent.new(1, "Android", producer=PRODUCER).click_id for _ in range(1000)}) == 1000
 
 
 def test_headers_are_truncated_for_the_event() -> None:
-    event = ClickEvent.new(1, "Android", user_agent="u" * 5000, referrer="r" * 5000)
+    event = ClickEvent.new(1, "Android", producer=PRODUCER, user_agent="u" * 5000, referrer="r" * 5000)
     assert len(event.user_agent) == 512 and len(event.referrer) == 512
 
 
@@ -47,12 +49,12 @@ def test_malformed_events_are_refused(payload: bytes) -> None:
 
 
 def test_only_a_bot_click_may_lack_a_platform() -> None:
-    bot = ClickEvent.new(1, None, bot=True)
+    bot = ClickEvent.new(1, None, producer=PRODUCER, bot=True)
     assert ClickEvent.decode(bot.encode()) == bot
     with pytest.raises(InvalidEvent, match="platform"):
-        ClickEvent.decode(ClickEvent.new(1, None).encode())
+        ClickEvent.decode(ClickEvent.new(1, None, producer=PRODUCER).encode())
 
 
 def test_the_wire_format_names_every_field() -> None:
-    event = ClickEvent.new(3, "Android", user_agent="UA", bot=True)
+    event = ClickEvent.new(3, "Android", producer=PRODUCER, user_agent="UA", bot=True)
     assert set(event.fields()) == {f.name for f in dataclasses.fields(ClickEvent)} | {"v"}
