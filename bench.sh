@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one benchmark from a fresh clone; it starts the emulators and servers it needs.
 #   ./bench.sh hotpath [--seconds 5]     one track instance as deployed against bare functions (needs wrk)
-#   ./bench.sh soak [--clicks 100000]    counting accuracy under duplicates, poison and two aggregators
+#   ./bench.sh soak [--clicks 100000]    counting accuracy and Firestore cost as deployed (needs wrk)
 #   ./bench.sh cache_memory              a track instance's memory with 100,000 campaigns cached
 #   ./bench.sh admin [--campaigns 10000] document reads and latency of the admin's reads
 #   ./bench.sh logs                      what log correlation costs a click
@@ -11,12 +11,12 @@ case "${1:-}" in
   hotpath|soak|cache_memory|admin|logs) name="$1"; shift ;;
   *) echo "usage: ./bench.sh hotpath|soak|cache_memory|admin|logs [options]" >&2; exit 2 ;;
 esac
-if [ "$name" = hotpath ] && ! command -v wrk >/dev/null; then
+if { [ "$name" = hotpath ] || [ "$name" = soak ]; } && ! command -v wrk >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing wrk, the load generator" >&2
     apt-get install -y -qq wrk >/dev/null
   else
-    echo "error: the hot path benchmark drives load with wrk: sudo apt-get install wrk" >&2
+    echo "error: the $name benchmark drives load with wrk: sudo apt-get install wrk" >&2
     exit 2
   fi
 fi

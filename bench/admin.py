@@ -174,8 +174,6 @@ def main(argv: list[str] | None = None) -> int:
                               lambda: store.list_page(wanted, 100, None), counter, args.repeat)
         one, _ = measure("one campaign", lambda: store.get(hot), counter, args.repeat)
         stats_reads, _ = measure(f"{STATS_DAYS}-day stats (hours -> days)", stats, counter, args.repeat)
-        measure(f"its {SHARDS} counter shards (as read before)", lambda: store.counters([hot]), counter,
-                args.repeat)
         every, _ = measure("every campaign (no limit)", lambda: store.list_page([], None, None), counter,
                            max(2, args.repeat // 10))
     print(f"admin: campaigns={args.campaigns} page_reads={page} filtered_page_reads={filtered} "

@@ -1,17 +1,21 @@
-"""Accuracy soak: many clicks, two aggregators at once, every count checked.
+"""Accuracy and cost soak: many clicks, as deployed, every count checked and every Firestore operation priced.
 
-    python -m bench.soak --clicks 100000
+    python -m bench.soak --clicks 100000 [--rate 2000 --every 60]
 
 Starts its own Firestore and Pub/Sub emulators (or reuses the pair named by
 ``FIRESTORE_EMULATOR_HOST`` and ``PUBSUB_EMULATOR_HOST``, wiping Firestore
-first), creates campaigns, publishes clicks with bots, duplicates and poison
-events, and drains them with two aggregators racing on one subscription. Every
-campaign's counters and hourly buckets, and the totals and hourly counts the
-admin shows once refreshed as the scheduled run refreshes them, are then
+first), creates campaigns, and publishes clicks from several producers (each
+numbering its events, as track workers do), with bots, duplicates, replays run
+twice, events of the schema before producers, and poison. The scheduled run,
+built from the settings as deployed, is called every ``--every`` seconds while
+the clicks are published (all at once, or at a steady ``--rate``), until the
+backlog is counted. Then a second wave is counted by two aggregators at once.
+Every campaign's totals and hourly counts, as the admin shows them, are
 compared with a ground truth kept in memory, computed here independently of
-``shared.counting``. Last, one
-track function instance is put under HTTP load, so the fold rate can be set
-against the click rate one instance produces.
+``shared.counting``. Every Firestore operation the aggregators make is counted
+at their clients' transport and priced (bench/prices.py), with the TTL deletes
+the design implies. Last, one track function instance is put under HTTP load,
+so the fold rate can be set against the click rate one instance produces.
 
 It prints figures, the last line a one-line summary, and exits 0 only when
 every count is exact. This is a soak, not a test: it is not run by ./test.sh.
@@ -20,7 +24,6 @@ every count is exact. This is a soak, not a test: it is not run by ./test.sh.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import logging
 import os
@@ -40,7 +43,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from itertools import combinations
 from pathlib import Path
-from typing import Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 # Cloud Functions runs each function from its own directory, so its modules import one
@@ -50,26 +52,22 @@ for _function in ("aggregate", "track"):
 sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
-from aggregation import Drainer, RetryLater, build_drainer, fold_pushed  # noqa: E402
+from aggregation import RunReport, build_applier, build_drainer, build_scheduled_run  # noqa: E402
 from google.api_core import exceptions as gexc  # noqa: E402
 from google.cloud import firestore, pubsub_v1  # noqa: E402
-from upkeep import RefreshResult, TotalsRefresher  # noqa: E402
 
 from bench import wrk  # noqa: E402
+from bench.prices import usd_per_million_clicks  # noqa: E402
+from bench.reads import ReadCounter  # noqa: E402
 from local import emulators  # noqa: E402
 from local.stack import wait_serving  # noqa: E402
 from shared import config  # noqa: E402
-from shared.counting import ClickFolder, Delivery, FoldResult  # noqa: E402
-from shared.events import ClickEvent  # noqa: E402
+from shared.counting import Applier, Journal  # noqa: E402
+from shared.events import ClickEvent, Producer  # noqa: E402
 from shared.ids import keyed_ids  # noqa: E402
 from shared.platforms import PLATFORMS  # noqa: E402
-from shared.store import CAMPAIGNS, CampaignStore  # noqa: E402
-from shared.store import COUNTER_SHARDS as SHARD_COLLECTION  # noqa: E402
+from shared.store import CLICKS, PRODUCERS, CampaignStore  # noqa: E402
 
-SHARD_COUNT = config.Settings().counter_shards  # as deployed
-DRAIN_BATCH_SIZE = 1000
-PUSH_PULL_SIZE = 100
-DEDUP_RETENTION = timedelta(days=8)
 TRACK_SERVER_THREADS = 32
 # Not a real host, so a redirect to it is never mistaken for a counted click.
 FALLBACK_URL = "http://fallback.soak.invalid/"
@@ -133,6 +131,7 @@ def _all_fields(counts: Counter[str]) -> Counts:
     return {name: counts[name] for name in EXPECTED_FIELDS}
 
 
+
 # --- campaigns and the click workload -----------------------------------------------------
 
 
@@ -163,9 +162,12 @@ def create_campaigns(store: CampaignStore, count: int) -> list[CampaignSpec]:
 @dataclass(frozen=True)
 class Mix:
     clicks: int
+    producers: int
     hot_share: float
     bot_share: float
     duplicate_share: float
+    replay_share: float
+    legacy_share: float
     poison_share: float
     hours: float
 
@@ -173,61 +175,80 @@ class Mix:
 @dataclass
 class Workload:
     payloads: list[bytes]
-    """Every message to publish, shuffled: clicks, duplicates and poison interleaved."""
+    """Every message to publish, shuffled: clicks, duplicates, replays and poison interleaved."""
     truth: GroundTruth
     sent: int
     bots: int
     duplicates: int
+    replays: int
+    legacy: int
     poison: int
 
 
-def make_workload(campaigns: Sequence[CampaignSpec], mix: Mix, rng: random.Random) -> Workload:
+def make_workload(campaigns: Sequence[CampaignSpec], mix: Mix, rng: random.Random, truth: GroundTruth) -> Workload:
     now = datetime.now(timezone.utc)
-    truth = GroundTruth()
-    # Traffic arrives in click order, so a batch spans an hour or two of buckets, not all of them.
-    clicks = sorted((random_click(campaigns, mix, rng, now) for _ in range(mix.clicks)), key=lambda e: e.ts)
-    for event in clicks:
-        truth.add(event.campaign_id, event.platform, event.bot, event.ts)
-    payloads = [event.encode() for event in clicks]
-    # A duplicate is the very same bytes published again, as a publish retry or a redelivery makes it.
+    producers = [Producer() for _ in range(mix.producers)]
+    # Traffic arrives in click order, so a batch spans an hour or two of buckets, not all of them;
+    # each producer numbers its events in the order it makes them.
+    draws = sorted((random_draw(campaigns, mix, rng, now) for _ in range(mix.clicks)), key=lambda d: d[3])
+    payloads = []
+    legacy = 0
+    for campaign_id, platform, bot, ts in draws:
+        truth.add(campaign_id, platform, bot, ts)
+        event = ClickEvent.new(campaign_id, platform, producer=rng.choice(producers), user_agent="bench.soak",
+                               bot=bot, now=ts)
+        if rng.random() < mix.legacy_share:
+            payloads.append(schema_1_payload(event))  # published before the upgrade, delivered after it
+            legacy += 1
+        else:
+            payloads.append(event.encode())
+    # A duplicate is the very same bytes published again, as a publish retry or a redelivery makes it;
+    # a replay run twice republishes the same logged events twice.
     duplicates = [payloads[rng.randrange(len(payloads))] for _ in range(round(mix.clicks * mix.duplicate_share))]
+    replayed = [payloads[rng.randrange(len(payloads))] for _ in range(round(mix.clicks * mix.replay_share))]
     known = {c.id for c in campaigns}
-    poison = [poison_payload(i, rng, known, now) for i in range(round(mix.clicks * mix.poison_share))]
+    poison = [poison_payload(i, rng, known, now, producers[0]) for i in range(round(mix.clicks * mix.poison_share))]
     messages = list(payloads)
-    for extra in duplicates + poison:  # anywhere in the stream, as retries and bad producers put them
+    for extra in duplicates + replayed * 2 + poison:  # anywhere in the stream
         messages.insert(rng.randrange(len(messages) + 1), extra)
-    return Workload(messages, truth, len(clicks), sum(c.bot for c in clicks), len(duplicates), len(poison))
+    return Workload(messages, truth, len(draws), sum(d[2] for d in draws), len(duplicates), 2 * len(replayed),
+                    legacy, len(poison))
 
 
-def random_click(campaigns: Sequence[CampaignSpec], mix: Mix, rng: random.Random, now: datetime) -> ClickEvent:
+def random_draw(campaigns: Sequence[CampaignSpec], mix: Mix, rng: random.Random,
+                now: datetime) -> tuple[int, str | None, bool, datetime]:
     hot, others = campaigns[0], campaigns[1:]
     campaign = hot if not others or rng.random() < mix.hot_share else rng.choice(others)
     bot = rng.random() < mix.bot_share
     # Half the bots name no targeted platform (a crawler's preview), which only a bot click may do.
     platform = None if bot and rng.random() < 0.5 else rng.choice(campaign.platforms)
-    return ClickEvent.new(
-        campaign.id,
-        platform,
-        user_agent="bench.soak",
-        bot=bot,
-        # Spread over the last hours so that several hourly buckets fill.
-        now=now - timedelta(seconds=rng.uniform(0, mix.hours * 3600)),
-    )
+    # Spread over the last hours so that several hourly buckets fill.
+    return campaign.id, platform, bot, now - timedelta(seconds=rng.uniform(0, mix.hours * 3600))
 
 
-def poison_payload(i: int, rng: random.Random, known: set[int], now: datetime) -> bytes:
-    """In turn: malformed JSON, an event missing a field, an event for a campaign that does not exist."""
-    kind = i % 3
+def schema_1_payload(event: ClickEvent) -> bytes:
+    fields = event.fields()
+    del fields["producer"], fields["seq"]
+    return json.dumps({**fields, "v": 1}).encode()
+
+
+def poison_payload(i: int, rng: random.Random, known: set[int], now: datetime, producer: Producer) -> bytes:
+    """In turn: malformed JSON, an event missing a field, an event for a campaign that does not exist,
+    and one older than the redelivery horizon."""
+    kind = i % 4
     if kind == 0:
         return b'{"click_id": "' + uuid.uuid4().hex.encode()  # cut short
     if kind == 1:
-        fields = ClickEvent.new(1, rng.choice(PLATFORMS), now=now).fields()
-        del fields[rng.choice(["click_id", "campaign_id", "platform", "ts"])]
+        fields = ClickEvent.new(1, rng.choice(PLATFORMS), producer=producer, now=now).fields()
+        del fields[rng.choice(["click_id", "campaign_id", "platform", "ts", "seq"])]
         return json.dumps(fields).encode()
-    unknown = rng.randrange(1, 2**53)
-    while unknown in known:
+    if kind == 2:
         unknown = rng.randrange(1, 2**53)
-    return ClickEvent.new(unknown, rng.choice(PLATFORMS), now=now).encode()
+        while unknown in known:
+            unknown = rng.randrange(1, 2**53)
+        return ClickEvent.new(unknown, rng.choice(PLATFORMS), producer=producer, now=now).encode()
+    stale = now - timedelta(days=config.Settings().redelivery_horizon_days + 1)
+    return ClickEvent.new(min(known), rng.choice(PLATFORMS), producer=producer, now=stale).encode()
 
 
 # --- Pub/Sub ------------------------------------------------------------------------------
@@ -239,13 +260,18 @@ def create_topic(project: str, topic: str) -> None:
         publisher.create_topic(name=publisher.topic_path(project, topic))
 
 
-def publish_all(project: str, topic: str, payloads: Sequence[bytes]) -> float:
-    """Publish with client-side batching, all futures in flight at once; returns the seconds taken."""
+def publish_all(project: str, topic: str, payloads: Sequence[bytes], rate: float) -> float:
+    """Publish with client-side batching, at ``rate`` messages a second (0: all at once);
+    returns the seconds taken."""
     settings = pubsub_v1.types.BatchSettings(max_messages=1000, max_bytes=4_000_000, max_latency=0.05)
     publisher = pubsub_v1.PublisherClient(batch_settings=settings)
     path = publisher.topic_path(project, topic)
     started = time.monotonic()
-    futures = [publisher.publish(path, payload) for payload in payloads]
+    futures = []
+    for i, payload in enumerate(payloads):
+        if rate and i % 100 == 0:
+            time.sleep(max(0.0, started + i / rate - time.monotonic()))
+        futures.append(publisher.publish(path, payload))
     for future in futures:
         future.result(timeout=300)
     elapsed = time.monotonic() - started
@@ -253,188 +279,89 @@ def publish_all(project: str, topic: str, payloads: Sequence[bytes]) -> float:
     return elapsed
 
 
-# --- the two aggregators ------------------------------------------------------------------
-
-
-class WriteLog:
-    """(when, counter document) for every counter write any aggregator committed."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.records: list[tuple[float, str]] = []
-        self.last_fold_end = 0.0
-
-    def record(self, result: FoldResult) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self.records += [(now, path) for path in result.writes]
-            self.last_fold_end = max(self.last_fold_end, now)
-
-    def busiest_document(self) -> tuple[str, int]:
-        """The document that took the most writes within one 1-second window, and how many."""
-        by_document: defaultdict[str, list[float]] = defaultdict(list)
-        for moment, path in self.records:
-            by_document[path].append(moment)
-        best = ("", 0)
-        for path, moments in by_document.items():
-            moments.sort()
-            start = 0
-            for end, moment in enumerate(moments):
-                while moment - moments[start] >= 1.0:
-                    start += 1
-                if end - start + 1 > best[1]:
-                    best = (path, end - start + 1)
-        return best
-
-    def shard_spread(self, campaign_id: int) -> list[int]:
-        """Writes each of a campaign's counter shards took: even when sharding spreads the load."""
-        spread = [0] * SHARD_COUNT
-        prefix = f"{CAMPAIGNS}/{campaign_id}/{SHARD_COLLECTION}/"
-        for _, path in self.records:
-            if path.startswith(prefix):
-                spread[int(path[len(prefix):])] += 1
-        return spread
-
-
-class ObservedFolder(ClickFolder):
-    """A ClickFolder that logs when the counter documents it wrote were committed.
-
-    The stamp is taken as the fold returns, after its last commit: the fold's commits are
-    not observable one by one without reaching into its internals. A fold split into
-    several commits (over ~500 writes) is credited at one instant, so the write rate
-    found is an upper bound, exact whenever each fold is one commit or takes under a second.
-    """
-
-    def __init__(self, project: str, writes: WriteLog) -> None:
-        # A client of its own per aggregator, as two function instances would have.
-        super().__init__(firestore.Client(project=project), SHARD_COUNT, DEDUP_RETENTION)
-        self.writes = writes
-        self.folds = 0
-
-    def fold(self, deliveries: Sequence[Delivery]) -> FoldResult:
-        result = super().fold(deliveries)
-        self.writes.record(result)
-        self.folds += 1
-        return result
-
-
-class Aggregator(Protocol):
-    def drain(self) -> tuple[FoldResult, int]: ...
+# --- the aggregators ----------------------------------------------------------------------
 
 
 @dataclass
-class PushAggregator:
-    """The event-triggered path: pulls a few messages and folds each alone through
-    ``fold_pushed``, as one push delivery per invocation would."""
+class Runs:
+    """Scheduled runs of one aggregator and what they did."""
 
-    folder: ClickFolder
-    subscriber: pubsub_v1.SubscriberClient
-    subscription_path: str
-
-    def drain(self) -> tuple[FoldResult, int]:
-        try:
-            response = self.subscriber.pull(
-                request={"subscription": self.subscription_path, "max_messages": PUSH_PULL_SIZE},
-                timeout=2.0, retry=None,
-            )
-        except gexc.DeadlineExceeded:
-            return FoldResult(), 0
-        total, done, retry = FoldResult(), [], []
-        for received in response.received_messages:
-            message = received.message
-            data = base64.b64encode(message.data).decode()
-            envelope = {"message": {"data": data, "messageId": message.message_id}}
-            try:
-                total.merge(fold_pushed(self.folder, envelope))
-                done.append(received.ack_id)
-            except RetryLater:
-                total.failed.append(message.message_id)
-                retry.append(received.ack_id)
-        if done:
-            self.subscriber.acknowledge(subscription=self.subscription_path, ack_ids=done)
-        if retry:
-            self.subscriber.modify_ack_deadline(
-                subscription=self.subscription_path, ack_ids=retry, ack_deadline_seconds=0
-            )
-        return total, len(response.received_messages)
-
-
-@dataclass
-class Tally:
-    name: str
-    folder: ObservedFolder | None = None
-    result: FoldResult = field(default_factory=FoldResult)
+    reports: list[RunReport] = field(default_factory=list)
+    counted: int = 0
+    duplicates: int = 0
+    poison: int = 0
     pulled: int = 0
+    busy_seconds: float = 0.0
+    """Seconds spent in runs that pulled something."""
 
-    def describe(self) -> str:
-        r, folds = self.result, self.folder.folds if self.folder else 0
-        return (f"{self.name}: pulled={self.pulled} in {folds} folds counted={r.counted} "
-                f"duplicates={r.duplicates} poison={r.poison} handed_back={len(r.failed)}")
+    def add(self, report: RunReport) -> None:
+        self.reports.append(report)
+        summary = report.summary()
+        self.counted += summary["counted"]
+        self.duplicates += summary["duplicates"]
+        self.poison += summary["poison"]
+        self.pulled += summary["pulled"]
+        if summary["pulled"]:
+            self.busy_seconds += report.seconds
 
 
-def run_until_empty(aggregator: Aggregator, tally: Tally) -> None:
+def settings_for(project: str, subscription: str) -> config.Settings:
+    """The aggregate function's settings as deployed, on this soak's subscription."""
+    return config.Settings.from_env({**os.environ, config.PROJECT: project, config.CLICKS_SUBSCRIPTION: subscription})
+
+
+def scheduled_runs(settings: config.Settings, counters: list[ReadCounter], published: threading.Event,
+                   every: float) -> Runs:
+    """Call the scheduled run every ``every`` seconds, as Cloud Scheduler does, until the clicks are all
+    published and a run finds nothing left to drain or apply."""
+    applier = build_applier(settings)
+    counters.append(ReadCounter(applier.db))
+    run = build_scheduled_run(settings, applier)
+    runs = Runs()
     while True:
-        result, pulled = aggregator.drain()
-        tally.result.merge(result)
-        tally.pulled += pulled
-        if pulled == 0:
-            return
+        began = time.monotonic()
+        done = published.is_set()
+        report = run.run()
+        runs.add(report)
+        if done and report.drained and report.drained.caught_up and not report.drained.pulled \
+                and report.applied.complete:
+            return runs
+        time.sleep(max(0.0, began + every - time.monotonic()))
 
 
-@dataclass
-class DrainReport:
-    tallies: list[Tally]
-    seconds: float
-    """From the start of draining to the end of the last fold (the closing empty pulls excluded)."""
-    writes: WriteLog
+def bare_aggregator(settings: config.Settings, counters: list[ReadCounter]) -> Runs:
+    """A second consumer that ignores the scheduled run's lease: drains and applies until nothing is left."""
+    db = firestore.Client(project=settings.project)
+    counters.append(ReadCounter(db))
+    drainer, applier, runs = build_drainer(settings, Journal(db)), Applier(db, build_applier(settings).horizon), Runs()
+    while True:
+        drained = drainer.drain(datetime.max.replace(tzinfo=timezone.utc), time.monotonic() + 30)
+        applied = applier.apply(time.monotonic() + 30)
+        runs.counted += applied.counted
+        runs.duplicates += applied.duplicates
+        runs.poison += applied.poison + drained.received.poison
+        runs.pulled += drained.pulled
+        if not drained.pulled and applied.complete:
+            return runs
 
-    def total(self) -> Tally:
-        total = Tally("both")
-        for tally in self.tallies:
-            total.result.merge(tally.result)
-            total.pulled += tally.pulled
-        return total
 
-
-def drain_concurrently(project: str, subscription: str, second: str) -> DrainReport:
-    """The scheduled drain and a second aggregator on the same subscription until it is empty."""
-    writes = WriteLog()
-    settings = config.Settings(
-        project=project, clicks_subscription=subscription,
-        aggregate_batch_size=DRAIN_BATCH_SIZE, counter_shards=SHARD_COUNT,
-    )
-    folders = [ObservedFolder(project, writes), ObservedFolder(project, writes)]
-    first: Drainer = build_drainer(settings, folders[0])
-    other: Aggregator
-    if second == "drainer":
-        other = build_drainer(settings, folders[1])
-        tallies = [Tally("scheduled drainer A", folders[0]), Tally("scheduled drainer B", folders[1])]
-    else:
-        subscriber = pubsub_v1.SubscriberClient()
-        other = PushAggregator(folders[1], subscriber, subscriber.subscription_path(project, subscription))
-        tallies = [Tally("scheduled drainer A", folders[0]), Tally("push folder B", folders[1])]
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        running = [pool.submit(run_until_empty, a, t) for a, t in zip((first, other), tallies, strict=False)]
-        for future in running:
-            future.result()  # re-raises what went wrong in the thread
-    # One aggregator may hand a failed batch back just after the other saw an empty pull.
-    run_until_empty(first, tallies[0])
-    return DrainReport(tallies, max(writes.last_fold_end, started) - started, writes)
+def implied_ttl_deletes(db: firestore.Client) -> int:
+    """Documents the design leaves for Firestore's TTL to delete: producers' ledgers and schema 1 records."""
+    return sum(1 for _ in db.collection(PRODUCERS).select([]).stream()) + sum(
+        1 for _ in db.collection(CLICKS).select([]).stream())
 
 
 # --- comparing with the ground truth ------------------------------------------------------
 
-State = dict[int, tuple[Counts, Counts, dict[datetime, Counts]]]
-"""Per campaign: its counter shards summed, the totals readers see, the hourly counts readers see."""
+State = dict[int, tuple[Counts, dict[datetime, Counts]]]
+"""Per campaign: the totals readers see, the hourly counts readers see."""
 
 
 def read_state(store: CampaignStore, campaigns: Sequence[CampaignSpec]) -> State:
-    totals = store.counters([c.id for c in campaigns])
     now = datetime.now(timezone.utc)
     start, end = now - timedelta(days=30), now + timedelta(days=1)
     return {
-        c.id: (dict(totals[c.id]), dict(store.get(c.id).counters),
+        c.id: (dict(store.get(c.id).counters),
                {_plain(hour): dict(counts) for hour, counts in store.hourly(c.id, start, end).items()})
         for c in campaigns
     }
@@ -463,10 +390,8 @@ def settled_state(
 def mismatches(state: State, campaigns: Sequence[CampaignSpec], truth: GroundTruth) -> list[str]:
     found = []
     for campaign in campaigns:
-        totals, shown, hourly = state[campaign.id]
+        shown, hourly = state[campaign.id]
         expected = truth.totals(campaign.id)
-        if totals != expected:
-            found.append(f"campaign {campaign.id} totals: {difference(expected, totals)}")
         if shown != expected:
             found.append(f"campaign {campaign.id} shown totals: {difference(expected, shown)}")
         expected_hourly = truth.hourly(campaign.id)
@@ -597,9 +522,6 @@ def measure_track(
     return TrackReport(f"{label}, {connections} connections", ok, sent, elapsed, failures)
 
 
-# --- the run ------------------------------------------------------------------------------
-
-
 @contextmanager
 def emulator_environment(log_dir: Path) -> Iterator[tuple[dict[str, str], str]]:
     """Reuse the emulators the environment names (Firestore wiped), else start a pair."""
@@ -618,17 +540,31 @@ def emulator_environment(log_dir: Path) -> Iterator[tuple[dict[str, str], str]]:
         yield env, "started"
 
 
+
+# --- the run ------------------------------------------------------------------------------
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--clicks", type=int, default=100_000, help="unique clicks to publish")
+    parser.add_argument("--race-clicks", type=int, default=10_000,
+                        help="unique clicks of the second wave, counted by two aggregators at once")
     parser.add_argument("--campaigns", type=int, default=50)
+    parser.add_argument("--producers", type=int, default=8, help="track workers the clicks come from")
     parser.add_argument("--hot-share", type=float, default=0.40, help="share of clicks on the hot campaign")
     parser.add_argument("--bot-share", type=float, default=0.05)
     parser.add_argument("--duplicate-share", type=float, default=0.05, help="extra copies of clicks, per click")
+    parser.add_argument("--replay-share", type=float, default=0.01,
+                        help="clicks republished by a replay run twice, per click")
+    parser.add_argument("--legacy-share", type=float, default=0.01,
+                        help="clicks published in the schema before producers, per click")
     parser.add_argument("--poison-share", type=float, default=0.01, help="poison events, per click")
     parser.add_argument("--hours", type=float, default=6.0, help="clicks are spread over this many past hours")
-    parser.add_argument("--second-aggregator", choices=("drainer", "push"), default="drainer",
-                        help="what races the scheduled drainer: another drainer, or one-by-one push folds")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="messages published per second (0: all at once, then counted)")
+    parser.add_argument("--every", type=float, default=None,
+                        help="seconds between scheduled runs (default: back to back when --rate is 0, else 60, "
+                             "deploy.sh's schedule)")
     parser.add_argument("--track-seconds", type=float, default=10.0, help="how long to load the track function")
     parser.add_argument("--connections", type=int, default=TRACK_SERVER_THREADS, help="concurrent track requests")
     parser.add_argument("--seed", type=int, default=None, help="seed for the click mix (click ids stay random)")
@@ -639,13 +575,22 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         args.load_generator = "wrk" if wrk.available() else "python"
     elif args.load_generator == "wrk" and not wrk.available():
         parser.error("wrk is not on PATH")
-    if args.clicks < 1 or args.campaigns < 1:
-        parser.error("--clicks and --campaigns must be positive")
+    if args.clicks < 1 or args.campaigns < 1 or args.producers < 1:
+        parser.error("--clicks, --campaigns and --producers must be positive")
+    if args.every is None:
+        args.every = 60.0 if args.rate else 0.0
     return args
 
 
 def say(message: str) -> None:
     print(message, flush=True)
+
+
+@dataclass
+class Wave:
+    workload: Workload
+    runs: list[Runs]
+    seconds: float
 
 
 def soak(args: argparse.Namespace) -> bool:
@@ -656,78 +601,98 @@ def soak(args: argparse.Namespace) -> bool:
         project = env[config.PROJECT]
         env[config.CAMPAIGN_ID_KEY] = os.environ.get(config.CAMPAIGN_ID_KEY) or secrets.token_urlsafe(32)
         say(f"emulators ({how}): firestore {env['FIRESTORE_EMULATOR_HOST']}, pubsub {env['PUBSUB_EMULATOR_HOST']}")
-        suffix = uuid.uuid4().hex[:12]
-        topic, subscription = f"soak-clicks-{suffix}", f"soak-clicks-agg-{suffix}"
-        emulators.create_topic_and_subscription(project, topic, subscription)
-        store = CampaignStore(firestore.Client(project=project), SHARD_COUNT, keyed_ids(config.Settings.from_env(env)))
-        campaigns, workload = prepare(store, args)
-        publish(project, topic, workload)
-        drain = drain_concurrently(project, subscription, args.second_aggregator)
-        total, fold_rps = report_drain(drain)
-        exact = check(store, campaigns, workload, total)
+        db = firestore.Client(project=project)
+        store = CampaignStore(db, config.Settings().counter_shards, keyed_ids(config.Settings.from_env(env)))
+        campaigns = create_campaigns(store, args.campaigns)
+        rng, truth = random.Random(args.seed), GroundTruth()
+        counters: list[ReadCounter] = []
+        first = wave(project, campaigns, args, args.clicks, rng, truth, counters, race=False)
+        second = wave(project, campaigns, args, args.race_clicks, rng, truth, counters, race=True)
+        exact = check(store, campaigns, truth, [first, second])
+        ttl = implied_ttl_deletes(db)
         track = measure_track(env, campaigns, args.load_generator, args.track_seconds, args.connections, workdir)
-        report_track(track, fold_rps)
 
-    busiest, max_writes = drain.writes.busiest_document()
-    say(f"writes: busiest counter document {busiest} took {max_writes} writes within one second; "
-        f"hot campaign's {SHARD_COUNT} counter shards took {drain.writes.shard_spread(campaigns[0].id)} writes")
+    clicks = first.workload.sent + second.workload.sent
+    counted = sum(r.counted for w in (first, second) for r in w.runs)
+    reads, writes = sum(c.reads for c in counters), sum(c.writes for c in counters)
+    deletes = sum(c.deletes for c in counters) + ttl
+    usd = usd_per_million_clicks(reads, writes, deletes, clicks)
+    single = first.runs[0]
+    fold_rps = single.pulled / single.busy_seconds if single.busy_seconds else 0.0
+    report_track(track, fold_rps)
+    say(f"firestore: {reads} reads, {writes} writes, {deletes} deletes ({ttl} of them by TTL) for {clicks} clicks; "
+        f"USD {usd:.4f} per million clicks at list prices (bench/prices.py)")
     say(f"took {time.monotonic() - started:.0f} s; emulator and track server logs in {workdir}")
-    say(f"soak: sent={workload.sent} counted={total.result.counted} duplicates={total.result.duplicates} "
-        f"poison={total.result.poison} exact={'yes' if exact else 'no'} max_writes_per_doc_per_s={max_writes} "
-        f"fold_rps={fold_rps:.1f} track_rps={track.rps:.1f}")
-    return exact
+    say(f"soak: sent={clicks} counted={counted} exact={'yes' if exact else 'no'} fold_rps={fold_rps:.0f} "
+        f"track_rps={track.rps:.0f} reads_per_click={reads / clicks:.4f} writes_per_click={writes / clicks:.4f} "
+        f"deletes_per_click={deletes / clicks:.4f} usd_per_million={usd:.4f}")
+    return exact and counted == clicks
 
 
-def prepare(store: CampaignStore, args: argparse.Namespace) -> tuple[list[CampaignSpec], Workload]:
-    campaigns = create_campaigns(store, args.campaigns)
-    mix = Mix(args.clicks, args.hot_share, args.bot_share, args.duplicate_share, args.poison_share, args.hours)
-    workload = make_workload(campaigns, mix, random.Random(args.seed))
-    say(f"campaigns: {len(campaigns)} over {len(PLATFORM_SETS)} platform sets; hot campaign "
-        f"{campaigns[0].id} gets {args.hot_share:.0%} of clicks; {len(workload.truth.hours())} hourly buckets")
-    return campaigns, workload
+def wave(project: str, campaigns: Sequence[CampaignSpec], args: argparse.Namespace, clicks: int,
+         rng: random.Random, truth: GroundTruth, counters: list[ReadCounter], race: bool) -> Wave:
+    """Publish one workload and count it: by the scheduled run alone, or raced by a second aggregator."""
+    suffix = uuid.uuid4().hex[:12]
+    topic, subscription = f"soak-clicks-{suffix}", f"soak-clicks-agg-{suffix}"
+    emulators.create_topic_and_subscription(project, topic, subscription)
+    mix = Mix(clicks, args.producers, args.hot_share, args.bot_share, args.duplicate_share, args.replay_share,
+              args.legacy_share, args.poison_share, args.hours)
+    workload = make_workload(campaigns, mix, rng, truth)
+    settings = settings_for(project, subscription)
+    published = threading.Event()
+    name = "race: the scheduled run and a second aggregator at once" if race else (
+        f"steady at {args.rate:.0f} messages/s, a run every {args.every:.0f} s" if args.rate else
+        "all published, then counted by back-to-back scheduled runs")
+    say(f"wave: {workload.sent} clicks ({workload.bots} bots, {workload.legacy} in schema 1) + {workload.duplicates} "
+        f"duplicates + {workload.replays} replayed + {workload.poison} poison = {len(workload.payloads)} messages; "
+        f"{name}")
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        if args.rate and not race:
+            publishing = pool.submit(publish_all, project, topic, workload.payloads, args.rate)
+        else:
+            publish_all(project, topic, workload.payloads, 0)
+            started = time.monotonic()
+            publishing = None
+        published_at = None
+        running = [pool.submit(scheduled_runs, settings, counters, published, 0 if race else args.every)]
+        if race:
+            running.append(pool.submit(bare_aggregator, settings, counters))
+        if publishing is not None:
+            publishing.result()
+            published_at = time.monotonic() - started
+        published.set()
+        results = [future.result() for future in running]
+    seconds = time.monotonic() - started
+    report_wave(results, seconds, published_at)
+    return Wave(workload, results, seconds)
 
 
-def publish(project: str, topic: str, workload: Workload) -> None:
-    seconds = publish_all(project, topic, workload.payloads)
-    say(f"published: {workload.sent} clicks ({workload.bots} bots) + {workload.duplicates} duplicates "
-        f"+ {workload.poison} poison = {len(workload.payloads)} messages in {seconds:.1f} s "
-        f"({len(workload.payloads) / seconds:.0f}/s)")
+def report_wave(results: list[Runs], seconds: float, published_at: float | None) -> None:
+    for name, runs in zip(("scheduled run", "second aggregator"), results, strict=False):
+        longest = max((r.seconds for r in runs.reports), default=0.0)
+        lags = [(r.started - r.as_of).total_seconds() for r in runs.reports[1:] if r.as_of]
+        say(f"  {name}: {len(runs.reports) or 'loop'} runs, pulled={runs.pulled} counted={runs.counted} "
+            f"duplicates={runs.duplicates} poison={runs.poison}; busy {runs.busy_seconds:.1f} s "
+            f"({runs.pulled / runs.busy_seconds if runs.busy_seconds else 0:.0f} messages/s)"
+            + (f"; longest run {longest:.1f} s; as_of at most {max(lags, default=0):.1f} s behind a run's start"
+               if runs.reports else ""))
+    say(f"  counted in {seconds:.1f} s" + (f" (published over {published_at:.1f} s)" if published_at else ""))
 
 
-def report_drain(drain: DrainReport) -> tuple[Tally, float]:
-    total = drain.total()
-    for tally in drain.tallies:
-        say(f"  {tally.describe()}")
-    fold_rps = total.pulled / drain.seconds if drain.seconds else 0.0
-    say(f"drained: {total.pulled} messages in {drain.seconds:.1f} s ({fold_rps:.0f}/s), "
-        f"{len(drain.writes.records)} counter writes")
-    return total, fold_rps
-
-
-def refresh_shown(store: CampaignStore) -> RefreshResult:
-    """What the scheduled run does after draining: the totals and days readers see, from the shards."""
-    refresher = TotalsRefresher(store.db, SHARD_COUNT, max_seconds=300)
-    result = refresher.refresh()
-    if not result.complete:
-        raise RuntimeError("the totals refresh did not finish")
-    return result
-
-
-def check(store: CampaignStore, campaigns: Sequence[CampaignSpec], workload: Workload, total: Tally) -> bool:
-    """Every campaign's counters and hourly buckets against the ground truth; True if all match."""
-    refreshed = refresh_shown(store)
+def check(store: CampaignStore, campaigns: Sequence[CampaignSpec], truth: GroundTruth, waves: list[Wave]) -> bool:
+    """Every campaign's totals and hourly counts against the ground truth; True if all match."""
     state, settled = settled_state(store, campaigns)
-    found = mismatches(state, campaigns, workload.truth)
-    counted = total.result.counted
-    say(f"refresh: {refreshed.campaigns} campaigns' totals and days from {refreshed.markers} dirty markers")
-    say(f"check: {len(campaigns)} campaigns, {sum(len(h) for *_, h in state.values())} hourly buckets, "
-        f"{len(found)} mismatches; settled={'yes' if settled else 'no'}; counted {counted} of {workload.sent} clicks")
-    if (total.result.duplicates, total.result.poison) != (workload.duplicates, workload.poison):
-        say(f"  note: {workload.duplicates} duplicates and {workload.poison} poison events were published; "
-            f"Pub/Sub redeliveries add to both (the dedup records keep them out of the counts)")
+    found = mismatches(state, campaigns, truth)
+    say(f"check: {len(campaigns)} campaigns, {sum(len(h) for _, h in state.values())} hourly buckets, "
+        f"{len(found)} mismatches; settled={'yes' if settled else 'no'}")
+    poison = sum(w.workload.poison for w in waves)
+    counted_poison = sum(r.poison for w in waves for r in w.runs)
+    if counted_poison < poison:
+        say(f"  MISMATCH {poison} poison events published, {counted_poison} counted as poison")
     for line in found[:10]:
         say(f"  MISMATCH {line}")
-    return settled and not found and counted == workload.sent
+    return settled and not found and counted_poison >= poison
 
 
 def report_track(track: TrackReport, fold_rps: float) -> None:
@@ -735,7 +700,7 @@ def report_track(track: TrackReport, fold_rps: float) -> None:
         f"campaign URLs of {track.requests} requests in {track.seconds:.1f} s; "
         f"{track.publish_failures} failed publishes")
     ratio = fold_rps / track.rps if track.rps else float("inf")
-    say(f"fold_rps/track_rps = {ratio:.2f} (two aggregators against one track instance): aggregation "
+    say(f"fold_rps/track_rps = {ratio:.2f} (one scheduled run against one track instance): counting "
         f"{'keeps up' if ratio >= 1 else 'falls behind'}")
 
 

@@ -47,7 +47,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -214,10 +214,26 @@ def pack(events: Sequence[ClickEvent]) -> bytes:
     return zlib.compress(json.dumps(rows, separators=(",", ":")).encode())
 
 
-def unpack(data: bytes) -> list[ClickEvent]:
-    return [ClickEvent(click_id or "", campaign_id, platform, datetime.fromtimestamp(ts, timezone.utc),
-                       bot=bot, producer=producer, seq=seq)
-            for producer, seq, click_id, campaign_id, platform, bot, ts in json.loads(zlib.decompress(data))]
+class Row(NamedTuple):
+    """An event as the journal keeps it: what counting it needs, ``ts`` in epoch seconds."""
+
+    producer: str
+    seq: int
+    click_id: str
+    campaign_id: int
+    platform: str | None
+    bot: bool
+    ts: int
+
+    def counters(self) -> tuple[str, ...]:
+        """The counters this click adds one to; bots count apart from the totals."""
+        if self.bot:
+            return (BOT_FIELD,)
+        return (TOTAL_FIELD, PLATFORM_FIELDS[self.platform]) if self.platform is not None else ()
+
+
+def unpack(data: bytes) -> list[Row]:
+    return [Row(*row) for row in json.loads(zlib.decompress(data))]
 
 
 # --- step 2: applying the journal ---------------------------------------------------------
@@ -338,24 +354,25 @@ class Applier:
         return Applied()
 
     def _commit(self, entries: Sequence[Any]) -> Applied:
-        events = [event for entry in entries for event in unpack(entry.get("events"))]
+        events = [row for entry in entries for row in unpack(entry.get("events"))]
         ledgers, ledger_times = self._ledgers({e.producer for e in events if e.producer})
         recorded = self._recorded({e.click_id for e in events if not e.producer})
         live = self._live({e.campaign_id for e in events})
         now = self.clock()
         oldest, newest = (now - self.horizon).timestamp(), (now + CLOCK_SKEW).timestamp()
-        result, counted, poison = Applied(entries=len(entries)), [], []
+        result = Applied(entries=len(entries))
+        counted: list[Row] = []
+        poison: list[Row] = []
         new_records: list[str] = []
         for event in events:
-            ts = event.ts.timestamp()
-            if not oldest <= ts <= newest or event.campaign_id not in live:
+            if not oldest <= event.ts <= newest or event.campaign_id not in live:
                 poison.append(event)
             elif event.producer:
                 ledger = ledgers.setdefault(event.producer, Ledger())
                 if event.seq in ledger:
                     result.duplicates += 1
                     continue
-                ledger.add(event.seq, int(ts))
+                ledger.add(event.seq, event.ts)
                 counted.append(event)
             elif event.click_id in recorded:
                 result.duplicates += 1
@@ -384,27 +401,31 @@ class Applier:
             raise Conflict(repr(exc)) from None
         for event in poison:
             log.warning("poison click event dropped", extra={
-                "click_id": event.click_id, "campaign_id": event.campaign_id, "ts": event.ts.isoformat(),
+                "producer": event.producer, "seq": event.seq, "click_id": event.click_id,
+                "campaign_id": event.campaign_id, "ts": event.ts,
                 "reason": "campaign does not exist" if event.campaign_id not in live else "ts outside the horizon"})
         result.counted, result.poison = len(counted), len(poison)
         return result
 
-    def _count(self, batch: firestore.WriteBatch, events: Sequence[ClickEvent]) -> None:
-        by_campaign: defaultdict[int, list[ClickEvent]] = defaultdict(list)
-        by_day: defaultdict[tuple[int, datetime], defaultdict[str, list[ClickEvent]]] = defaultdict(
-            lambda: defaultdict(list))
+    def _count(self, batch: firestore.WriteBatch, events: Sequence[Row]) -> None:
+        totals: defaultdict[int, Counter[str]] = defaultdict(Counter)
+        hours: Counter[tuple[int, int, str]] = Counter()  # (campaign, UTC hour as epoch seconds, counter)
         for event in events:
-            by_campaign[event.campaign_id].append(event)
-            hour = hour_of(event.ts)
-            by_day[(event.campaign_id, hour.replace(hour=0))][day_hour_field(hour)].append(event)
-        for campaign_id, group in by_campaign.items():
+            hour = event.ts - event.ts % 3600
+            for name in event.counters():
+                totals[event.campaign_id][name] += 1
+                hours[(event.campaign_id, hour, name)] += 1
+        for campaign_id, deltas in totals.items():
             # update, not set: a campaign deleted since it was read fails the commit, and is not recreated.
             batch.update(campaign_ref(self.db, campaign_id),
-                         {f"{COUNTS}.{name}": firestore.Increment(n) for name, n in counter_deltas(group).items()})
-        for (campaign_id, day), hours in by_day.items():
-            counts = {hour: {name: firestore.Increment(n) for name, n in counter_deltas(group).items()}
-                      for hour, group in hours.items()}
-            batch.set(day_ref(self.db, campaign_id, day), {"day": day, COUNTS: counts}, merge=True)
+                         {f"{COUNTS}.{name}": firestore.Increment(n) for name, n in deltas.items()})
+        days: defaultdict[tuple[int, int], dict[str, dict[str, firestore.Increment]]] = defaultdict(dict)
+        for (campaign_id, hour, name), n in hours.items():
+            field_name = day_hour_field(datetime.fromtimestamp(hour, timezone.utc))
+            days[(campaign_id, hour - hour % 86400)].setdefault(field_name, {})[name] = firestore.Increment(n)
+        for (campaign_id, day), counts in days.items():
+            moment = datetime.fromtimestamp(day, timezone.utc)
+            batch.set(day_ref(self.db, campaign_id, moment), {"day": moment, COUNTS: counts}, merge=True)
 
     def _ledgers(self, producers: set[str]) -> tuple[dict[str, Ledger], dict[str, Any]]:
         """Each producer's ledger, and the update time of those that exist."""

@@ -276,13 +276,6 @@ class CampaignStore:
         except gexc.NotFound:
             raise NotFound(f"campaign {campaign_id} not found") from None
 
-    def counters(self, campaign_ids: Iterable[int]) -> dict[int, Counters]:
-        """Exact totals straight from the shards (``COUNTER_SHARDS`` reads per campaign): what the
-        scheduled refresh copies into ``totals``, read directly to check it."""
-        ids = list(campaign_ids)
-        refs = [shard_ref(self.db, i, k) for i in ids for k in range(self.counter_shards)]
-        return sum_shards(self.db.get_all(refs), ids)
-
     def hourly(self, campaign_id: int, start: datetime, end: datetime) -> dict[datetime, Counters]:
         """Per-hour counts (UTC hour start to counters) for hours in [start, end) that had clicks, oldest first.
 
