@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import math
 import secrets
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ AGGREGATE_MODES = ("scheduled", "event", "both")
 _PULL_WAIT_SECONDS = 2.0
 _PULLS_AT_ONCE = 4
 _PULL_MAX_MESSAGES = 1000  # Pub/Sub's limit for one pull
+# How long the apply step waits for the drain to journal more before it looks again.
+_APPLY_IDLE_SECONDS = 0.2
 # Shares of a run's budget: the drain stops pulling at the first, the apply step at the second;
 # the rest is the upkeep's.
 _DRAIN_SHARE = 0.5
@@ -144,7 +147,7 @@ class Drainer:
             wanted = self.batch_size - len(messages)
             share = max(1, min(_PULL_MAX_MESSAGES, -(-wanted // _PULLS_AT_ONCE)))
             sizes = [min(share, wanted - i * share) for i in range(-(-wanted // share))][:_PULLS_AT_ONCE]
-            pulls = list(self._pulls.map(lambda size: self._pull(size, wait), sizes))
+            pulls = list(self._pulls.map(self._pull, sizes, [wait] * len(sizes)))
             messages += [m for pulled in pulls for m in pulled]
             if not all(pulls):
                 break  # a pull came back empty: nothing more is waiting now
@@ -265,12 +268,17 @@ class ScheduledRun:
         started, began = datetime.now(timezone.utc), time.monotonic()
         db = self.applier.db
         drained, lease = None, Lease(db)
-        if self.drainer is not None and lease.acquire(self.max_seconds + _ACK_DEADLINE_SECONDS):
-            try:
-                drained = self.drainer.drain(started, began + _DRAIN_SHARE * self.max_seconds)
-            finally:
-                lease.release()
-        applied = self.applier.apply(began + _APPLY_SHARE * self.max_seconds)
+        draining = threading.Event()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply") as pool:
+            # The apply step runs beside the drain, so that a backlog is counted while it is pulled.
+            applying = pool.submit(self._apply_until_drained, draining, began + _APPLY_SHARE * self.max_seconds)
+            if self.drainer is not None and lease.acquire(self.max_seconds + _ACK_DEADLINE_SECONDS):
+                try:
+                    drained = self.drainer.drain(started, began + _DRAIN_SHARE * self.max_seconds)
+                finally:
+                    lease.release()
+            draining.set()
+            applied = applying.result()
         deadline = began + self.max_seconds
         refresh = self.refresher.refresh(deadline)
         sweep = self.sweeper.sweep(deadline)
@@ -279,6 +287,19 @@ class ScheduledRun:
             self.drainer is None or (drained is not None and drained.caught_up and not drained.received.failed))
         as_of = advance_as_of(db, started) if complete else read_as_of(db)
         return RunReport(started, drained, applied, refresh, sweep, backfilled, as_of, time.monotonic() - began)
+
+
+    def _apply_until_drained(self, drained: threading.Event, deadline: float) -> Applied:
+        """Apply the journal until the drain is over and one more pass has found it empty."""
+        total = Applied()
+        while True:
+            last_pass = drained.is_set()
+            applied = self.applier.apply(deadline)
+            total.merge(applied)
+            if not applied.complete or last_pass:
+                total.complete = applied.complete
+                return total
+            drained.wait(_APPLY_IDLE_SECONDS)
 
 
 def build_applier(settings: Settings) -> Applier:
