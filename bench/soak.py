@@ -24,6 +24,7 @@ every count is exact. This is a soak, not a test: it is not run by ./test.sh.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -52,7 +53,7 @@ for _function in ("aggregate", "track"):
 sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
-from aggregation import RunReport, build_applier, build_drainer, build_scheduled_run  # noqa: E402
+from aggregation import RunReport, build_applier, build_drainer, build_scheduled_run, receive_pushed  # noqa: E402
 from google.api_core import exceptions as gexc  # noqa: E402
 from google.cloud import firestore, pubsub_v1  # noqa: E402
 
@@ -549,6 +550,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--clicks", type=int, default=100_000, help="unique clicks to publish")
     parser.add_argument("--race-clicks", type=int, default=10_000,
                         help="unique clicks of the second wave, counted by two aggregators at once")
+    parser.add_argument("--event-clicks", type=int, default=1000,
+                        help="clicks pushed one at a time, as the event-triggered function counts them")
     parser.add_argument("--campaigns", type=int, default=50)
     parser.add_argument("--producers", type=int, default=8, help="track workers the clicks come from")
     parser.add_argument("--hot-share", type=float, default=0.40, help="share of clicks on the hot campaign")
@@ -608,12 +611,14 @@ def soak(args: argparse.Namespace) -> bool:
         counters: list[ReadCounter] = []
         first = wave(project, campaigns, args, args.clicks, rng, truth, counters, race=False)
         second = wave(project, campaigns, args, args.race_clicks, rng, truth, counters, race=True)
+        pushed = event_mode(project, campaigns, args.event_clicks, rng, truth)
         exact = check(store, campaigns, truth, [first, second])
         ttl = implied_ttl_deletes(db)
         track = measure_track(env, campaigns, args.load_generator, args.track_seconds, args.connections, workdir)
 
     clicks = first.workload.sent + second.workload.sent
     counted = sum(r.counted for w in (first, second) for r in w.runs)
+    exact = exact and pushed
     reads, writes = sum(c.reads for c in counters), sum(c.writes for c in counters)
     deletes = sum(c.deletes for c in counters) + ttl
     usd = usd_per_million_clicks(reads, writes, deletes, clicks)
@@ -666,6 +671,30 @@ def wave(project: str, campaigns: Sequence[CampaignSpec], args: argparse.Namespa
     seconds = time.monotonic() - started
     report_wave(results, seconds, published_at)
     return Wave(workload, results, seconds)
+
+
+def event_mode(project: str, campaigns: Sequence[CampaignSpec], clicks: int, rng: random.Random,
+               truth: GroundTruth) -> bool:
+    """The event-triggered function's path, one pushed click at a time, each delivered twice:
+    its Firestore operations per click. True if it counted each click once."""
+    db = firestore.Client(project=project)
+    counter = ReadCounter(db)
+    applier = Applier(db, build_applier(settings_for(project, "unused")).horizon)
+    journal, producer, counted = Journal(db), Producer(), 0
+    for i in range(clicks):
+        campaign = rng.choice(campaigns)
+        event = ClickEvent.new(campaign.id, rng.choice(campaign.platforms), producer=producer)
+        truth.add(event.campaign_id, event.platform, event.bot, event.ts)
+        envelope = {"message": {"data": base64.b64encode(event.encode()).decode(), "messageId": str(i)}}
+        for _ in range(2):  # a redelivery, which the function must absorb
+            counted += receive_pushed(journal, applier, envelope).journaled
+    left = applier.apply(time.monotonic() + 60)  # what a conflict left for the scheduled run
+    deletes = counter.deletes + 1  # the producer's ledger, by TTL
+    usd = usd_per_million_clicks(counter.reads, counter.writes, deletes, clicks)
+    say(f"event mode: {clicks} clicks pushed one at a time, each delivered twice: "
+        f"{counter.reads / clicks:.2f} reads, {counter.writes / clicks:.2f} writes, {deletes / clicks:.2f} deletes "
+        f"per click; USD {usd:.2f} per million clicks ({left.counted} left to the scheduled run)")
+    return counted == 2 * clicks
 
 
 def report_wave(results: list[Runs], seconds: float, published_at: float | None) -> None:
