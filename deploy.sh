@@ -51,30 +51,42 @@ Environment:
                        at a time empties the backlog)
   FALLBACK_URL         redirect for unknown links (default: http://outfit7.com)
   CLICKS_TOPIC         click events topic (default: o7-clicks)
-  CLICKS_SUBSCRIPTION  pull subscription drained by aggregate-http
-                       (default: o7-clicks-aggregate)
-  DEAD_LETTER_TOPIC    where undeliverable events go (default: o7-clicks-dead-letter)
+  CLICKS_SUBSCRIPTION  pull subscription drained by aggregate-http, in the scheduled
+                       and both modes (default: o7-clicks-aggregate)
+  DEAD_LETTER_TOPIC    where events the drain failed to fold 10 times go
+                       (default: o7-clicks-dead-letter)
+  DEAD_LETTER_SUBSCRIPTION
+                       the dead-letter topic's subscription, where those events
+                       wait to be counted and requeued with python -m
+                       tools.dead_letters; unset, DEAD_LETTER_TOPIC-review
+                       (default: o7-clicks-dead-letter-review)
   FIRESTORE_LOCATION   location of a newly created Firestore database
                        (default: the region)
   AGGREGATE_MODE       scheduled (default): the drain alone, one write per campaign
                        per shard per batch, whatever the click rate; event: the
                        Pub/Sub-triggered function alone, counts within a second
-                       but one commit per click; both: each event is folded by
-                       both (counted once) for low latency with a safety net.
-                       In every mode the scheduled run refreshes the totals the
-                       admin shows and sweeps deleted campaigns' counters
+                       but one commit per click, and no pull subscription; both:
+                       each event is folded by both (counted once, at twice the
+                       cost). What the mode does not use (aggregate-event, the
+                       pull subscription) is deleted, once what replaces it is
+                       deployed; switching between scheduled and event goes
+                       through both (README, Aggregate modes). In every mode
+                       the scheduled run refreshes the totals the admin shows
+                       and sweeps deleted campaigns' counters
   AGGREGATE_SCHEDULE   cron schedule of the drain (default: every minute)
-  AGGREGATE_TIMEOUT    timeout of aggregate-http and its scheduler attempt
-                       (default: 120s; keep it above AGGREGATE_MAX_SECONDS +
-                       TOTALS_MAX_SECONDS)
+  AGGREGATE_MAX_SECONDS
+                       time budget of a scheduled run (default: 50)
+  AGGREGATE_TIMEOUT    timeout of aggregate-http and its scheduler attempt, as
+                       120s, 2m or 120 (default: 120s); refused unless it is at
+                       least AGGREGATE_MAX_SECONDS + 20 s
   TRACK_CONCURRENCY    requests per track instance (default: 250)
   DEPLOY_STAGE_DIR     where function sources are staged (default: a temporary
                        directory, removed on exit)
   CACHE_TTL_SECONDS, CACHE_MAX_SIZE, NEGATIVE_CACHE_TTL_SECONDS,
   LOOKUP_TIMEOUT_SECONDS, PUBLISH_WAIT_SECONDS, PUBLISH_DEADLINE_SECONDS,
   PUBLISH_BATCH_MAX_MESSAGES, PUBLISH_MAX_IN_FLIGHT, PUBLISH_BUFFER_MAX_MESSAGES,
-  PUBLISH_BUFFER_MAX_BYTES, AGGREGATE_BATCH_SIZE,
-  AGGREGATE_MAX_SECONDS, COUNTER_SHARDS, DEDUP_RETENTION_DAYS, MAX_BODY_BYTES,
+  PUBLISH_BUFFER_MAX_BYTES, AGGREGATE_BATCH_SIZE, COUNTER_SHARDS,
+  DEDUP_RETENTION_DAYS, MAX_BODY_BYTES,
   TOTALS_MAX_SECONDS, DELETE_GRACE_SECONDS, DELETE_MAX_DOCUMENTS,
   LOGIN_MAX_FAILURES, LOGIN_WINDOW_SECONDS
                        passed on to the functions that read them, when set
@@ -107,7 +119,7 @@ RUNTIME=python312
 CLICKS_TOPIC="${CLICKS_TOPIC:-o7-clicks}"
 CLICKS_SUBSCRIPTION="${CLICKS_SUBSCRIPTION:-o7-clicks-aggregate}"
 DEAD_LETTER_TOPIC="${DEAD_LETTER_TOPIC:-o7-clicks-dead-letter}"
-DEAD_LETTER_SUBSCRIPTION="$DEAD_LETTER_TOPIC-review"
+DEAD_LETTER_SUBSCRIPTION="${DEAD_LETTER_SUBSCRIPTION:-$DEAD_LETTER_TOPIC-review}"
 ADMIN_SECRET=o7tracker-admin-password
 ID_KEY_SECRET=o7tracker-campaign-id-key
 MIN_PASSWORD_LENGTH=16
@@ -121,6 +133,53 @@ case "$AGGREGATE_MODE" in
 esac
 AGGREGATE_SCHEDULE="${AGGREGATE_SCHEDULE:-* * * * *}"
 AGGREGATE_TIMEOUT="${AGGREGATE_TIMEOUT:-120s}"
+AGGREGATE_MAX_SECONDS="${AGGREGATE_MAX_SECONDS:-50}"
+# After its budget a scheduled run still answers, and a cold start may come
+# before it; cut off at the timeout, it would leave what it drained unacked
+# and its summary unsaid.
+AGGREGATE_TIMEOUT_MARGIN_SECONDS=20
+
+# seconds_up NUMBER: seconds (50, 42.5) rounded up to whole ones; fails when
+# NUMBER is not a plain decimal.
+seconds_up() {
+  [[ $1 =~ ^([0-9]+)(\.([0-9]+))?$ ]] || return 1
+  local whole=$((10#${BASH_REMATCH[1]}))
+  if [[ ${BASH_REMATCH[3]} =~ [1-9] ]]; then whole=$((whole + 1)); fi
+  echo "$whole"
+}
+
+# duration_seconds DURATION: a gcloud duration (120s, 2m, 1m30s, 1h) or plain
+# seconds, in whole seconds; fails when it is neither.
+duration_seconds() {
+  local rest="$1" total=0 amount
+  if [[ $rest =~ ^[0-9]+$ ]]; then echo "$((10#$rest))"; return 0; fi
+  [[ $rest =~ ^([0-9]+[hms])+$ ]] || return 1
+  while [[ $rest =~ ^([0-9]+)([hms])(.*)$ ]]; do
+    amount=$((10#${BASH_REMATCH[1]}))
+    case "${BASH_REMATCH[2]}" in
+      h) total=$((total + amount * 3600)) ;;
+      m) total=$((total + amount * 60)) ;;
+      s) total=$((total + amount)) ;;
+    esac
+    rest="${BASH_REMATCH[3]}"
+  done
+  echo "$total"
+}
+
+if ! budget_seconds="$(seconds_up "$AGGREGATE_MAX_SECONDS")" || [ "$budget_seconds" = 0 ]; then
+  echo "error: AGGREGATE_MAX_SECONDS must be a positive number of seconds, not '$AGGREGATE_MAX_SECONDS'" >&2
+  exit 2
+fi
+if ! timeout_seconds="$(duration_seconds "$AGGREGATE_TIMEOUT")"; then
+  echo "error: AGGREGATE_TIMEOUT must be a duration like 120s, 2m or 120, not '$AGGREGATE_TIMEOUT'" >&2
+  exit 2
+fi
+if [ $((budget_seconds + AGGREGATE_TIMEOUT_MARGIN_SECONDS)) -gt "$timeout_seconds" ]; then
+  echo "error: AGGREGATE_TIMEOUT=$AGGREGATE_TIMEOUT must leave $AGGREGATE_TIMEOUT_MARGIN_SECONDS s past" \
+    "AGGREGATE_MAX_SECONDS=$AGGREGATE_MAX_SECONDS for a cold start and the run's answer: raise it to at least" \
+    "$((budget_seconds + AGGREGATE_TIMEOUT_MARGIN_SECONDS))s or lower AGGREGATE_MAX_SECONDS" >&2
+  exit 2
+fi
 TRACK_CONCURRENCY="${TRACK_CONCURRENCY:-250}"
 TRACK_MAX_INSTANCES="${TRACK_MAX_INSTANCES:-100}"
 ADMIN_MAX_INSTANCES="${ADMIN_MAX_INSTANCES:-2}"
@@ -375,8 +434,8 @@ ensure_service_accounts() {
 }
 
 # Once no function runs as the old shared account, it goes, and every grant
-# with it. A function this deploy did not redeploy (aggregate-event left from
-# an earlier AGGREGATE_MODE, say) may still use it: then it stays, with a warning.
+# with it. A function this deploy does not manage may still use it: then it
+# stays, with a warning.
 retire_shared_account() {
   gc_exists iam service-accounts describe "$SHARED_SA" || return 0
   step "retiring the shared service account $SHARED_SA"
@@ -403,13 +462,16 @@ ensure_topics() {
   gc_exists pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION" ||
     gc pubsub subscriptions create "$DEAD_LETTER_SUBSCRIPTION" --topic="$DEAD_LETTER_TOPIC" \
       --message-retention-duration=7d --expiration-period=never
+  # The scheduled run counts what waits there by pulling it and handing it back.
+  gc pubsub subscriptions add-iam-policy-binding "$DEAD_LETTER_SUBSCRIPTION" \
+    --member="serviceAccount:$AGGREGATE_SA" --role=roles/pubsub.subscriber --format=none
   gc pubsub topics add-iam-policy-binding "$CLICKS_TOPIC" --member="serviceAccount:$TRACK_SA" \
     --role=roles/pubsub.publisher --format=none
 }
 
-# The pull subscription that aggregate-http drains. Its events outlive a 7-day
-# outage; one that fails 10 deliveries goes to the dead-letter topic, which
-# the Pub/Sub service agent must be allowed to do.
+# The pull subscription that aggregate-http drains (not in event mode). Its
+# events outlive a 7-day outage; one that fails 10 deliveries goes to the
+# dead-letter topic, which the Pub/Sub service agent must be allowed to do.
 ensure_subscription() {
   step "Pub/Sub subscription $CLICKS_SUBSCRIPTION"
   gc_exists pubsub subscriptions describe "$CLICKS_SUBSCRIPTION" ||
@@ -560,7 +622,7 @@ deploy_aggregate_http() {
   local OPTIONAL_SETTINGS="$AGGREGATE_SETTINGS"
   local env_vars
   env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "CLICKS_SUBSCRIPTION=$CLICKS_SUBSCRIPTION" \
-    "AGGREGATE_MODE=$AGGREGATE_MODE")"
+    "DEAD_LETTER_SUBSCRIPTION=$DEAD_LETTER_SUBSCRIPTION" "AGGREGATE_MODE=$AGGREGATE_MODE")"
   deploy_function aggregate-http aggregate aggregate_http --trigger-http --no-allow-unauthenticated \
     --timeout="$AGGREGATE_TIMEOUT" "$env_vars"
   gc functions add-invoker-policy-binding aggregate-http --region="$REGION" \
@@ -582,6 +644,50 @@ ensure_scheduler_job() {
   fi
 }
 
+# -------------------------------------------------------- aggregate modes --
+
+# Each path to the aggregator holds only the clicks published since it was
+# made: the pull subscription those the drain has not folded yet,
+# aggregate-event's trigger those it has not delivered yet. Deleting one path
+# right after making the other would drop what it still holds, so scheduled
+# and event switch through both, where every new click takes both paths
+# (folded twice, counted once), and the next deploy deletes the old path once
+# it has caught up. A direct switch is refused before anything is changed.
+check_mode_switch() {
+  step "aggregate mode $AGGREGATE_MODE"
+  local subscription=0 event_function=0
+  if gc_exists pubsub subscriptions describe "$CLICKS_SUBSCRIPTION"; then subscription=1; fi
+  if gc_exists functions describe aggregate-event --v2 --region="$REGION"; then event_function=1; fi
+  if [ "$AGGREGATE_MODE" = event ] && [ "$subscription" = 1 ] && [ "$event_function" = 0 ]; then
+    echo "error: AGGREGATE_MODE=event would delete $CLICKS_SUBSCRIPTION with the clicks the drain has not" \
+      "folded yet: deploy with AGGREGATE_MODE=both first, then with event once the drain has caught up" \
+      "(README, Aggregate modes)" >&2
+    exit 2
+  fi
+  if [ "$AGGREGATE_MODE" = scheduled ] && [ "$event_function" = 1 ] && [ "$subscription" = 0 ]; then
+    echo "error: AGGREGATE_MODE=scheduled would delete aggregate-event with the clicks its trigger has not" \
+      "delivered yet, which no pull subscription holds: deploy with AGGREGATE_MODE=both first, then with" \
+      "scheduled (README, Aggregate modes)" >&2
+    exit 2
+  fi
+}
+
+# The path the mode does not use goes last, once the one that stays counts.
+remove_unused_path() {
+  case "$AGGREGATE_MODE" in
+    scheduled)
+      if gc_exists functions describe aggregate-event --v2 --region="$REGION"; then
+        step "deleting aggregate-event: AGGREGATE_MODE=scheduled"
+        gc functions delete aggregate-event --region="$REGION"
+      fi ;;
+    event)
+      if gc_exists pubsub subscriptions describe "$CLICKS_SUBSCRIPTION"; then
+        step "deleting $CLICKS_SUBSCRIPTION: AGGREGATE_MODE=event, nothing drains it"
+        gc pubsub subscriptions delete "$CLICKS_SUBSCRIPTION"
+      fi ;;
+  esac
+}
+
 # -------------------------------------------------------------------- main --
 
 main() {
@@ -590,13 +696,14 @@ main() {
   else
     step "deploying o7tracker to project $PROJECT in $REGION"
   fi
+  check_mode_switch
   enable_apis
   ensure_firestore_database
   ensure_firestore_ttl
   ensure_firestore_indexes
   ensure_service_accounts
   ensure_topics
-  ensure_subscription
+  if [ "$AGGREGATE_MODE" != event ]; then ensure_subscription; fi
   ensure_admin_secret
   ensure_campaign_id_key
   deploy_track
@@ -604,6 +711,7 @@ main() {
   if [ "$AGGREGATE_MODE" != scheduled ]; then deploy_aggregate_event; fi
   deploy_aggregate_http
   ensure_scheduler_job
+  remove_unused_path
   retire_shared_account
   step "done"
   echo "note: the track function checks campaign ids before any lookup once the registry of ids issued" \

@@ -41,6 +41,7 @@ Function = Literal["track", "admin", "aggregate"]
 PROJECT: Final = "GOOGLE_CLOUD_PROJECT"
 CLICKS_TOPIC: Final = "CLICKS_TOPIC"
 CLICKS_SUBSCRIPTION: Final = "CLICKS_SUBSCRIPTION"
+DEAD_LETTER_SUBSCRIPTION: Final = "DEAD_LETTER_SUBSCRIPTION"
 FALLBACK_URL: Final = "FALLBACK_URL"
 AUTH_USER: Final = "AUTH_USER"
 AUTH_PASSWORD: Final = "AUTH_PASSWORD"
@@ -109,6 +110,11 @@ class Settings:
     )
     clicks_subscription: str = setting(
         CLICKS_SUBSCRIPTION, "o7-clicks-aggregate", "Pull subscription on the click topic that the drain empties.",
+        used_by=("aggregate",),
+    )
+    dead_letter_subscription: str = setting(
+        DEAD_LETTER_SUBSCRIPTION, "o7-clicks-dead-letter-review", "Subscription on the dead-letter topic, where "
+        "click events the drain failed to fold 10 times wait (python -m tools.dead_letters counts and requeues them).",
         used_by=("aggregate",),
     )
     fallback_url: str = setting(

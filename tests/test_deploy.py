@@ -50,26 +50,31 @@ FUNCTION_ENV = {
     "admin": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "AUTH_USER=admin"},
     "aggregate-event": {f"GOOGLE_CLOUD_PROJECT={PROJECT}"},
     "aggregate-http": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "CLICKS_SUBSCRIPTION=o7-clicks-aggregate",
-                       "AGGREGATE_MODE=both"},
+                       "DEAD_LETTER_SUBSCRIPTION=o7-clicks-dead-letter-review", "AGGREGATE_MODE=both",
+                       "AGGREGATE_MAX_SECONDS=50"},
 }
 
 # A stand-in for gcloud: logs its arguments, keeps what it got on stdin for
 # the secret commands, notes whether AUTH_PASSWORD reached its environment,
 # answers describe commands as if nothing existed yet (but what FAKE_GCLOUD_EXISTS
-# names), lists FAKE_GCLOUD_FUNCTIONS as the functions found, and succeeds otherwise.
+# names, ';'-separated, and the functions every deploy makes, described for their
+# URL), lists FAKE_GCLOUD_FUNCTIONS as the functions found, and succeeds otherwise.
 FAKE_GCLOUD = """#!/bin/sh
-printf '%s\\n' "$*" >> "$FAKE_GCLOUD_DIR/calls"
+call="$*"
+printf '%s\\n' "$call" >> "$FAKE_GCLOUD_DIR/calls"
 [ -z "${AUTH_PASSWORD:-}" ] || echo leaked >> "$FAKE_GCLOUD_DIR/env-leaks"
-case "$1 $2" in
-  "projects describe") echo 123456789; exit 0 ;;
-  "functions describe") echo https://aggregate-http-abc123-ew.a.run.app; exit 0 ;;
-  "functions list") printf '%s' "${FAKE_GCLOUD_FUNCTIONS:-}"; exit 0 ;;
-  "secrets create") cat >> "$FAKE_GCLOUD_DIR/stdin-$3"; exit 0 ;;
-  "secrets versions") cat >> "$FAKE_GCLOUD_DIR/stdin-$4"; exit 0 ;;
+case "$1 $2 $3" in
+  "projects describe "*) echo 123456789; exit 0 ;;
+  "functions describe aggregate-event") ;;
+  "functions describe "*) echo https://aggregate-http-abc123-ew.a.run.app; exit 0 ;;
+  "functions list "*) printf '%s' "${FAKE_GCLOUD_FUNCTIONS:-}"; exit 0 ;;
+  "secrets create "*) cat >> "$FAKE_GCLOUD_DIR/stdin-$3"; exit 0 ;;
+  "secrets versions "*) cat >> "$FAKE_GCLOUD_DIR/stdin-$4"; exit 0 ;;
 esac
-if [ -n "${FAKE_GCLOUD_EXISTS:-}" ]; then
-  case "$*" in *"$FAKE_GCLOUD_EXISTS"*) exit 0 ;; esac
-fi
+IFS=';'
+for existing in ${FAKE_GCLOUD_EXISTS:-}; do
+  case "$call" in *"$existing"*) exit 0 ;; esac
+done
 for word in "$2" "$3" "$4"; do
   if [ "$word" = describe ]; then exit 1; fi
 done
@@ -302,6 +307,124 @@ def test_event_mode_schedules_the_run_that_refreshes_totals_but_not_the_drain(fa
     assert bad.returncode == 2 and "AGGREGATE_MODE" in bad.stderr
 
 
+# mode -> (the functions it deploys, whether it makes the pull subscription)
+MODES = {
+    "scheduled": (["admin", "aggregate-http", "track"], True),
+    "event": (["admin", "aggregate-event", "aggregate-http", "track"], False),
+    "both": (["admin", "aggregate-event", "aggregate-http", "track"], True),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_aggregate_mode_makes_only_the_paths_it_uses(fake_gcloud, tmp_path, mode):
+    """The dry run deploys to an empty project, so it has nothing to delete, and no switch to refuse."""
+    deployed, pull_subscription = MODES[mode]
+    result = run_deploy(fake_gcloud, "--dry-run", env={
+        "GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"), "AGGREGATE_MODE": mode})
+    assert result.returncode == 0, result.stderr
+    cmds = commands(result.stdout)
+    # first of all, what is deployed is looked up: the paths a switch would delete
+    assert cmds[:2] == [
+        ["pubsub", "subscriptions", "describe", "o7-clicks-aggregate", f"--project={PROJECT}"],
+        ["functions", "describe", "aggregate-event", "--v2", "--region=europe-west1", f"--project={PROJECT}"],
+    ]
+    assert sorted(c[2] for c in find(cmds, "functions", "deploy")) == deployed
+    # in event mode nothing drains a pull subscription, so none is made to fill up
+    assert bool(find(cmds, "pubsub", "subscriptions", "create", "o7-clicks-aggregate")) == pull_subscription
+    assert any(on == "subscription o7-clicks-aggregate" for _, _, on in bindings(cmds)) == pull_subscription
+    assert find(cmds, "pubsub", "subscriptions", "create", "o7-clicks-dead-letter-review")
+    assert not find(cmds, "functions", "delete") and not find(cmds, "pubsub", "subscriptions", "delete")
+
+
+PULL_SUBSCRIPTION = "pubsub subscriptions describe o7-clicks-aggregate "
+EVENT_FUNCTION = "functions describe aggregate-event "
+# mode -> what a deploy in that mode leaves, as the fake's FAKE_GCLOUD_EXISTS
+DEPLOYED = {"scheduled": PULL_SUBSCRIPTION, "event": EVENT_FUNCTION, "both": f"{PULL_SUBSCRIPTION};{EVENT_FUNCTION}"}
+
+
+@pytest.mark.parametrize(("before", "mode", "deleted"), [
+    ("both", "scheduled", "functions delete aggregate-event --region=europe-west1 "),
+    # also what an event-mode deploy made before this rule: a pull subscription nothing drained
+    ("both", "event", "pubsub subscriptions delete o7-clicks-aggregate "),
+    ("scheduled", "both", None),
+    ("event", "both", None),
+    ("scheduled", "scheduled", None),
+    ("event", "event", None),
+    ("both", "both", None),
+])
+def test_a_mode_switch_deletes_the_unused_path_once_the_one_that_stays_counts(
+    fake_gcloud, tmp_path, before, mode, deleted
+):
+    result = run_deploy(fake_gcloud, env={
+        "GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"),
+        "AGGREGATE_MODE": mode, "FAKE_GCLOUD_EXISTS": DEPLOYED[before]})
+    assert result.returncode == 0, result.stderr
+    calls = (fake_gcloud / "calls").read_text().splitlines()
+    deletes = [i for i, c in enumerate(calls) if c.startswith(("functions delete ", "pubsub subscriptions delete "))]
+    if deleted is None:
+        assert deletes == []
+        return
+    assert [calls[i] for i in deletes] == [c for c in calls if c.startswith(deleted)] and len(deletes) == 1
+    last_deploy = max(i for i, c in enumerate(calls) if c.startswith(("functions deploy ", "scheduler jobs ")))
+    assert deletes[0] > last_deploy
+
+
+@pytest.mark.parametrize(("before", "mode"), [("scheduled", "event"), ("event", "scheduled")])
+def test_a_direct_switch_between_scheduled_and_event_is_refused_before_anything_changes(
+    fake_gcloud, tmp_path, before, mode
+):
+    """Each path holds clicks the other never saw: the switch goes through both (README, Aggregate modes)."""
+    result = run_deploy(fake_gcloud, env={
+        "GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"),
+        "AGGREGATE_MODE": mode, "FAKE_GCLOUD_EXISTS": DEPLOYED[before]})
+    assert result.returncode == 2
+    assert f"AGGREGATE_MODE={mode} would delete" in result.stderr
+    assert "deploy with AGGREGATE_MODE=both first" in result.stderr
+    calls = (fake_gcloud / "calls").read_text().splitlines()
+    assert len(calls) == 2 and all(" describe " in c for c in calls), calls
+
+
+@pytest.mark.parametrize(("settings", "accepted"), [
+    ({}, True),  # 50 + 20 <= 120
+    ({"AGGREGATE_TIMEOUT": "70s"}, True),
+    ({"AGGREGATE_TIMEOUT": "69"}, False),
+    ({"AGGREGATE_TIMEOUT": "1m"}, False),
+    ({"AGGREGATE_TIMEOUT": "2m", "AGGREGATE_MAX_SECONDS": "100"}, True),
+    ({"AGGREGATE_TIMEOUT": "2m", "AGGREGATE_MAX_SECONDS": "100.5"}, False),
+    ({"AGGREGATE_TIMEOUT": "1m30s", "AGGREGATE_MAX_SECONDS": "70"}, True),
+    ({"AGGREGATE_TIMEOUT": "1h", "AGGREGATE_MAX_SECONDS": "3581"}, False),
+])
+def test_the_run_budget_must_leave_a_margin_under_the_timeout(fake_gcloud, tmp_path, settings, accepted):
+    result = run_deploy(fake_gcloud, "--dry-run", env={
+        "GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"), **settings})
+    assert not (fake_gcloud / "calls").exists()
+    if not accepted:
+        assert result.returncode == 2
+        [line] = result.stderr.splitlines()
+        assert "AGGREGATE_TIMEOUT" in line and "AGGREGATE_MAX_SECONDS" in line
+        assert "+ " not in result.stdout
+        return
+    assert result.returncode == 0, result.stderr
+    cmds = commands(result.stdout)
+    timeout = settings.get("AGGREGATE_TIMEOUT", "120s")
+    flags = the_one(cmds, "functions", "deploy", "aggregate-http")
+    # the budget checked is the one deployed
+    assert f"--timeout={timeout}" in flags
+    assert f"AGGREGATE_MAX_SECONDS={settings.get('AGGREGATE_MAX_SECONDS', '50')}" in env_vars(flags)
+    assert f"--attempt-deadline={timeout}" in the_one(cmds, "scheduler", "jobs", "create", "http")
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("AGGREGATE_TIMEOUT", "two minutes"), ("AGGREGATE_TIMEOUT", "1.5m"), ("AGGREGATE_TIMEOUT", "-120s"),
+    ("AGGREGATE_MAX_SECONDS", "0"), ("AGGREGATE_MAX_SECONDS", "fifty"), ("AGGREGATE_MAX_SECONDS", "-5"),
+])
+def test_a_malformed_budget_or_timeout_is_refused(fake_gcloud, name, value):
+    result = run_deploy(fake_gcloud, "--dry-run", env={name: value})
+    assert result.returncode == 2
+    assert f"{name} must be" in result.stderr and repr(value) in result.stderr.replace('"', "'")
+    assert not (fake_gcloud / "calls").exists()
+
+
 def test_track_deploys_for_its_async_stack_with_the_click_path_settings(fake_gcloud, tmp_path):
     """One uvicorn worker per instance (one cache, one publisher); gunicorn's THREADS does not apply."""
     settings = {"LOOKUP_TIMEOUT_SECONDS": "2", "PUBLISH_WAIT_SECONDS": "0.5", "PUBLISH_DEADLINE_SECONDS": "20",
@@ -337,6 +460,8 @@ def test_deploy_defaults_are_the_declared_ones(fake_gcloud):
     """deploy.sh needs only bash and gcloud, so it spells out the defaults of what it
     always passes; they must be shared/config.py's, in the code and in --help."""
     assigned = dict(re.findall(r'^([A-Z_]+)="\$\{\1:-([^}]*)\}"$', DEPLOY.read_text(), re.MULTILINE))
+    # A default made from another setting's (NAME-review) is checked as it expands.
+    assigned = {name: re.sub(r"\$([A-Z_]+)", lambda m: assigned[m[1]], value) for name, value in assigned.items()}
     help_text = run_deploy(fake_gcloud, "--help").stdout
     # An entry is "  NAME  text" and its more deeply indented continuation lines.
     entries = re.findall(r"^  ([A-Z_]+) +(.*(?:\n {4,}.*)*)", help_text, re.MULTILINE)
@@ -345,7 +470,8 @@ def test_deploy_defaults_are_the_declared_ones(fake_gcloud):
     for item in config.SETTINGS:
         for source, defaults in (("deploy.sh", assigned), ("deploy.sh --help", documented)):
             if item.name in defaults:
-                assert defaults[item.name] == str(item.default), f"{source}: {item.name}"
+                expected = config.format_default(item).strip("`")  # 50 for 50.0
+                assert defaults[item.name] == expected, f"{source}: {item.name}"
                 checked += 1
         assert item.name in help_text or item.name in SET_BY_CLOUD_RUN, f"deploy.sh --help does not mention {item.name}"
     assert checked >= 8
@@ -365,8 +491,8 @@ def test_each_function_gets_every_setting_it_reads(fake_gcloud, tmp_path):
         secrets = {pair.split("=", 1)[0] for f in flags if f.startswith("--set-secrets=")
                    for pair in f.removeprefix("--set-secrets=").split(",")}
         wanted = {item.name for item in config.SETTINGS if folder in item.used_by} - SET_BY_CLOUD_RUN
-        if name == "aggregate-event":
-            wanted.discard(config.CLICKS_SUBSCRIPTION)  # it is pushed its events
+        if name == "aggregate-event":  # it is pushed its events, and the scheduled run is aggregate-http
+            wanted -= {config.CLICKS_SUBSCRIPTION, config.DEAD_LETTER_SUBSCRIPTION}
         assert passed | secrets == wanted, name
 
 
@@ -399,6 +525,8 @@ def test_each_function_runs_as_its_own_account_with_only_what_it_uses(dry_run):
                    ("roles/secretmanager.secretAccessor", "secret o7tracker-campaign-id-key")},
         AGGREGATE_SA: {("roles/datastore.user", "project"),
                        ("roles/pubsub.subscriber", "subscription o7-clicks-aggregate"),
+                       # to count the dead letters, pulling them and handing them back
+                       ("roles/pubsub.subscriber", "subscription o7-clicks-dead-letter-review"),
                        ("roles/run.invoker", "function aggregate-event")},  # as the topic trigger's identity
         SCHEDULER_SA: {("roles/run.invoker", "function aggregate-http")},
         PUBSUB_AGENT: {("roles/pubsub.publisher", "topic o7-clicks-dead-letter"),
