@@ -86,8 +86,8 @@ Environment:
   LOOKUP_TIMEOUT_SECONDS, PUBLISH_WAIT_SECONDS, PUBLISH_DEADLINE_SECONDS,
   PUBLISH_BATCH_MAX_MESSAGES, PUBLISH_MAX_IN_FLIGHT, PUBLISH_BUFFER_MAX_MESSAGES,
   PUBLISH_BUFFER_MAX_BYTES, AGGREGATE_BATCH_SIZE, COUNTER_SHARDS,
-  DEDUP_RETENTION_DAYS, MAX_BODY_BYTES,
-  TOTALS_MAX_SECONDS, DELETE_GRACE_SECONDS, DELETE_MAX_DOCUMENTS,
+  AGGREGATE_FILL_SECONDS, REDELIVERY_HORIZON_DAYS, MAX_BODY_BYTES,
+  DELETE_GRACE_SECONDS, DELETE_MAX_DOCUMENTS,
   LOGIN_MAX_FAILURES, LOGIN_WINDOW_SECONDS
                        passed on to the functions that read them, when set
   K_SERVICE            never passed: Cloud Run sets it on every function
@@ -370,23 +370,31 @@ ensure_firestore_database() {
     gc firestore databases create --database='(default)' --location="$FIRESTORE_LOCATION" --type=firestore-native
 }
 
-# Dedup records (clicks/{click_id}) expire through a TTL policy on expire_at.
-# The field is exempt from indexing: nothing queries it, and an index on an
-# ever-growing timestamp only costs writes.
+# Producers' ledgers (producers/{id}) expire through a TTL policy on expire_at,
+# a day after their newest click leaves the redelivery horizon; so do the dedup
+# records of schema 1 click events (clicks/{click_id}). The field is exempt
+# from indexing: nothing queries it, and an index on it only costs writes.
 ensure_firestore_ttl() {
-  step "Firestore TTL on clicks.expire_at"
+  local group
+  for group in producers clicks; do
+    ensure_ttl_on "$group"
+  done
+}
+
+ensure_ttl_on() {
+  step "Firestore TTL on $1.expire_at"
   # A field with no settings of its own may not be found: it inherits indexes.
   local inherits_indexes ttl_state
   gc_capture inherits_indexes True firestore indexes fields describe expire_at \
-    --collection-group=clicks --format='value(indexConfig.usesAncestorConfig)' || inherits_indexes=True
+    --collection-group="$1" --format='value(indexConfig.usesAncestorConfig)' || inherits_indexes=True
   if [ "$inherits_indexes" = True ]; then
-    gc firestore indexes fields update expire_at --collection-group=clicks --disable-indexes
+    gc firestore indexes fields update expire_at --collection-group="$1" --disable-indexes
   fi
   gc_capture ttl_state '' firestore indexes fields describe expire_at \
-    --collection-group=clicks --format='value(ttlConfig.state)' || ttl_state=''
+    --collection-group="$1" --format='value(ttlConfig.state)' || ttl_state=''
   case "$ttl_state" in
     ACTIVE|CREATING) ;;
-    *) gc firestore fields ttls update expire_at --collection-group=clicks --enable-ttl ;;
+    *) gc firestore fields ttls update expire_at --collection-group="$1" --enable-ttl ;;
   esac
 }
 
@@ -599,8 +607,8 @@ deploy_admin() {
   done
 }
 
-AGGREGATE_SETTINGS="AGGREGATE_BATCH_SIZE AGGREGATE_MAX_SECONDS COUNTER_SHARDS DEDUP_RETENTION_DAYS
-  TOTALS_MAX_SECONDS DELETE_GRACE_SECONDS DELETE_MAX_DOCUMENTS"
+AGGREGATE_SETTINGS="AGGREGATE_BATCH_SIZE AGGREGATE_FILL_SECONDS AGGREGATE_MAX_SECONDS COUNTER_SHARDS
+  REDELIVERY_HORIZON_DAYS DELETE_GRACE_SECONDS DELETE_MAX_DOCUMENTS"
 
 # Counts each click as it is published; a failed commit is retried by Pub/Sub.
 deploy_aggregate_event() {

@@ -24,6 +24,7 @@ from shared import config
 from shared.legacy_ids import save_registry
 
 ROOT = Path(__file__).resolve().parent.parent
+DEAD_LETTER_TOPIC = "o7-clicks-dead-letter"  # as deploy.sh names it
 
 
 class Stop(Exception):
@@ -78,6 +79,9 @@ def main() -> int:
             env.update(emulator_env)
             os.environ.update(emulator_env)
             emulators.create_topic_and_subscription(project, settings.clicks_topic, settings.clicks_subscription)
+            # Where deploy.sh's subscription sends what it cannot deliver; the emulator never does,
+            # but the scheduled run counts what waits there all the same.
+            emulators.create_topic_and_subscription(project, DEAD_LETTER_TOPIC, settings.dead_letter_subscription)
             # An empty database holds no id from before ids were keyed: an empty
             # registry makes the track function check every id, as deployed.
             save_registry(firestore.Client(project=project), [])

@@ -25,12 +25,13 @@ from helpers import log_lines, publish, pull_all
 
 from local import emulators
 from shared.config import Settings
-from shared.events import ClickEvent
+from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
 from shared.store import CampaignStore
 
 ROOT = Path(__file__).resolve().parent.parent
-T0 = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
+T0 = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+PRODUCER = Producer()
 # What Pub/Sub adds to a message it dead-letters.
 FORWARDED = {"CloudPubSubDeadLetterSourceDeliveryCount": "10",
              "CloudPubSubDeadLetterSourceSubscription": "o7-clicks-aggregate"}
@@ -54,7 +55,7 @@ def dead_letter(project: str, topic: str, events: list[ClickEvent]) -> None:
 
 
 def click(campaign_id: int = 42, platform: str = "Android") -> ClickEvent:
-    return ClickEvent.new(campaign_id, platform, now=T0)
+    return ClickEvent.new(campaign_id, platform, producer=PRODUCER, now=T0)
 
 
 def tool(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -161,7 +162,7 @@ def test_requeued_clicks_count_once_even_when_one_had_counted_before(
     assert tool("requeue").returncode == 0
     drained = drain.post("/")
     assert (drained.json["counted"], drained.json["duplicates"]) == (1, 1)
-    counters = store.counters([campaign_id])[campaign_id]
+    counters = store.get(campaign_id).counters
     assert (counters["click_count"], counters["android_click_count"], counters["iphone_click_count"]) == (2, 1, 1)
 
 

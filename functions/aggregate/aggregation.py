@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
+from dead_letters import DeadLetterCheck, build_dead_letter_check
 from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
 from upkeep import DeletionSweeper, RefreshResult, SweepResult, TargetsBackfill, TotalsRefresher, advance_as_of
@@ -230,6 +231,7 @@ class RunReport:
     as_of: datetime | None
     """``aggregator/state.as_of`` after this run; it moved to ``started`` if the run was complete."""
     seconds: float
+    dead_letters: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -248,6 +250,7 @@ class RunReport:
             "totals_refreshed": self.refresh.campaigns, "totals_complete": self.refresh.complete,
             "deleted_documents": self.sweep.deleted, "deletions_done": len(self.sweep.campaigns),
             "targets_backfilled": self.backfilled,
+            **self.dead_letters,
             "seconds": round(self.seconds, 3),
             "as_of": rfc3339(self.as_of) if self.as_of else None,
         }
@@ -262,6 +265,7 @@ class ScheduledRun:
     refresher: TotalsRefresher
     sweeper: DeletionSweeper
     backfill: TargetsBackfill
+    dead_letters: DeadLetterCheck
     max_seconds: float
 
     def run(self) -> RunReport:
@@ -286,7 +290,9 @@ class ScheduledRun:
         complete = applied.complete and refresh.complete and (
             self.drainer is None or (drained is not None and drained.caught_up and not drained.received.failed))
         as_of = advance_as_of(db, started) if complete else read_as_of(db)
-        return RunReport(started, drained, applied, refresh, sweep, backfilled, as_of, time.monotonic() - began)
+        dead_letters = self.dead_letters.check() if time.monotonic() < deadline else {}
+        return RunReport(started, drained, applied, refresh, sweep, backfilled, as_of, time.monotonic() - began,
+                         dead_letters)
 
 
     def _apply_until_drained(self, drained: threading.Event, deadline: float) -> Applied:
@@ -328,5 +334,6 @@ def build_scheduled_run(settings: Settings, applier: Applier) -> ScheduledRun:
         TotalsRefresher(db, settings.counter_shards),
         DeletionSweeper(db, timedelta(seconds=settings.delete_grace_seconds), settings.delete_max_documents),
         TargetsBackfill(db),
+        build_dead_letter_check(settings),
         settings.aggregate_max_seconds,
     )
