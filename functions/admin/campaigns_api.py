@@ -60,7 +60,7 @@ ROUTES = Map(
 
 CAMPAIGN_CSV_HEADER = (
     "id", "redirect_url", "platforms", "created_at", "updated_at", "as_of", *COUNTER_FIELDS,
-    *[f"{p.lower()}_url" for p in PLATFORMS], *[f"{p.lower()}_tracking_link" for p in PLATFORMS],
+    *[f"{p.lower()}_url" for p in PLATFORMS], *[f"{p.lower()}_tracking_link" for p in PLATFORMS], "forward_query",
 )
 STATS_CSV_HEADER = ("start", "end", *COUNTER_FIELDS)
 
@@ -284,6 +284,7 @@ def campaign_row(campaign: dict[str, Any]) -> list[Any]:
         *[campaign[name] for name in COUNTER_FIELDS],
         *[campaign["platform_urls"].get(p, "") for p in PLATFORMS],
         *[campaign["tracking_links"].get(p, "") for p in PLATFORMS],
+        "true" if campaign["forward_query"] else "false",
     ]
 
 

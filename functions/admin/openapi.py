@@ -40,6 +40,10 @@ def _per_platform(value: JsonObject) -> JsonObject:
     return {"type": "object", "properties": {p: value for p in PLATFORMS}, "additionalProperties": False}
 
 
+_FORWARD_QUERY = ("Whether a click's query parameters (but `platform`) are added to the destination's, byte for "
+                  "byte; the destination's own win a clash. Default false.")
+
+
 def _schemas() -> JsonObject:
     timestamp = {"type": "string", "format": "date-time"}
     campaign_fields = {
@@ -49,6 +53,7 @@ def _schemas() -> JsonObject:
         "updated_at": timestamp,
         "platforms": {"type": "array", "items": _ref("Platform")},
         "platform_urls": _per_platform({"type": "string"}),
+        "forward_query": {"type": "boolean"},
         **_counters(),
         "as_of": {"type": ["string", "null"], "format": "date-time",
                   "description": "Clicks up to this time are folded into the counters shown; null: none yet."},
@@ -58,6 +63,7 @@ def _schemas() -> JsonObject:
         "redirect_url": _url(),
         "platforms": {"type": "array", "minItems": 1, "items": _ref("Platform")},
         "platform_urls": _per_platform(_url()),
+        "forward_query": {"type": "boolean", "description": _FORWARD_QUERY},
     }
     ignored = {name: {"description": "Read-only: ignored, so that what was read can be sent back."}
                for name in sorted(READ_ONLY_FIELDS)}
@@ -198,7 +204,8 @@ def _operations() -> dict[str, dict[str, JsonObject]]:
         "campaign": {
             "GET": {"summary": "Read a campaign", "parameters": [_ID],
                     "responses": {"200": campaign_answer, **_errors("404")}},
-            "PUT": {"summary": "Change a campaign's redirect_url, platforms or platform_urls (never its counters)",
+            "PUT": {"summary": "Change a campaign's redirect_url, platforms, platform_urls or forward_query "
+                               "(never its counters)",
                     "parameters": [_ID],
                     "requestBody": {"required": True, "content": _json(_ref("CampaignChanges"))},
                     "responses": {"200": campaign_answer, **_errors("400", "404", "413")}},

@@ -145,6 +145,12 @@ def test_every_endpoint_needs_the_exact_credentials(
     (b'{"redirect_url": "https://e.com", "platforms": ["android"]}', "unsupported"),
     (b'{"redirect_url": "https://e.com", "platforms": "Android"}', "platforms"),
     (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "colour": "red"}', "unknown field"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "forward_query": "true"}',
+     "'forward_query' must be true or false"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "forward_query": 1}',
+     "'forward_query' must be true or false"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "forward_query": null}',
+     "'forward_query' must be true or false"),
 ])
 def test_bad_create_bodies_answer_400_and_write_nothing(
     client: Any, auth: dict[str, str], body: bytes, fragment: str
@@ -232,6 +238,22 @@ def test_platform_urls_are_accepted_and_returned_everywhere(client: Any, auth: d
                  400, "'platform_urls.IPhone' must not contain user info")
     assert_error(client.put(path, headers=auth, json={"redirect_url": "https://a:b@e.com/"}), 400, "user info")
     assert client.get(path, headers=auth).get_json()["platform_urls"] == {"Android": stores["Android"]}
+
+
+def test_forward_query_is_off_unless_set_on_create_or_put(client: Any, auth: dict[str, str]) -> None:
+    assert create(client, auth)["forward_query"] is False
+    created = create(client, auth, {**CAMPAIGN, "forward_query": True})
+    path = f"/admin/campaigns/{created['id']}"
+    assert created["forward_query"] is True and get_json(client, auth, path)["forward_query"] is True
+    assert [c["forward_query"] for c in get_json(client, auth, "/admin/campaigns")] == [True, False]
+    answer = client.put(path, headers=auth, json={"forward_query": False})
+    assert answer.status_code == 200 and answer.get_json()["forward_query"] is False
+    assert get_json(client, auth, path)["redirect_url"] == CAMPAIGN["redirect_url"]
+    assert_error(client.put(path, headers=auth, json={"forward_query": "yes"}), 400, "'forward_query'")
+    assert get_json(client, auth, path)["forward_query"] is False
+    # other changes leave it as it is
+    client.put(path, headers=auth, json={"forward_query": True})
+    assert client.put(path, headers=auth, json={"platforms": ["IPhone"]}).get_json()["forward_query"] is True
 
 
 def get_json(client: Any, auth: dict[str, str], path: str, **kwargs: Any) -> Any:
@@ -434,7 +456,7 @@ def test_the_campaign_list_as_csv_quotes_per_rfc_4180(client: Any, auth: dict[st
         assert row["platforms"] == "Android,IPhone" and row["click_count"] == "0" and row["as_of"] == ""
         assert row["iphone_url"] == "https://apps.apple.com/app/id1" and row["android_url"] == ""
         assert row["android_tracking_link"] == created["tracking_links"]["Android"]
-        assert row["windowsphone_tracking_link"] == ""
+        assert row["windowsphone_tracking_link"] == "" and row["forward_query"] == "false"
     # JSON stays the default, and wins when asked for explicitly
     assert client.get("/admin/campaigns", headers={**auth, "Accept": "*/*"}).mimetype == "application/json"
     answer = client.get("/admin/campaigns?format=json", headers={**auth, "Accept": "text/csv"})
