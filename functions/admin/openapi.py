@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 
 import buckets
+import qr_codes
 
 from shared.models import MAX_CAMPAIGN_ID, MAX_URL_LENGTH, READ_ONLY_FIELDS
 from shared.platforms import COUNTER_FIELDS, PLATFORMS
@@ -145,6 +146,32 @@ def _json(schema: JsonObject) -> JsonObject:
     return {"application/json": {"schema": schema}}
 
 
+def _qr(kind: str) -> JsonObject:
+    return {"GET": {
+        "summary": f"The QR code of a tracking link, as {kind.upper()}",
+        "description": "The link of `platform`, as the campaign's `tracking_links` show it; without `platform`, "
+                       "the link without it, whose platform the track function tells by the User-Agent.",
+        "parameters": [
+            _ID,
+            _query("platform", _ref("Platform"), "One of the campaign's platforms."),
+            _query("scale", {"type": "integer", "minimum": qr_codes.MIN_SCALE, "maximum": qr_codes.MAX_SCALE},
+                   f"Pixels (SVG: user units) per module. Default: {qr_codes.DEFAULT_SCALE}."),
+        ],
+        "responses": {
+            "200": {
+                "description": "The code, dark on white, with a quiet zone of 4 modules.",
+                "headers": {
+                    "Cache-Control": {"schema": {"type": "string"}, "example": "private, max-age=3600"},
+                    "Content-Disposition": {"description": "The file's name, to save it under.",
+                                            "schema": {"type": "string"}},
+                },
+                "content": {qr_codes.CONTENT_TYPES[kind]: {"schema": {"type": "string"}}},
+            },
+            **_errors("400", "404"),
+        },
+    }}
+
+
 def _operations() -> dict[str, dict[str, JsonObject]]:
     """Every endpoint's operations by method, keyed as the router names them."""
     campaign_answer = {"description": "The campaign.", "content": _json(_ref("Campaign"))}
@@ -236,6 +263,7 @@ def _operations() -> dict[str, dict[str, JsonObject]]:
                 **_errors("400", "404"),
             },
         }},
+        **{f"qr_{kind}": _qr(kind) for kind in qr_codes.CONTENT_TYPES},
     }
 
 

@@ -10,12 +10,13 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from xml.etree import ElementTree
 
 import jsonschema_rs
 import pytest
 from campaigns_api import ROUTES, routed_operations
 from conftest import function_app
-from helpers import publish
+from helpers import publish, read_png, read_qr_codes
 
 from shared.events import ClickEvent
 
@@ -419,6 +420,7 @@ def test_pages_follow_the_link_header_newest_first_to_the_end(client: Any, auth:
     ("limit=-1", "'limit'"),
     ("limit=ten", "'limit'"),
     ("limit=%D9%A3", "'limit'"),  # an Arabic-Indic digit three
+    ("limit=" + "1" * 5000, "'limit'"),  # past the digits int() takes
     ("cursor=abc", "'cursor' needs 'limit'"),
     ("limit=5&cursor=%21%21not-a-cursor", "cursor"),
     ("platforms=Android,", "unsupported platform"),
@@ -608,6 +610,79 @@ def test_the_dashboard_and_its_files_are_served_behind_auth(client: Any, auth: d
                  "/admin/static/%2e%2e%2f%2e%2e%2fshared/config.py", "/admin/static/", "/admin/static//etc/passwd",
                  "/admin/static/" + "x" * 300):  # a name longer than the file system allows
         assert_error(client.get(path, headers=auth), 404, "")
+
+
+# -- QR codes -------------------------------------------------------------------------------------
+
+def test_the_qr_codes_read_back_as_the_tracking_links(client: Any, auth: dict[str, str]) -> None:
+    created = create(client, auth)
+    for platform, link in created["tracking_links"].items():
+        answer = client.get(f"/admin/campaigns/{created['id']}/qr.png?platform={platform}", headers=auth)
+        assert answer.status_code == 200 and answer.mimetype == "image/png"
+        assert answer.headers["Cache-Control"] == "private, max-age=3600"
+        assert answer.headers["Content-Disposition"] == \
+            f'inline; filename="campaign-{created["id"]}-{platform.lower()}-qr.png"'
+        assert read_qr_codes(answer.get_data()) == [link]
+    # without a platform, the link whose platform the track function tells by the User-Agent
+    answer = client.get(f"/admin/campains/{created['id']}/qr.png", headers=auth)
+    assert read_qr_codes(answer.get_data()) == [f"http://localhost/track/{created['id']}"]
+
+
+def test_the_qr_codes_follow_track_base_url(
+    db: Any, admin_env: tuple[str, str], auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRACK_BASE_URL", "https://track-abc.a.run.app")
+    client = function_app("admin", "admin").test_client()
+    created = create(client, auth, {"redirect_url": "https://e.com/", "platforms": ["IPhone"]})
+    answer = client.get(f"/campaigns/{created['id']}/qr.png?platform=IPhone", headers=auth)
+    assert read_qr_codes(answer.get_data()) == [created["tracking_links"]["IPhone"]]
+    assert created["tracking_links"]["IPhone"].startswith("https://track-abc.a.run.app/")
+
+
+def test_scale_sets_the_size_of_a_module(client: Any, auth: dict[str, str]) -> None:
+    path = f"/admin/campaigns/{create(client, auth)['id']}/qr"
+    modules, _, _ = read_png(client.get(f"{path}.png?platform=Android&scale=1", headers=auth).get_data())
+    assert 21 + 8 <= modules <= 177 + 8  # a QR code's sizes, with its quiet zone
+    for scale, pixels in ((None, 8 * modules), (3, 3 * modules), (40, 40 * modules)):
+        query = f"?platform=Android&scale={scale}" if scale else "?platform=Android"
+        png = client.get(f"{path}.png{query}", headers=auth).get_data()
+        assert read_png(png)[:2] == (pixels, pixels)
+        answer = client.get(f"{path}.svg{query}", headers=auth)
+        assert answer.mimetype == "image/svg+xml" and answer.headers["Cache-Control"] == "private, max-age=3600"
+        svg = ElementTree.fromstring(answer.get_data())
+        assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+        assert (svg.get("width"), svg.get("height")) == (str(pixels), str(pixels))
+
+
+@pytest.mark.parametrize("query, fragment", [
+    ("?scale=0", "'scale' must be a whole number from 1 to 40, got '0'"),
+    ("?scale=41", "'scale' must be a whole number from 1 to 40"),
+    ("?scale=2.5", "'scale' must be a whole number"),
+    ("?scale=-3", "'scale' must be a whole number"),
+    ("?scale=", "'scale' must be a whole number"),
+    ("?scale=" + "9" * 5000, "'scale' must be a whole number"),
+    ("?platform=WindowsPhone", "'platform' must be one of this campaign's platforms (Android, IPhone), got "
+                               "'WindowsPhone'"),
+    ("?platform=android", "'platform' must be one of this campaign's platforms"),
+    ("?platform=", "'platform' must be one of this campaign's platforms"),
+    ("?size=3", "unknown query parameter(s): 'size'"),
+])
+def test_bad_qr_parameters_answer_400(client: Any, auth: dict[str, str], query: str, fragment: str) -> None:
+    created = create(client, auth, {**CAMPAIGN, "platforms": ["Android", "IPhone"]})
+    for kind in ("svg", "png"):
+        assert_error(client.get(f"/admin/campaigns/{created['id']}/qr.{kind}{query}", headers=auth), 400, fragment)
+
+
+def test_qr_codes_of_unknown_campaigns_answer_404_and_all_need_credentials(client: Any, auth: dict[str, str]) -> None:
+    created = create(client, auth)
+    for kind in ("svg", "png"):
+        assert_error(client.get(f"/admin/campaigns/123/qr.{kind}", headers=auth), 404, "not found")
+        assert_error(client.get(f"/admin/campaigns/x/qr.{kind}?platform=Android", headers=auth), 404, "not found")
+        assert client.get(f"/admin/campaigns/{created['id']}/qr.{kind}").status_code == 401
+        head = client.head(f"/admin/campaigns/{created['id']}/qr.{kind}?platform=IPhone", headers=auth)
+        assert head.status_code == 200 and head.get_data() == b""
+        assert head.headers["Content-Type"].startswith(f"image/{kind}")
+    assert_error(client.get(f"/admin/campaigns/{created['id']}/qr.gif", headers=auth), 404, "no such endpoint")
 
 
 # -- OpenAPI --------------------------------------------------------------------------------------
