@@ -149,6 +149,7 @@ def route_from_document(data: dict[str, Any]) -> Route:
         redirect_url=data["redirect_url"],
         platforms=_platform_set(tuple(sorted(data.get("platforms", ())))),
         platform_urls=dict(data["platform_urls"]) if data.get("platform_urls") else _NO_PLATFORM_URLS,
+        forward_query=data.get("forward_query") is True,  # absent from campaigns written before it existed
     )
 
 
@@ -157,6 +158,7 @@ def new_campaign_document(values: dict[str, Any], now: datetime) -> dict[str, An
     return {
         **values,
         "platform_urls": values.get("platform_urls", {}),
+        "forward_query": values.get("forward_query", False),
         TARGETS: targets_of(values["platforms"]),
         "created_at": now,
         "updated_at": now,
@@ -324,6 +326,7 @@ class CampaignStore:
             created_at=data["created_at"],
             updated_at=data["updated_at"],
             platform_urls=dict(data.get("platform_urls") or {}),
+            forward_query=data.get("forward_query") is True,
             counters=counters,
             as_of=as_of,
         )

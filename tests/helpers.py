@@ -1,4 +1,4 @@
-"""Helpers for tests that need more than a fixture: pulling what was published, making clicks."""
+"""Helpers for tests that need more than a fixture: pulling what was published, making clicks, reading QR codes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import png
 import pytest
+import zxingcpp
 from conftest import function_app
 from google.cloud import pubsub_v1
 from starlette.testclient import TestClient
@@ -113,3 +115,15 @@ def serve_track() -> Iterator[Track]:
 def log_lines(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
     """The JSON lines Cloud Logging would receive for records with this message."""
     return [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.getMessage() == message]
+
+
+def read_png(data: bytes) -> tuple[int, int, bytes]:
+    """Width, height and grey pixels (one byte each) of a PNG, whatever its colour type."""
+    width, height, rows, _ = png.Reader(bytes=data).asRGBA8()
+    return width, height, b"".join(bytes(row[0::4]) for row in rows)  # red stands for grey: codes are black on white
+
+
+def read_qr_codes(data: bytes) -> list[str]:
+    """What a barcode reader (zxing-cpp, as phone apps use) finds in a PNG."""
+    width, height, grey = read_png(data)
+    return [code.text for code in zxingcpp.read_barcodes(memoryview(grey).cast("B", (height, width)))]

@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 import buckets
 import flask
 import openapi
+import qr_codes
 from google.cloud import firestore
 from werkzeug import exceptions as wexc
 from werkzeug.routing import Map, Rule
@@ -51,6 +52,8 @@ ROUTES = Map(
             Rule(f"/{spelling}", endpoint="campaigns", methods=["GET", "POST"]),
             Rule(f"/{spelling}/<id>", endpoint="campaign", methods=["GET", "PUT", "DELETE"]),
             Rule(f"/{spelling}/<id>/stats", endpoint="stats", methods=["GET"]),
+            *[Rule(f"/{spelling}/<id>/qr.{kind}", endpoint=f"qr_{kind}", methods=["GET"])
+              for kind in qr_codes.CONTENT_TYPES],
         )],
     ],
     strict_slashes=False,  # a trailing slash names the same resource, as it always has
@@ -60,7 +63,7 @@ ROUTES = Map(
 
 CAMPAIGN_CSV_HEADER = (
     "id", "redirect_url", "platforms", "created_at", "updated_at", "as_of", *COUNTER_FIELDS,
-    *[f"{p.lower()}_url" for p in PLATFORMS], *[f"{p.lower()}_tracking_link" for p in PLATFORMS],
+    *[f"{p.lower()}_url" for p in PLATFORMS], *[f"{p.lower()}_tracking_link" for p in PLATFORMS], "forward_query",
 )
 STATS_CSV_HEADER = ("start", "end", *COUNTER_FIELDS)
 
@@ -75,7 +78,12 @@ VIEWS = {
     ("campaign", "PUT"): "update_campaign",
     ("campaign", "DELETE"): "delete_campaign",
     ("stats", "GET"): "stats",
+    ("qr_svg", "GET"): "qr_svg",
+    ("qr_png", "GET"): "qr_png",
 }
+# A code changes only with TRACK_BASE_URL: an hour spares the dashboard redrawing it, and a new
+# base shows soon. Private: it is answered behind basic auth.
+QR_CACHE_CONTROL = "private, max-age=3600"
 
 
 @dataclass(frozen=True)
@@ -152,7 +160,7 @@ class AdminApi:
     def list_campaigns(self, call: Call) -> flask.Response:
         request = call.request
         platforms = platforms_filter(request.args.get("platforms"))
-        limit = parse_limit(request.args.get("limit"))
+        limit = whole_number(request.args, "limit", 1, MAX_PAGE_SIZE)
         cursor = request.args.get("cursor") or None
         if cursor is not None and limit is None:
             raise BadRequest("'cursor' needs 'limit'; send the 'next' link of the previous page")
@@ -210,13 +218,40 @@ class AdminApi:
             "totals": buckets.total(series),
         })
 
+    def qr_svg(self, call: Call) -> flask.Response:
+        return self._qr(call, "svg")
+
+    def qr_png(self, call: Call) -> flask.Response:
+        return self._qr(call, "png")
+
+    def _qr(self, call: Call, kind: str) -> flask.Response:
+        """The QR code of a tracking link: the platform's, or without ``platform`` the one whose platform the
+        track function tells by the phone's User-Agent."""
+        args = call.request.args
+        scale = whole_number(args, "scale", qr_codes.MIN_SCALE, qr_codes.MAX_SCALE) or qr_codes.DEFAULT_SCALE
+        campaign = self.store.get(campaign_id(call))
+        platform = args.get("platform")
+        if platform is not None and platform not in campaign.platforms:
+            raise BadRequest(f"'platform' must be one of this campaign's platforms ({', '.join(campaign.platforms)}), "
+                             f"got {platform[:64]!r}")
+        name = f"campaign-{campaign.id}-{platform.lower() if platform else 'any'}-qr.{kind}"
+        return flask.Response(
+            qr_codes.qr_code(self.tracking_link(campaign.id, platform, call.request), kind, scale),
+            mimetype=qr_codes.CONTENT_TYPES[kind],
+            headers={"Cache-Control": QR_CACHE_CONTROL, "Content-Disposition": f'inline; filename="{name}"'},
+        )
+
     def campaign_json(self, campaign: Campaign, request: flask.Request) -> dict[str, Any]:
         """The stored campaign as shown, with a tracking link per targeted platform."""
-        base = self.track_base_url or request.host_url.rstrip("/") + "/track"
         return {
             **campaign.to_json(),
-            "tracking_links": {p: f"{base}/{campaign.id}?platform={p}" for p in campaign.platforms},
+            "tracking_links": {p: self.tracking_link(campaign.id, p, request) for p in campaign.platforms},
         }
+
+    def tracking_link(self, campaign_id: int, platform: str | None, request: flask.Request) -> str:
+        """``TRACK_BASE_URL/<id>?platform=<P>``; the base defaults to this request's origin + ``/track``."""
+        base = self.track_base_url or request.host_url.rstrip("/") + "/track"
+        return f"{base}/{campaign_id}?platform={platform}" if platform else f"{base}/{campaign_id}"
 
 
 def split_mount(path: str) -> tuple[str, str]:
@@ -253,11 +288,14 @@ def platforms_filter(raw: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def parse_limit(raw: str | None) -> int | None:
+def whole_number(args: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    """The query parameter ``name`` as a whole number from ``low`` to ``high``; None when it is absent."""
+    raw = args.get(name)
     if raw is None:
         return None
-    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_PAGE_SIZE):
-        raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_PAGE_SIZE}, got {raw[:64]!r}")
+    # The length first: int() refuses more than 4,300 digits, which would answer 500, not 400.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(high)) and low <= int(raw) <= high):
+        raise BadRequest(f"'{name}' must be a whole number from {low} to {high}, got {raw[:64]!r}")
     return int(raw)
 
 
@@ -284,6 +322,7 @@ def campaign_row(campaign: dict[str, Any]) -> list[Any]:
         *[campaign[name] for name in COUNTER_FIELDS],
         *[campaign["platform_urls"].get(p, "") for p in PLATFORMS],
         *[campaign["tracking_links"].get(p, "") for p in PLATFORMS],
+        "true" if campaign["forward_query"] else "false",
     ]
 
 

@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 
 import buckets
+import qr_codes
 
 from shared.models import MAX_CAMPAIGN_ID, MAX_URL_LENGTH, READ_ONLY_FIELDS
 from shared.platforms import COUNTER_FIELDS, PLATFORMS
@@ -40,6 +41,10 @@ def _per_platform(value: JsonObject) -> JsonObject:
     return {"type": "object", "properties": {p: value for p in PLATFORMS}, "additionalProperties": False}
 
 
+_FORWARD_QUERY = ("Whether a click's query parameters (but `platform`) are added to the destination's, byte for "
+                  "byte; the destination's own win a clash. Default false.")
+
+
 def _schemas() -> JsonObject:
     timestamp = {"type": "string", "format": "date-time"}
     campaign_fields = {
@@ -49,6 +54,7 @@ def _schemas() -> JsonObject:
         "updated_at": timestamp,
         "platforms": {"type": "array", "items": _ref("Platform")},
         "platform_urls": _per_platform({"type": "string"}),
+        "forward_query": {"type": "boolean"},
         **_counters(),
         "as_of": {"type": ["string", "null"], "format": "date-time",
                   "description": "Clicks up to this time are folded into the counters shown; null: none yet."},
@@ -58,6 +64,7 @@ def _schemas() -> JsonObject:
         "redirect_url": _url(),
         "platforms": {"type": "array", "minItems": 1, "items": _ref("Platform")},
         "platform_urls": _per_platform(_url()),
+        "forward_query": {"type": "boolean", "description": _FORWARD_QUERY},
     }
     ignored = {name: {"description": "Read-only: ignored, so that what was read can be sent back."}
                for name in sorted(READ_ONLY_FIELDS)}
@@ -139,6 +146,32 @@ def _json(schema: JsonObject) -> JsonObject:
     return {"application/json": {"schema": schema}}
 
 
+def _qr(kind: str) -> JsonObject:
+    return {"GET": {
+        "summary": f"The QR code of a tracking link, as {kind.upper()}",
+        "description": "The link of `platform`, as the campaign's `tracking_links` show it; without `platform`, "
+                       "the link without it, whose platform the track function tells by the User-Agent.",
+        "parameters": [
+            _ID,
+            _query("platform", _ref("Platform"), "One of the campaign's platforms."),
+            _query("scale", {"type": "integer", "minimum": qr_codes.MIN_SCALE, "maximum": qr_codes.MAX_SCALE},
+                   f"Pixels (SVG: user units) per module. Default: {qr_codes.DEFAULT_SCALE}."),
+        ],
+        "responses": {
+            "200": {
+                "description": "The code, dark on white, with a quiet zone of 4 modules.",
+                "headers": {
+                    "Cache-Control": {"schema": {"type": "string"}, "example": "private, max-age=3600"},
+                    "Content-Disposition": {"description": "The file's name, to save it under.",
+                                            "schema": {"type": "string"}},
+                },
+                "content": {qr_codes.CONTENT_TYPES[kind]: {"schema": {"type": "string"}}},
+            },
+            **_errors("400", "404"),
+        },
+    }}
+
+
 def _operations() -> dict[str, dict[str, JsonObject]]:
     """Every endpoint's operations by method, keyed as the router names them."""
     campaign_answer = {"description": "The campaign.", "content": _json(_ref("Campaign"))}
@@ -198,7 +231,8 @@ def _operations() -> dict[str, dict[str, JsonObject]]:
         "campaign": {
             "GET": {"summary": "Read a campaign", "parameters": [_ID],
                     "responses": {"200": campaign_answer, **_errors("404")}},
-            "PUT": {"summary": "Change a campaign's redirect_url, platforms or platform_urls (never its counters)",
+            "PUT": {"summary": "Change a campaign's redirect_url, platforms, platform_urls or forward_query "
+                               "(never its counters)",
                     "parameters": [_ID],
                     "requestBody": {"required": True, "content": _json(_ref("CampaignChanges"))},
                     "responses": {"200": campaign_answer, **_errors("400", "404", "413")}},
@@ -229,6 +263,7 @@ def _operations() -> dict[str, dict[str, JsonObject]]:
                 **_errors("400", "404"),
             },
         }},
+        **{f"qr_{kind}": _qr(kind) for kind in qr_codes.CONTENT_TYPES},
     }
 
 

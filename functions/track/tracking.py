@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from classify import detect_platform, is_bot
+from forwarding import merge_click_query
 from google.cloud import firestore
 from google.pubsub_v1 import PublisherAsyncClient
 from route_cache import LookupTimeout, RouteCache
@@ -31,6 +32,7 @@ CLICK_METHODS = frozenset({"GET", "HEAD"})
 class ClickRequest:
     path: str
     platform: str | None  # the ?platform= parameter, which wins over the User-Agent
+    query: bytes = b""  # the raw query string, forwarded to a campaign with forward_query
     user_agent: str = ""
     referrer: str = ""
     method: str = "GET"
@@ -99,6 +101,8 @@ class Tracker:
             campaign_id, platform, producer=self.producer, user_agent=user_agent, referrer=request.referrer, bot=bot
         )
         await self.publisher.publish(event)
+        if route.forward_query and request.query:
+            return merge_click_query(route.destination(platform), request.query)
         return route.destination(platform)
 
 

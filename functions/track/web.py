@@ -49,9 +49,11 @@ async def answer(tracker: Tracker, request: Request) -> Response:
     if method not in CLICK_METHODS:
         return Response(status_code=405, headers={"Allow": ALLOW, "Cache-Control": "no-store"})
     headers = request.headers
+    query: bytes = request.scope["query_string"]
     click = ClickRequest(
         path=request.scope["path"],
-        platform=_first_param(request.scope["query_string"], "platform"),
+        platform=_first_param(query, "platform"),
+        query=query,
         user_agent=headers.get("user-agent", ""),
         referrer=headers.get("referer", ""),
         method=method,

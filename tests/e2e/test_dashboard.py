@@ -7,6 +7,7 @@ nothing it loads may come from outside this machine.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from playwright.sync_api import Browser, BrowserContext, Page, Request, expect, sync_playwright
+from helpers import read_qr_codes
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, Request, expect, sync_playwright
 from test_stack import AUTH, ROOT, Stack, start_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -23,6 +25,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SCREENSHOT = ROOT / "screenshots" / "dashboard.png"
 TIMEZONE = "Europe/Ljubljana"  # not the machine's, so the page must pass the browser's own zone along
 ANDROID_RGB, IPHONE_RGB = (0x1F, 0x9D, 0x55), (0x25, 0x63, 0xEB)  # the series colours in app.js
+FORWARD_QUERY = "Forward the click’s query parameters"
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +88,20 @@ def count_pixels(page: Page, rgb: tuple[int, int, int], selector: str = ".chart 
     }""", list(rgb)))
 
 
+def drawn(image: Locator) -> bytes:
+    """An image as the browser draws it, four times its size on the page (an SVG stays sharp), as PNG."""
+    data_url = image.evaluate("""image => {
+        const canvas = document.createElement("canvas");
+        canvas.width = canvas.height = 4 * image.width;
+        const context = canvas.getContext("2d");
+        context.fillStyle = "#fff";
+        context.fillRect(0, 0, canvas.width, canvas.height);
+        context.drawImage(image, 0, 0, canvas.width, canvas.height);
+        return canvas.toDataURL("image/png");
+    }""")
+    return base64.b64decode(data_url.removeprefix("data:image/png;base64,"))
+
+
 def test_create_click_drain_and_read_the_numbers_in_the_browser(page: Page, stack: Stack) -> None:
     page.goto("/admin/")
     expect(page.get_by_role("heading", name="Campaigns", exact=True)).to_be_visible()
@@ -105,12 +122,15 @@ def test_create_click_drain_and_read_the_numbers_in_the_browser(page: Page, stac
 
     form.get_by_label("Redirect URL").fill("https://example.com/o7-dashboard")
     form.get_by_label("Windows Phone", exact=True).uncheck()
+    form.get_by_label(FORWARD_QUERY).check()
     form.get_by_role("button", name="Create campaign").click()
     expect(page.locator("#detail-body h2")).to_have_text("https://example.com/o7-dashboard")
     expect(page.locator("#create-error")).to_be_hidden()
     campaign_id = int(page.evaluate("location.hash").removeprefix("#campaign/"))
-    assert requests.get(f"{stack.url}/admin/campaigns/{campaign_id}", auth=AUTH, timeout=10).json()["platforms"] \
-        == ["Android", "IPhone"]
+    stored = requests.get(f"{stack.url}/admin/campaigns/{campaign_id}", auth=AUTH, timeout=10).json()
+    assert (stored["platforms"], stored["forward_query"]) == (["Android", "IPhone"], True)
+    expect(page.locator("#detail [data-slot=forwarding]")).to_have_text(
+        "A click’s query parameters are forwarded to the destination.")
 
     # the tracking links the page shows are the ones that count, and the copy button copies them
     links = {p: page.locator(f"#link-{p}").input_value() for p in ("Android", "IPhone")}
@@ -119,6 +139,16 @@ def test_create_click_drain_and_read_the_numbers_in_the_browser(page: Page, stac
     page.get_by_role("button", name="Copy the iPhone tracking link").click()
     expect(page.get_by_text("iPhone link copied.")).to_be_visible()
     assert page.evaluate("navigator.clipboard.readText()") == links["IPhone"]
+    # beside each link its QR code, loaded from the admin with the page's credentials, reads as the link
+    for platform, label in (("Android", "Android"), ("IPhone", "iPhone")):
+        image = page.get_by_role("img", name=f"QR code of the {label} tracking link")
+        expect(image).to_be_visible()
+        page.wait_for_function("image => image.complete && image.naturalWidth > 0", arg=image.element_handle())
+        assert read_qr_codes(drawn(image)) == [links[platform]]
+        download = page.get_by_role("link", name=f"Download the {label} QR code as PNG")
+        png = page.request.get(download.get_attribute("href") or "")
+        assert png.ok and png.headers["content-type"] == "image/png"
+        assert read_qr_codes(png.body()) == [links[platform]]
     for platform, clicks in (("Android", 3), ("IPhone", 2)):
         for _ in range(clicks):
             answer = requests.get(links[platform], allow_redirects=False, timeout=10)
@@ -182,11 +212,13 @@ def test_edit_and_delete_through_the_forms(page: Page, stack: Stack) -> None:
 
     form.get_by_label("Redirect URL").fill("https://example.com/after")
     form.get_by_label("iPhone", exact=True).check()
+    form.get_by_label(FORWARD_QUERY).check()
     form.get_by_role("button", name="Save changes").click()
     expect(page.locator("#detail-body h2")).to_have_text("https://example.com/after")
     expect(page.locator("#link-IPhone")).to_have_value(f"{stack.url}/track/{created['id']}?platform=IPhone")
     stored = requests.get(f"{stack.url}/admin/campaigns/{created['id']}", auth=AUTH, timeout=10).json()
-    assert (stored["redirect_url"], stored["platforms"]) == ("https://example.com/after", ["Android", "IPhone"])
+    assert (stored["redirect_url"], stored["platforms"], stored["forward_query"]) == (
+        "https://example.com/after", ["Android", "IPhone"], True)
 
     page.get_by_role("button", name="Delete", exact=True).click()
     page.get_by_role("button", name="Delete campaign").click()

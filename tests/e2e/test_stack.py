@@ -133,6 +133,20 @@ def test_many_clicks_over_several_platforms_are_counted_exactly(stack: Stack) ->
             counted["windowsphone_click_count"]) == (150, 70, 50, 30)
 
 
+def test_a_campaign_with_forward_query_passes_the_clicks_parameters_on(stack: Stack) -> None:
+    created = requests.post(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=10, json={
+        "redirect_url": "https://shop.example/spring?utm_campaign=spring#offer", "platforms": ["Android"],
+        "forward_query": True})
+    assert created.status_code == 201 and created.json()["forward_query"] is True
+    link = created.json()["tracking_links"]["Android"]
+    click = requests.get(link + "&gclid=Cj0KCQ-x_Y&fbclid=IwAR1&utm_campaign=evil&q=red+shoes&s=1%2B1&u=%C3%BC",
+                         allow_redirects=False, timeout=10)
+    assert click.status_code == 307
+    assert click.headers["Location"] == ("https://shop.example/spring?utm_campaign=spring"
+                                         "&gclid=Cj0KCQ-x_Y&fbclid=IwAR1&q=red+shoes&s=1%2B1&u=%C3%BC#offer")
+    assert drained(stack, created.json()["id"], clicks=1)["android_click_count"] == 1
+
+
 def test_a_second_run_on_busy_ports_fails_clearly(stack: Stack, tmp_path: Path) -> None:
     env = {**os.environ, **{k: str(v) for k, v in stack.ports.items()}}
     second = subprocess.run([str(ROOT / "run.sh")], env=env, capture_output=True, text=True, timeout=120)

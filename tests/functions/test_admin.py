@@ -10,12 +10,13 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from xml.etree import ElementTree
 
 import jsonschema_rs
 import pytest
 from campaigns_api import ROUTES, routed_operations
 from conftest import function_app
-from helpers import publish
+from helpers import publish, read_png, read_qr_codes
 
 from shared.events import ClickEvent, Producer
 
@@ -147,6 +148,12 @@ def test_every_endpoint_needs_the_exact_credentials(
     (b'{"redirect_url": "https://e.com", "platforms": ["android"]}', "unsupported"),
     (b'{"redirect_url": "https://e.com", "platforms": "Android"}', "platforms"),
     (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "colour": "red"}', "unknown field"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "forward_query": "true"}',
+     "'forward_query' must be true or false"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "forward_query": 1}',
+     "'forward_query' must be true or false"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "forward_query": null}',
+     "'forward_query' must be true or false"),
 ])
 def test_bad_create_bodies_answer_400_and_write_nothing(
     client: Any, auth: dict[str, str], body: bytes, fragment: str
@@ -234,6 +241,22 @@ def test_platform_urls_are_accepted_and_returned_everywhere(client: Any, auth: d
                  400, "'platform_urls.IPhone' must not contain user info")
     assert_error(client.put(path, headers=auth, json={"redirect_url": "https://a:b@e.com/"}), 400, "user info")
     assert client.get(path, headers=auth).get_json()["platform_urls"] == {"Android": stores["Android"]}
+
+
+def test_forward_query_is_off_unless_set_on_create_or_put(client: Any, auth: dict[str, str]) -> None:
+    assert create(client, auth)["forward_query"] is False
+    created = create(client, auth, {**CAMPAIGN, "forward_query": True})
+    path = f"/admin/campaigns/{created['id']}"
+    assert created["forward_query"] is True and get_json(client, auth, path)["forward_query"] is True
+    assert [c["forward_query"] for c in get_json(client, auth, "/admin/campaigns")] == [True, False]
+    answer = client.put(path, headers=auth, json={"forward_query": False})
+    assert answer.status_code == 200 and answer.get_json()["forward_query"] is False
+    assert get_json(client, auth, path)["redirect_url"] == CAMPAIGN["redirect_url"]
+    assert_error(client.put(path, headers=auth, json={"forward_query": "yes"}), 400, "'forward_query'")
+    assert get_json(client, auth, path)["forward_query"] is False
+    # other changes leave it as it is
+    client.put(path, headers=auth, json={"forward_query": True})
+    assert client.put(path, headers=auth, json={"platforms": ["IPhone"]}).get_json()["forward_query"] is True
 
 
 def get_json(client: Any, auth: dict[str, str], path: str, **kwargs: Any) -> Any:
@@ -399,6 +422,7 @@ def test_pages_follow_the_link_header_newest_first_to_the_end(client: Any, auth:
     ("limit=-1", "'limit'"),
     ("limit=ten", "'limit'"),
     ("limit=%D9%A3", "'limit'"),  # an Arabic-Indic digit three
+    ("limit=" + "1" * 5000, "'limit'"),  # past the digits int() takes
     ("cursor=abc", "'cursor' needs 'limit'"),
     ("limit=5&cursor=%21%21not-a-cursor", "cursor"),
     ("platforms=Android,", "unsupported platform"),
@@ -436,7 +460,7 @@ def test_the_campaign_list_as_csv_quotes_per_rfc_4180(client: Any, auth: dict[st
         assert row["platforms"] == "Android,IPhone" and row["click_count"] == "0" and row["as_of"] == ""
         assert row["iphone_url"] == "https://apps.apple.com/app/id1" and row["android_url"] == ""
         assert row["android_tracking_link"] == created["tracking_links"]["Android"]
-        assert row["windowsphone_tracking_link"] == ""
+        assert row["windowsphone_tracking_link"] == "" and row["forward_query"] == "false"
     # JSON stays the default, and wins when asked for explicitly
     assert client.get("/admin/campaigns", headers={**auth, "Accept": "*/*"}).mimetype == "application/json"
     answer = client.get("/admin/campaigns?format=json", headers={**auth, "Accept": "text/csv"})
@@ -591,6 +615,79 @@ def test_the_dashboard_and_its_files_are_served_behind_auth(client: Any, auth: d
                  "/admin/static/%2e%2e%2f%2e%2e%2fshared/config.py", "/admin/static/", "/admin/static//etc/passwd",
                  "/admin/static/" + "x" * 300):  # a name longer than the file system allows
         assert_error(client.get(path, headers=auth), 404, "")
+
+
+# -- QR codes -------------------------------------------------------------------------------------
+
+def test_the_qr_codes_read_back_as_the_tracking_links(client: Any, auth: dict[str, str]) -> None:
+    created = create(client, auth)
+    for platform, link in created["tracking_links"].items():
+        answer = client.get(f"/admin/campaigns/{created['id']}/qr.png?platform={platform}", headers=auth)
+        assert answer.status_code == 200 and answer.mimetype == "image/png"
+        assert answer.headers["Cache-Control"] == "private, max-age=3600"
+        assert answer.headers["Content-Disposition"] == \
+            f'inline; filename="campaign-{created["id"]}-{platform.lower()}-qr.png"'
+        assert read_qr_codes(answer.get_data()) == [link]
+    # without a platform, the link whose platform the track function tells by the User-Agent
+    answer = client.get(f"/admin/campains/{created['id']}/qr.png", headers=auth)
+    assert read_qr_codes(answer.get_data()) == [f"http://localhost/track/{created['id']}"]
+
+
+def test_the_qr_codes_follow_track_base_url(
+    db: Any, admin_env: tuple[str, str], auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRACK_BASE_URL", "https://track-abc.a.run.app")
+    client = function_app("admin", "admin").test_client()
+    created = create(client, auth, {"redirect_url": "https://e.com/", "platforms": ["IPhone"]})
+    answer = client.get(f"/campaigns/{created['id']}/qr.png?platform=IPhone", headers=auth)
+    assert read_qr_codes(answer.get_data()) == [created["tracking_links"]["IPhone"]]
+    assert created["tracking_links"]["IPhone"].startswith("https://track-abc.a.run.app/")
+
+
+def test_scale_sets_the_size_of_a_module(client: Any, auth: dict[str, str]) -> None:
+    path = f"/admin/campaigns/{create(client, auth)['id']}/qr"
+    modules, _, _ = read_png(client.get(f"{path}.png?platform=Android&scale=1", headers=auth).get_data())
+    assert 21 + 8 <= modules <= 177 + 8  # a QR code's sizes, with its quiet zone
+    for scale, pixels in ((None, 8 * modules), (3, 3 * modules), (40, 40 * modules)):
+        query = f"?platform=Android&scale={scale}" if scale else "?platform=Android"
+        png = client.get(f"{path}.png{query}", headers=auth).get_data()
+        assert read_png(png)[:2] == (pixels, pixels)
+        answer = client.get(f"{path}.svg{query}", headers=auth)
+        assert answer.mimetype == "image/svg+xml" and answer.headers["Cache-Control"] == "private, max-age=3600"
+        svg = ElementTree.fromstring(answer.get_data())
+        assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+        assert (svg.get("width"), svg.get("height")) == (str(pixels), str(pixels))
+
+
+@pytest.mark.parametrize("query, fragment", [
+    ("?scale=0", "'scale' must be a whole number from 1 to 40, got '0'"),
+    ("?scale=41", "'scale' must be a whole number from 1 to 40"),
+    ("?scale=2.5", "'scale' must be a whole number"),
+    ("?scale=-3", "'scale' must be a whole number"),
+    ("?scale=", "'scale' must be a whole number"),
+    ("?scale=" + "9" * 5000, "'scale' must be a whole number"),
+    ("?platform=WindowsPhone", "'platform' must be one of this campaign's platforms (Android, IPhone), got "
+                               "'WindowsPhone'"),
+    ("?platform=android", "'platform' must be one of this campaign's platforms"),
+    ("?platform=", "'platform' must be one of this campaign's platforms"),
+    ("?size=3", "unknown query parameter(s): 'size'"),
+])
+def test_bad_qr_parameters_answer_400(client: Any, auth: dict[str, str], query: str, fragment: str) -> None:
+    created = create(client, auth, {**CAMPAIGN, "platforms": ["Android", "IPhone"]})
+    for kind in ("svg", "png"):
+        assert_error(client.get(f"/admin/campaigns/{created['id']}/qr.{kind}{query}", headers=auth), 400, fragment)
+
+
+def test_qr_codes_of_unknown_campaigns_answer_404_and_all_need_credentials(client: Any, auth: dict[str, str]) -> None:
+    created = create(client, auth)
+    for kind in ("svg", "png"):
+        assert_error(client.get(f"/admin/campaigns/123/qr.{kind}", headers=auth), 404, "not found")
+        assert_error(client.get(f"/admin/campaigns/x/qr.{kind}?platform=Android", headers=auth), 404, "not found")
+        assert client.get(f"/admin/campaigns/{created['id']}/qr.{kind}").status_code == 401
+        head = client.head(f"/admin/campaigns/{created['id']}/qr.{kind}?platform=IPhone", headers=auth)
+        assert head.status_code == 200 and head.get_data() == b""
+        assert head.headers["Content-Type"].startswith(f"image/{kind}")
+    assert_error(client.get(f"/admin/campaigns/{created['id']}/qr.gif", headers=auth), 404, "no such endpoint")
 
 
 # -- OpenAPI --------------------------------------------------------------------------------------

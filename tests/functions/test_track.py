@@ -72,6 +72,35 @@ def test_a_platform_url_wins_over_the_redirect_url(track: Track, campaign: Any) 
     assert answer.headers["Location"] == "https://apps.apple.com/app/id1"
 
 
+CLICK_QUERY = "gclid=Cj0KCQ-x_Y&utm_campaign=evil&q=red%20shoes&r=a+b&s=1%2B1&tag=a&tag=b&u=%C3%BC"
+
+
+def test_without_forward_query_the_clicks_parameters_stay_behind(track: Track, campaign: Any) -> None:
+    answer = track.click(f"/track/{campaign.id}?platform=Android&{CLICK_QUERY}")
+    assert answer.headers["Location"] == "https://github.com/otobrglez/o7tracker"
+
+
+def test_forward_query_carries_the_clicks_parameters_to_the_destination(
+    track: Track, store: CampaignStore, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    forwarding = store.create({
+        "redirect_url": "https://shop.example/spring?utm_campaign=spring#offer",
+        "platforms": ["Android", "IPhone"],
+        "platform_urls": {"IPhone": "https://apps.apple.com/app/id1?pt=42"},
+        "forward_query": True,
+    })
+    answer = track.click(f"/track/{forwarding.id}?platform=Android&{CLICK_QUERY}")
+    assert (answer.status_code, answer.headers["Location"]) == (307, (
+        "https://shop.example/spring?utm_campaign=spring"
+        "&gclid=Cj0KCQ-x_Y&q=red%20shoes&r=a+b&s=1%2B1&tag=a&tag=b&u=%C3%BC#offer"))
+    # to a platform's own destination too, the platform told by the User-Agent
+    answer = track.click(f"/track/{forwarding.id}?fbclid=IwAR1&ttclid=E.C.P", **{"User-Agent": IPHONE_UA})
+    assert answer.headers["Location"] == "https://apps.apple.com/app/id1?pt=42&fbclid=IwAR1&ttclid=E.C.P"
+    # a click that cannot count still goes to the fallback as it is
+    assert track.click(f"/track/{forwarding.id}?platform=BlackBerry&gclid=x").headers["Location"] == FALLBACK
+    assert [e.platform for e in pulled_events(project, pubsub_names[1])] == ["Android", "IPhone"]
+
+
 def test_every_click_is_a_separate_event(
     track: Track, campaign: Any, project: str, pubsub_names: tuple[str, str]
 ) -> None:

@@ -156,6 +156,20 @@ def test_a_16_kib_query_and_8_kib_headers_still_count(
     assert event.campaign_id == campaign_id and len(event.user_agent) == len(event.referrer) == 512
 
 
+def test_forwarded_parameters_leave_as_the_client_sent_them(
+    server: Server, db: Any, project: str, topic_and_subscription: tuple[str, str]
+) -> None:
+    store = CampaignStore(db, Settings().counter_shards, CampaignIds(SERVER_ID_KEY.encode()))
+    forwarding = store.create({"redirect_url": CAMPAIGN_URL + "#top", "platforms": ["Android"],
+                               "forward_query": True}).id
+    # characters a browser would have encoded, sent raw (the parser refuses raw non-ASCII bytes)
+    sent = 's=a|b"c&t={x}^`\\&u=%2B+%20&v=%C3%BC'
+    answer = get(server.port, f"/track/{forwarding}?platform=Android&{sent}")
+    assert (answer.status, answer.headers.get("location")) == (307, f"{CAMPAIGN_URL}?{sent}#top")
+    [event] = pulled_events(project, topic_and_subscription[1])
+    assert event.campaign_id == forwarding
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
 def test_methods_that_are_not_clicks_get_405_and_count_nothing(
     server: Server, campaign_id: int, project: str, topic_and_subscription: tuple[str, str], method: str

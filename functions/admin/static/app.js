@@ -259,7 +259,12 @@ function formBody(form) {
     const url = String(data.get(`url-${platform}`) ?? "").trim();
     if (url) platformUrls[platform] = url;
   }
-  return { redirect_url: String(data.get("redirect_url") ?? "").trim(), platforms, platform_urls: platformUrls };
+  return {
+    redirect_url: String(data.get("redirect_url") ?? "").trim(),
+    platforms,
+    platform_urls: platformUrls,
+    forward_query: form.elements.forward_query.checked,
+  };
 }
 
 async function submitForm(form, errorBox, send) {
@@ -363,6 +368,9 @@ function renderDetail(campaign) {
     });
   }
 
+  slot("forwarding").textContent = campaign.forward_query
+    ? "A click’s query parameters are forwarded to the destination."
+    : "";
   renderLinks(slot("links"), slot("copy-status"), campaign);
   setUpEditForm(body, campaign);
   setUpDelete(body, campaign);
@@ -397,10 +405,47 @@ function renderLinks(list, status, campaign) {
       button.textContent = copied ? "Copied" : "Copy";
       setTimeout(() => (button.textContent = "Copy"), 2000);
     });
-    item.append(label, input, button);
+    const row = document.createElement("div");
+    row.className = "link-row";
+    row.append(label, input, button);
+    const body = document.createElement("div");
+    body.className = "link-body";
+    body.append(row, qrDownloads(campaign.id, platform));
+    item.append(qrImage(campaign.id, platform), body);
     list.append(item);
   }
   if (!list.children.length) list.innerHTML = "<li class=muted>This campaign targets no platform.</li>";
+}
+
+// Same origin, so the browser sends the credentials it has and the page's policy allows them.
+function qrUrl(id, platform, kind, scale) {
+  const params = new URLSearchParams({ platform: platform.name });
+  if (scale) params.set("scale", String(scale));
+  return new URL(`campaigns/${id}/qr.${kind}?${params}`, API).href;
+}
+
+function qrImage(id, platform) {
+  const image = document.createElement("img");
+  image.className = "qr";
+  image.src = qrUrl(id, platform, "svg");
+  image.alt = `QR code of the ${platform.label} tracking link`;
+  image.width = image.height = 112;
+  return image;
+}
+
+function qrDownloads(id, platform) {
+  const download = (kind, scale, text) => {
+    const link = document.createElement("a");
+    link.href = qrUrl(id, platform, kind, scale);
+    link.download = ""; // the file name the server gives
+    link.textContent = text;
+    link.setAttribute("aria-label", `Download the ${platform.label} QR code as ${text}`);
+    return link;
+  };
+  const downloads = document.createElement("p");
+  downloads.className = "qr-downloads";
+  downloads.append("QR code: ", download("png", 10, "PNG"), " · ", download("svg", null, "SVG"));
+  return downloads;
 }
 
 async function copyText(text, input) {
@@ -426,6 +471,7 @@ function setUpEditForm(body, campaign) {
   const status = $('[data-slot="edit-status"]', body);
   fillPlatformFields(form, "edit", campaign);
   form.elements.redirect_url.value = campaign.redirect_url;
+  form.elements.forward_query.checked = campaign.forward_query;
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     status.textContent = "";
