@@ -47,6 +47,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from shared.counting import CALL_TIMEOUT_SECONDS
 from shared.logs import get_logger
 from shared.models import Counters, zero_counters
 from shared.platforms import COUNTER_FIELDS
@@ -110,7 +111,7 @@ class TotalsRefresher:
             query = self.db.collection(DIRTY).order_by(_NAME).limit(page_size)
             if after is not None:
                 query = query.start_after({_NAME: after})
-            markers = list(query.stream())
+            markers = list(query.stream(timeout=CALL_TIMEOUT_SECONDS))
             groups = _by_campaign(markers)
             last_page = len(markers) < page_size
             if not last_page and len(groups) > 1:
@@ -174,7 +175,7 @@ class TotalsRefresher:
                 continue
             if len(batch):
                 try:
-                    batch.commit()
+                    batch.commit(timeout=CALL_TIMEOUT_SECONDS)
                 except (gexc.FailedPrecondition, gexc.AlreadyExists):
                     retry.append(plan)  # edited, refreshed by another run, or deleted meanwhile
                     continue
@@ -224,7 +225,7 @@ class TotalsRefresher:
     def _read_consistently(self, refs: list[firestore.DocumentReference]) -> list[Any]:
         @firestore.transactional
         def read(transaction: firestore.Transaction) -> list[Any]:
-            return list(self.db.get_all(refs, transaction=transaction))
+            return list(self.db.get_all(refs, transaction=transaction, timeout=CALL_TIMEOUT_SECONDS))
 
         snapshots: list[Any] = read(self.db.transaction(read_only=True))
         return snapshots
@@ -236,11 +237,12 @@ class TotalsRefresher:
             option = self.db.write_option(last_update_time=marker.update_time) if checked else None
             batch.delete(marker.reference, option=option)
         try:
-            batch.commit()
+            batch.commit(timeout=CALL_TIMEOUT_SECONDS)
         except gexc.FailedPrecondition:
             for marker in markers:  # some were marked again: keep those for the next run
                 with contextlib.suppress(gexc.FailedPrecondition):
-                    marker.reference.delete(option=self.db.write_option(last_update_time=marker.update_time))
+                    marker.reference.delete(option=self.db.write_option(last_update_time=marker.update_time),
+                                            timeout=CALL_TIMEOUT_SECONDS)
 
 
 @dataclass
@@ -287,15 +289,16 @@ def advance_as_of(db: firestore.Client, moment: datetime) -> datetime:
     """Set ``aggregator/state.as_of`` to ``moment`` unless it is already later; returns what is stored."""
     ref = state_ref(db)
     for _ in range(_PRECONDITION_RETRIES):
-        snapshot = ref.get()
+        snapshot = ref.get(timeout=CALL_TIMEOUT_SECONDS)
         stored = data_of(snapshot).get(AS_OF) if snapshot.exists else None
         if stored is not None and stored >= moment:
             return datetime.fromtimestamp(stored.timestamp(), timezone.utc)
         try:
             if snapshot.exists:
-                ref.update({AS_OF: moment}, option=db.write_option(last_update_time=snapshot.update_time))
+                ref.update({AS_OF: moment}, option=db.write_option(last_update_time=snapshot.update_time),
+                           timeout=CALL_TIMEOUT_SECONDS)
             else:
-                ref.create({AS_OF: moment})
+                ref.create({AS_OF: moment}, timeout=CALL_TIMEOUT_SECONDS)
         except (gexc.FailedPrecondition, gexc.AlreadyExists):
             continue  # another run moved it meanwhile; read again
         return moment
@@ -325,7 +328,7 @@ class DeletionSweeper:
                  .where(filter=firestore.FieldFilter("deleted_at", "<=", cutoff))
                  .order_by("deleted_at").limit(_TOMBSTONES_PER_QUERY))
         while time.monotonic() < deadline:
-            tombstones = list(query.stream())
+            tombstones = list(query.stream(timeout=CALL_TIMEOUT_SECONDS))
             for tombstone in tombstones:
                 if time.monotonic() >= deadline or not self._sweep_campaign(
                         int(tombstone.id), tombstone.reference, result):
@@ -340,12 +343,13 @@ class DeletionSweeper:
         # Marker names are "<id>-<shard>": the range of names from "<id>-" up to "<id>." ('.' follows '-').
         markers = dirty.where(filter=firestore.FieldFilter(_NAME, ">=", dirty.document(f"{campaign_id}-"))).where(
             filter=firestore.FieldFilter(_NAME, "<", dirty.document(f"{campaign_id}.")))
-        for query in [*campaign_ref(self.db, campaign_id).collections(), markers]:
+        for query in [*campaign_ref(self.db, campaign_id).collections(timeout=CALL_TIMEOUT_SECONDS), markers]:
             while True:
                 budget = self.max_documents - result.deleted
                 if budget <= 0:
                     return False
-                refs = [s.reference for s in query.select([]).limit(min(budget, _WRITE_BATCH)).stream()]
+                page = query.select([]).limit(min(budget, _WRITE_BATCH))
+                refs = [s.reference for s in page.stream(timeout=CALL_TIMEOUT_SECONDS)]
                 if not refs:
                     break
                 self._delete(refs, result)
@@ -359,7 +363,7 @@ class DeletionSweeper:
         batch = self.db.batch()
         for ref in refs:
             batch.delete(ref)
-        batch.commit()
+        batch.commit(timeout=CALL_TIMEOUT_SECONDS)
         result.deleted += len(refs)
 
 
@@ -377,13 +381,13 @@ class TargetsBackfill:
 
     def run(self) -> int:
         """Campaigns given ``targets`` in this run."""
-        progress = data_of(state_ref(self.db).get()).get(_BACKFILL) or {}
+        progress = data_of(state_ref(self.db).get(timeout=CALL_TIMEOUT_SECONDS)).get(_BACKFILL) or {}
         if progress.get("done"):
             return 0
         query = self.db.collection(CAMPAIGNS).order_by(_NAME).limit(self.page_size)
         if progress.get("after"):
             query = query.start_after({_NAME: self.db.collection(CAMPAIGNS).document(progress["after"])})
-        campaigns = list(query.stream())
+        campaigns = list(query.stream(timeout=CALL_TIMEOUT_SECONDS))
         batch, missing = self.db.batch(), 0
         for campaign in campaigns:
             data = data_of(campaign)
@@ -393,9 +397,10 @@ class TargetsBackfill:
                 missing += 1
         if missing:
             try:
-                batch.commit()
+                batch.commit(timeout=CALL_TIMEOUT_SECONDS)
             except (gexc.FailedPrecondition, gexc.NotFound):
                 return 0  # one was edited or deleted meanwhile: this page again next run
         done = len(campaigns) < self.page_size
-        state_ref(self.db).set({_BACKFILL: {"done": True} if done else {"after": campaigns[-1].id}}, merge=True)
+        state_ref(self.db).set({_BACKFILL: {"done": True} if done else {"after": campaigns[-1].id}}, merge=True,
+                               timeout=CALL_TIMEOUT_SECONDS)
         return missing
