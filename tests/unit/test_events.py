@@ -26,7 +26,11 @@ def test_headers_are_truncated_for_the_event() -> None:
     assert len(event.user_agent) == 512 and len(event.referrer) == 512
 
 
-GOOD = ClickEvent("a" * 32, 7, "Android", datetime(2026, 1, 1, tzinfo=timezone.utc)).fields()
+GOOD = ClickEvent("a" * 32, 7, "Android", datetime(2026, 1, 1, tzinfo=timezone.utc), producer="b" * 16, seq=1).fields()
+
+
+def test_the_good_event_decodes() -> None:
+    assert ClickEvent.decode(json.dumps(GOOD).encode()).seq == 1
 
 
 @pytest.mark.parametrize("payload", [
@@ -58,3 +62,32 @@ def test_only_a_bot_click_may_lack_a_platform() -> None:
 def test_the_wire_format_names_every_field() -> None:
     event = ClickEvent.new(3, "Android", producer=PRODUCER, user_agent="UA", bot=True)
     assert set(event.fields()) == {f.name for f in dataclasses.fields(ClickEvent)} | {"v"}
+
+
+@pytest.mark.parametrize("payload", [
+    json.dumps({**GOOD, "ts": "9999-12-31T23:00-14:00"}).encode(),  # past the largest datetime once in UTC
+    json.dumps({**GOOD, "producer": "XYZ", "seq": 1}).encode(),
+    json.dumps({**GOOD, "producer": "a" * 16, "seq": 0}).encode(),
+    json.dumps({**GOOD, "producer": "a" * 16, "seq": True}).encode(),
+    json.dumps({**GOOD, "producer": "a" * 16, "seq": 2**63}).encode(),
+    json.dumps({**GOOD, "v": 2, "producer": None}).encode(),
+    json.dumps({**GOOD, "v": "2"}).encode(),
+    json.dumps({**GOOD, "click_id": "a" * 32, "ts": ["2026-01-01"]}).encode(),
+])
+def test_any_bad_event_is_invalid_never_another_error(payload: bytes) -> None:
+    with pytest.raises(InvalidEvent):
+        ClickEvent.decode(payload)
+
+
+def test_events_name_their_producer_and_number_its_events_in_order() -> None:
+    producer = Producer()
+    first, second = (ClickEvent.new(1, "Android", producer=producer) for _ in range(2))
+    assert (first.producer, first.seq, second.seq) == (producer.id, 1, 2)
+    assert Producer().id != producer.id
+    assert ClickEvent.decode(second.encode()) == second
+
+
+def test_an_event_of_schema_1_still_decodes_without_a_producer() -> None:
+    schema_1 = {k: v for k, v in GOOD.items() if k not in ("producer", "seq")} | {"v": 1}
+    event = ClickEvent.decode(json.dumps(schema_1).encode())
+    assert (event.producer, event.seq, event.click_id) == ("", 0, "a" * 32)
