@@ -276,12 +276,14 @@ class ScheduledRun:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply") as pool:
             # The apply step runs beside the drain, so that a backlog is counted while it is pulled.
             applying = pool.submit(self._apply_until_drained, draining, began + _APPLY_SHARE * self.max_seconds)
-            if self.drainer is not None and lease.acquire(self.max_seconds + _ACK_DEADLINE_SECONDS):
-                try:
-                    drained = self.drainer.drain(started, began + _DRAIN_SHARE * self.max_seconds)
-                finally:
-                    lease.release()
-            draining.set()
+            try:
+                if self.drainer is not None and lease.acquire(self.max_seconds + _ACK_DEADLINE_SECONDS):
+                    try:
+                        drained = self.drainer.drain(started, began + _DRAIN_SHARE * self.max_seconds)
+                    finally:
+                        lease.release()
+            finally:
+                draining.set()  # also when the drain failed: the apply step then ends at once
             applied = applying.result()
         deadline = began + self.max_seconds
         refresh = self.refresher.refresh(deadline)
