@@ -60,6 +60,8 @@ class Subscriber(Protocol):
         self, *, subscription: str, ack_ids: list[str], ack_deadline_seconds: int, timeout: float
     ) -> None: ...
 
+    def get_subscription(self, *, subscription: str, timeout: float) -> Any: ...
+
 
 class RetryLater(RuntimeError):
     """Raised by the push entry point so Pub/Sub redelivers what was not journaled."""
@@ -117,7 +119,7 @@ class Drainer:
         while time.monotonic() < deadline:
             messages = self._gather(deadline)
             if not messages:
-                drained.caught_up = True
+                drained.caught_up = self._answers()
                 break
             drained.pulled += len(messages)
             received = self.journal.receive([Delivery(m.message.message_id, m.message.data) for m in messages])
@@ -165,6 +167,16 @@ class Drainer:
             return []
         # The raw protobufs: proto-plus wrappers cost more CPU per message than its journal write.
         return list(response._pb.received_messages)
+
+    def _answers(self) -> bool:
+        """Whether Pub/Sub answers at all: a pull that times out is how an empty backlog looks,
+        and how a stalled Pub/Sub looks too."""
+        try:
+            self.subscriber.get_subscription(subscription=self.subscription_path, timeout=CALL_TIMEOUT_SECONDS)
+        except gexc.GoogleAPIError as exc:
+            log.warning("Pub/Sub did not answer; the backlog may not be empty", extra={"error": repr(exc)})
+            return False
+        return True
 
     def _settle(self, done: list[str], failed: list[str]) -> None:
         try:
