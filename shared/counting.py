@@ -47,7 +47,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -59,6 +59,8 @@ from shared.platforms import BOT_FIELD, PLATFORM_FIELDS, TOTAL_FIELD
 from shared.store import COUNTS, JOURNAL, campaign_ref, click_ref, day_hour_field, day_ref, producer_ref
 
 log = get_logger("counting")
+
+T = TypeVar("T")
 
 MAX_WRITES_PER_COMMIT = 500  # Firestore's limit for one commit
 # How far ahead of the aggregator's clock a producer's clock may run; also how far behind
@@ -450,14 +452,21 @@ class Applier:
 
 
 def _commit_groups(entries: Sequence[Any]) -> list[list[Any]]:
-    """Entries grouped so that each group's apply fits one commit."""
-    groups: list[list[Any]] = [[]]
-    writes = 0
-    for entry in entries:
-        size = 1 + int(entry.get("footprint") or MAX_WRITES_PER_COMMIT - 1)
-        if groups[-1] and writes + size > MAX_WRITES_PER_COMMIT:
+    """Entries grouped so that each group's apply fits one commit: an entry's footprint and its delete."""
+    return grouped_by_size(entries, lambda entry: 1 + int(entry.get("footprint") or MAX_WRITES_PER_COMMIT - 1),
+                           MAX_WRITES_PER_COMMIT)
+
+
+def grouped_by_size(items: Iterable[T], size: Callable[[T], int], limit: int) -> list[list[T]]:
+    """Consecutive items in groups whose sizes add up to at most ``limit`` (an item larger than
+    ``limit`` makes a group of its own)."""
+    groups: list[list[T]] = [[]]
+    total = 0
+    for item in items:
+        weight = size(item)
+        if groups[-1] and total + weight > limit:
             groups.append([])
-            writes = 0
-        groups[-1].append(entry)
-        writes += size
+            total = 0
+        groups[-1].append(item)
+        total += weight
     return [group for group in groups if group]
