@@ -44,8 +44,8 @@ _PULL_MAX_MESSAGES = 1000  # Pub/Sub's limit for one pull
 _APPLY_IDLE_SECONDS = 0.2
 # Shares of a run's budget: the drain stops pulling at the first, the apply step at the second;
 # the rest is the upkeep's.
-_DRAIN_SHARE = 0.5
-_APPLY_SHARE = 0.8
+_DRAIN_SHARE = 0.8
+_APPLY_SHARE = 0.9
 # A lease outlives its run by the subscription's ack deadline, so that whatever a crashed
 # run pulled is back on the subscription before another run may call the backlog empty.
 _ACK_DEADLINE_SECONDS = 60.0
@@ -304,7 +304,7 @@ class ScheduledRun:
         complete = applied.complete and refresh.complete and (
             self.drainer is None or (drained is not None and drained.caught_up and not drained.received.failed))
         as_of = advance_as_of(db, started) if complete else read_as_of(db)
-        dead_letters = self.dead_letters.check() if time.monotonic() < deadline else {}
+        dead_letters = self.dead_letters.check(deadline)
         return RunReport(started, drained, applied, refresh, sweep, backfilled, as_of, time.monotonic() - began,
                          dead_letters)
 

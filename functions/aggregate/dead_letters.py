@@ -7,6 +7,7 @@ requeued (``python -m tools.dead_letters``; README, Dead letters).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
 from shared.config import PROJECT, Settings
-from shared.dead_letters import dead_letter_backlog
+from shared.dead_letters import PULL_WAIT_SECONDS, dead_letter_backlog
 from shared.logs import get_logger
 
 log = get_logger("aggregate")
@@ -31,14 +32,18 @@ class DeadLetterCheck:
     subscription_path: str
     cap: int = DEAD_LETTER_COUNT_CAP
 
-    def check(self) -> dict[str, Any]:
+    def check(self, deadline: float) -> dict[str, Any]:
         """The run summary's fields: ``dead_letters`` (None when it could not be counted) and ``dead_letters_capped``.
 
         A failed count is a warning, not a failed run: the drain's own work
-        is done, and the next run counts again.
+        is done, and the next run counts again. Each pull waits until
+        ``deadline`` (monotonic) at most.
         """
+        wait = min(PULL_WAIT_SECONDS, deadline - time.monotonic())
+        if wait <= 0:
+            return {"dead_letters": None, "dead_letters_capped": False}
         try:
-            waiting, capped = dead_letter_backlog(self.subscriber, self.subscription_path, self.cap)
+            waiting, capped = dead_letter_backlog(self.subscriber, self.subscription_path, self.cap, wait)
         except gexc.GoogleAPICallError as exc:
             log.warning("dead-letter backlog not counted",
                         extra={"subscription": self.subscription_path, "error": repr(exc)})
