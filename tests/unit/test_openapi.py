@@ -41,3 +41,15 @@ def test_every_routed_method_has_a_view() -> None:
     answered = {(endpoint, "GET" if method == "HEAD" else method) for _, method, endpoint in ROUTES}
     assert answered == set(VIEWS)
     assert all(callable(getattr(AdminApi, name)) for name in VIEWS.values())
+
+
+def test_every_state_change_documents_what_browser_safety_and_the_body_limit_answer() -> None:
+    doc = openapi.document("/admin", ROUTES, ALIAS)
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            statuses = set(operation["responses"])
+            if method in ("post", "put", "delete"):
+                assert {"403", "415"} <= statuses, (method, path)
+                assert ("413" in statuses) == ("requestBody" in operation), (method, path)
+            else:
+                assert not {"403", "413", "415"} & statuses, (method, path)
