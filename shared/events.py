@@ -6,6 +6,10 @@ pair names the click for exactly-once counting (see shared/counting.py): a
 redelivered, republished or replayed event carries the same pair, and the
 aggregator keeps per producer the numbers it counted as a few merged ranges.
 Events of schema version 1, from before producers, carry only ``click_id``.
+
+A click may carry its ``visitor`` key (shared/visitors.py): a daily pseudonym
+of the client, never its address. Events made before visitor keys, bot clicks
+and clicks made while the day's salt was unavailable carry none.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from shared.platforms import is_platform
 SCHEMA_VERSION = 2
 _CLICK_ID = re.compile(r"[0-9a-f]{32}")
 _PRODUCER_ID = re.compile(r"[0-9a-f]{16}")
+_VISITOR_KEY = re.compile(r"[0-9a-f]{16}")
 MAX_SEQ = 2**63 - 1
 MAX_HEADER_CHARS = 512  # user agent and referrer are kept for replay, not unbounded
 # One encoder for every event: json.dumps with separators builds a new one per call.
@@ -44,6 +49,8 @@ class ClickEvent:
     """The producer's id; empty only in a schema 1 event."""
     seq: int = 0
     """The producer's number for this event, from 1; 0 only in a schema 1 event."""
+    visitor: str = ""
+    """The click's visitor key (16 hex digits), or empty when it has none."""
 
     @classmethod
     def new(
@@ -56,6 +63,7 @@ class ClickEvent:
         referrer: str = "",
         bot: bool = False,
         now: datetime | None = None,
+        visitor: str = "",
     ) -> ClickEvent:
         return cls(
             click_id=secrets.token_hex(16),
@@ -67,6 +75,7 @@ class ClickEvent:
             bot=bot,
             producer=producer.id,
             seq=producer.next_seq(),
+            visitor=visitor,
         )
 
     def fields(self) -> dict[str, Any]:
@@ -85,6 +94,7 @@ class ClickEvent:
             "bot": self.bot,
             "producer": self.producer,
             "seq": self.seq,
+            "visitor": self.visitor,
             "v": SCHEMA_VERSION,
         }
 
@@ -139,7 +149,10 @@ class ClickEvent:
                 raise InvalidEvent("producer must be 16 lowercase hex digits")
             if type(seq) is not int or not 0 < seq <= MAX_SEQ:
                 raise InvalidEvent("seq must be a positive integer")
-        return cls(click_id, campaign_id, platform, ts, user_agent, referrer, bot, producer, seq)
+        visitor = raw.get("visitor", "")
+        if not isinstance(visitor, str) or (visitor and not _VISITOR_KEY.fullmatch(visitor)):
+            raise InvalidEvent("visitor must be 16 lowercase hex digits when present")
+        return cls(click_id, campaign_id, platform, ts, user_agent, referrer, bot, producer, seq, visitor)
 
 
 class Producer:

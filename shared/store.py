@@ -11,6 +11,7 @@ Layout::
     deletions/{id}                           a deleted campaign whose counters still await cleanup
     aggregator/state                         as_of: how far the shown totals are counted
     aggregator/lease                         the scheduled run that drains the subscription now
+    salts/{YYYYMMDD}                         the day's visitor salt, expires by TTL (shared/visitors.py)
 
 Readers see counts the aggregator adds in one commit per batch of clicks: one
 read per campaign shown, one document per UTC day of hourly counts.
@@ -60,6 +61,7 @@ TOTALS = "totals"
 COUNTS = "counts"
 JOURNAL = "journal"
 PRODUCERS = "producers"
+SALTS = "salts"
 AS_OF = "as_of"
 
 _CREATE_ATTEMPTS = 5

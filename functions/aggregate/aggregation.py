@@ -31,6 +31,7 @@ from shared.counting import CALL_TIMEOUT_SECONDS, Applied, Applier, Delivery, Jo
 from shared.logs import get_logger
 from shared.models import rfc3339
 from shared.store import data_of, read_as_of
+from shared.visitors import SaltKeeper
 
 log = get_logger("aggregate")
 
@@ -240,6 +241,8 @@ class RunReport:
     sweep: SweepResult
     backfilled: int
     """Campaigns given their ``targets`` map by this run."""
+    salts_made: int
+    """Visitor salts (today's, tomorrow's) this run made."""
     as_of: datetime | None
     """``aggregator/state.as_of`` after this run; it moved to ``started`` if the run was complete."""
     seconds: float
@@ -262,6 +265,7 @@ class RunReport:
             "totals_refreshed": self.refresh.campaigns, "totals_complete": self.refresh.complete,
             "deleted_documents": self.sweep.deleted, "deletions_done": len(self.sweep.campaigns),
             "targets_backfilled": self.backfilled,
+            "visitor_salts_made": self.salts_made,
             **self.dead_letters,
             "seconds": round(self.seconds, 3),
             "as_of": rfc3339(self.as_of) if self.as_of else None,
@@ -278,6 +282,7 @@ class ScheduledRun:
     sweeper: DeletionSweeper
     backfill: TargetsBackfill
     dead_letters: DeadLetterCheck
+    salts: SaltKeeper
     max_seconds: float
 
     def run(self) -> RunReport:
@@ -298,6 +303,7 @@ class ScheduledRun:
                 draining.set()  # also when the drain failed: the apply step then ends at once
             applied = applying.result()
         deadline = began + self.max_seconds
+        salts_made = self._keep_salts(started)
         refresh = self.refresher.refresh(deadline)
         sweep = self.sweeper.sweep(deadline)
         backfilled = self.backfill.run() if time.monotonic() < deadline else 0
@@ -305,9 +311,16 @@ class ScheduledRun:
             self.drainer is None or (drained is not None and drained.caught_up and not drained.received.failed))
         as_of = advance_as_of(db, started) if complete else read_as_of(db)
         dead_letters = self.dead_letters.check(deadline)
-        return RunReport(started, drained, applied, refresh, sweep, backfilled, as_of, time.monotonic() - began,
-                         dead_letters)
+        return RunReport(started, drained, applied, refresh, sweep, backfilled, salts_made, as_of,
+                         time.monotonic() - began, dead_letters)
 
+    def _keep_salts(self, now: datetime) -> int:
+        """Today's and tomorrow's visitor salts, made if missing: the track function only reads them."""
+        try:
+            return len(self.salts.keep_ahead(now))
+        except gexc.GoogleAPIError as exc:
+            log.error("visitor salts not made; the next run tries again", extra={"error": repr(exc)})
+            return 0
 
     def _apply_until_drained(self, drained: threading.Event, deadline: float) -> Applied:
         """Apply the journal until the drain is over and one more pass has found it empty."""
@@ -349,5 +362,6 @@ def build_scheduled_run(settings: Settings, applier: Applier) -> ScheduledRun:
         DeletionSweeper(db, timedelta(seconds=settings.delete_grace_seconds), settings.delete_max_documents),
         TargetsBackfill(db),
         build_dead_letter_check(settings),
+        SaltKeeper(db, CALL_TIMEOUT_SECONDS),
         settings.aggregate_max_seconds,
     )
