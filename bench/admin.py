@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         start = (now - timedelta(days=STATS_DAYS)).replace(minute=0, second=0, microsecond=0)
 
         def stats() -> None:
-            by_day(store.hourly(hot, start, now))
+            by_day(store.hourly(hot, start, now).counts)
             store.stats_as_of(hot)
 
         print(f"calls ({args.campaigns} campaigns, {SHARDS} counter shards, Firestore emulator):", flush=True)

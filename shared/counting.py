@@ -13,11 +13,16 @@ Two steps, each one atomic commit:
    for their producers, ``producers/{id}``: the sequence numbers already
    counted, as merged ranges (:class:`Ledger`). In one commit it adds the new
    clicks to each campaign's ``counts`` and to its day documents' hourly
-   ``counts`` (``Increment``), records their numbers in the producers' ranges
+   ``counts`` (``Increment``), adds their visitor keys to the day documents'
+   hourly sketches of distinct visitors (``visitors.hHH.<Platform>``,
+   :mod:`shared.sketches`), records their numbers in the producers' ranges
    and deletes the entries. Producer documents are written on condition that
    they are as read (or still absent) and entries deleted on condition that
    they still exist, so two appliers racing cannot both count an event: the
-   later commit fails whole, and reads again.
+   later commit fails whole, and reads again. A sketch cannot be incremented
+   in place: the day documents whose sketches a commit changes are read first
+   and written on condition that they are as read (or still absent), so two
+   appliers racing cannot lose each other's visitors either.
 
 So a redelivered, republished, replayed, reordered or concurrently received
 event is counted once, and per commit the writes are one per campaign, per
@@ -44,7 +49,7 @@ import secrets
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, TypeVar
@@ -56,7 +61,8 @@ from shared.errors import InvalidEvent
 from shared.events import ClickEvent
 from shared.logs import get_logger
 from shared.platforms import BOT_FIELD, PLATFORM_FIELDS, TOTAL_FIELD
-from shared.store import COUNTS, JOURNAL, campaign_ref, click_ref, day_hour_field, day_ref, producer_ref
+from shared.sketches import add_visitors
+from shared.store import COUNTS, JOURNAL, VISITORS, campaign_ref, click_ref, day_hour_field, day_ref, producer_ref
 
 log = get_logger("counting")
 
@@ -125,18 +131,58 @@ class Received:
         self.written += other.written
 
 
-def footprint(events: Iterable[ClickEvent]) -> int:
-    """The writes applying these events may take besides the entry's delete: a campaign, a
-    campaign day and a producer each, and a record per schema 1 event."""
-    campaigns, days, producers, legacy = set(), set(), set(), 0
-    for event in events:
-        campaigns.add(event.campaign_id)
-        days.add((event.campaign_id, event.ts.date()))
+class Footprint:
+    """What applying a group of events takes of one commit: a write per campaign, campaign day and
+    producer, one per schema 1 event (its record), and one per sketch of visitors it changes.
+
+    A sketch is rewritten whole (up to ``shared.sketches.MAX_SKETCH_BYTES``, some 8.5 KB), so counting
+    each against the commit's 500 keeps a commit's request far within Firestore's 10 MiB.
+    """
+
+    def __init__(self) -> None:
+        self.campaigns: set[int] = set()
+        self.days: set[tuple[int, Any]] = set()
+        self.producers: set[str] = set()
+        self.legacy = 0
+        self.sketches: set[tuple[int, int, str]] = set()
+
+    @property
+    def size(self) -> int:
+        return len(self.campaigns) + len(self.days) + len(self.producers) + self.legacy + len(self.sketches)
+
+    def growth(self, event: ClickEvent) -> int:
+        """How much adding ``event`` would add to :attr:`size`."""
+        sketch = _sketch_of(event)
+        return ((event.campaign_id not in self.campaigns) + ((event.campaign_id, event.ts.date()) not in self.days)
+                + (bool(event.producer) and event.producer not in self.producers) + (not event.producer)
+                + (sketch is not None and sketch not in self.sketches))
+
+    def add(self, event: ClickEvent) -> None:
+        self.campaigns.add(event.campaign_id)
+        self.days.add((event.campaign_id, event.ts.date()))
         if event.producer:
-            producers.add(event.producer)
+            self.producers.add(event.producer)
         else:
-            legacy += 1
-    return len(campaigns) + len(days) + len(producers) + legacy
+            self.legacy += 1
+        sketch = _sketch_of(event)
+        if sketch is not None:
+            self.sketches.add(sketch)
+
+
+def _sketch_of(event: ClickEvent) -> tuple[int, int, str] | None:
+    """The sketch a click's visitor goes into, if any: (campaign, UTC hour in epoch seconds, platform)."""
+    if not event.visitor or event.bot or event.platform is None:
+        return None
+    seconds = int(event.ts.timestamp())
+    return event.campaign_id, seconds - seconds % 3600, event.platform
+
+
+def footprint(events: Iterable[ClickEvent]) -> int:
+    """The commit's share applying these events may take besides the entry's delete (:class:`Footprint`)."""
+    total = Footprint()
+    for event in events:
+        total.add(event)
+    return total.size
 
 
 class Journal:
@@ -181,24 +227,13 @@ def _entries(events: list[tuple[str, ClickEvent]]) -> list[list[tuple[str, Click
     """Split so that each entry's apply fits one commit beside the entry's own delete."""
     entries: list[list[tuple[str, ClickEvent]]] = []
     current: list[tuple[str, ClickEvent]] = []
-    campaigns: set[int] = set()
-    days: set[tuple[int, Any]] = set()
-    producers: set[str] = set()
-    legacy = 0
+    size = Footprint()
     for message_id, event in events:
-        day = (event.campaign_id, event.ts.date())
-        grows = ((event.campaign_id not in campaigns) + (day not in days)
-                 + (bool(event.producer) and event.producer not in producers) + (not event.producer))
-        if current and len(campaigns) + len(days) + len(producers) + legacy + grows >= MAX_WRITES_PER_COMMIT:
+        if current and size.size + size.growth(event) >= MAX_WRITES_PER_COMMIT:
             entries.append(current)
-            current, campaigns, days, producers, legacy = [], set(), set(), set(), 0
+            current, size = [], Footprint()
         current.append((message_id, event))
-        campaigns.add(event.campaign_id)
-        days.add(day)
-        if event.producer:
-            producers.add(event.producer)
-        else:
-            legacy += 1
+        size.add(event)
     if current:
         entries.append(current)
     return entries
@@ -212,7 +247,7 @@ def new_entry_id() -> str:
 def pack(events: Sequence[ClickEvent]) -> bytes:
     """What the apply step needs of each event, compressed: a few bytes a click."""
     rows = [[e.producer, e.seq, "" if e.producer else e.click_id, e.campaign_id, e.platform, e.bot,
-             int(e.ts.timestamp())] for e in events]
+             int(e.ts.timestamp()), e.visitor] for e in events]
     return zlib.compress(json.dumps(rows, separators=(",", ":")).encode())
 
 
@@ -226,12 +261,18 @@ class Row(NamedTuple):
     platform: str | None
     bot: bool
     ts: int
+    visitor: str = ""
+    """The click's visitor key; rows journaled before visitor keys have none."""
 
     def counters(self) -> tuple[str, ...]:
         """The counters this click adds one to; bots count apart from the totals."""
         if self.bot:
             return (BOT_FIELD,)
         return (TOTAL_FIELD, PLATFORM_FIELDS[self.platform]) if self.platform is not None else ()
+
+    def sketch(self) -> str | None:
+        """The platform whose hourly sketch this click's visitor goes into; bots are no visitors."""
+        return self.platform if self.visitor and not self.bot else None
 
 
 def unpack(data: bytes) -> list[Row]:
@@ -412,11 +453,18 @@ class Applier:
     def _count(self, batch: firestore.WriteBatch, events: Sequence[Row]) -> None:
         totals: defaultdict[int, Counter[str]] = defaultdict(Counter)
         hours: Counter[tuple[int, int, str]] = Counter()  # (campaign, UTC hour as epoch seconds, counter)
+        # (campaign, UTC day as epoch seconds) -> (hour field, platform) -> visitor keys
+        visitors: defaultdict[tuple[int, int], defaultdict[tuple[str, str], set[str]]] = defaultdict(
+            lambda: defaultdict(set))
         for event in events:
             hour = event.ts - event.ts % 3600
             for name in event.counters():
                 totals[event.campaign_id][name] += 1
                 hours[(event.campaign_id, hour, name)] += 1
+            platform = event.sketch()
+            if platform is not None:
+                field_name = day_hour_field(datetime.fromtimestamp(hour, timezone.utc))
+                visitors[(event.campaign_id, hour - hour % 86400)][(field_name, platform)].add(event.visitor)
         for campaign_id, deltas in totals.items():
             # update, not set: a campaign deleted since it was read fails the commit, and is not recreated.
             batch.update(campaign_ref(self.db, campaign_id),
@@ -425,9 +473,36 @@ class Applier:
         for (campaign_id, hour, name), n in hours.items():
             field_name = day_hour_field(datetime.fromtimestamp(hour, timezone.utc))
             days[(campaign_id, hour - hour % 86400)].setdefault(field_name, {})[name] = firestore.Increment(n)
+        sketched = self._days(visitors)
         for (campaign_id, day), counts in days.items():
             moment = datetime.fromtimestamp(day, timezone.utc)
-            batch.set(day_ref(self.db, campaign_id, moment), {"day": moment, COUNTS: counts}, merge=True)
+            ref = day_ref(self.db, campaign_id, moment)
+            snapshot = sketched.get(ref.path)
+            if snapshot is None:  # no sketch to change: the increments need no read
+                batch.set(ref, {"day": moment, COUNTS: counts}, merge=True)
+                continue
+            stored = (snapshot.to_dict() or {}).get(VISITORS, {}) if snapshot.exists else {}
+            sketches = {(hour_field, platform): add_visitors(stored.get(hour_field, {}).get(platform), keys)
+                        for (hour_field, platform), keys in visitors[(campaign_id, day)].items()}
+            if snapshot.exists:
+                batch.update(ref, {
+                    **{f"{COUNTS}.{h}.{name}": n for h, named in counts.items() for name, n in named.items()},
+                    **{f"{VISITORS}.{h}.{platform}": sketch for (h, platform), sketch in sketches.items()},
+                }, option=self.db.write_option(last_update_time=snapshot.update_time))
+            else:
+                nested: defaultdict[str, dict[str, bytes]] = defaultdict(dict)
+                for (h, platform), sketch in sketches.items():
+                    nested[h][platform] = sketch
+                batch.create(ref, {"day": moment, COUNTS: counts, VISITORS: dict(nested)})
+
+    def _days(self, visitors: Mapping[tuple[int, int], Mapping[tuple[str, str], set[str]]]) -> dict[str, Any]:
+        """The day documents whose sketches change, by path: only the sketches that change are read."""
+        refs = [day_ref(self.db, campaign_id, datetime.fromtimestamp(day, timezone.utc))
+                for campaign_id, day in visitors]
+        if not refs:
+            return {}
+        fields = sorted({f"{VISITORS}.{h}.{platform}" for cells in visitors.values() for h, platform in cells})
+        return {s.reference.path: s for s in self.db.get_all(refs, field_paths=fields, timeout=CALL_TIMEOUT_SECONDS)}
 
     def _ledgers(self, producers: set[str]) -> tuple[dict[str, Ledger], dict[str, Any]]:
         """Each producer's ledger, and the update time of those that exist."""

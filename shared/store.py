@@ -5,7 +5,8 @@ Layout::
     campaigns/{id}                           the campaign as the admin wrote it, plus
         .targets   {Platform: true}          its platforms as a map, so Firestore filters on them
         .counts    {counter: n}              exact click totals, added to by the aggregator
-    campaigns/{id}/days/{YYYYMMDD}           .counts.hHH: the hour's counts; what stats read
+    campaigns/{id}/days/{YYYYMMDD}           .counts.hHH: the hour's counts, .visitors.hHH.<Platform>:
+                                             a sketch of its distinct visitors (shared/sketches.py); what stats read
     journal/{id}                             click events received, not yet counted (shared/counting.py)
     producers/{id}                           the sequence numbers of one producer's counted events
     deletions/{id}                           a deleted campaign whose counters still await cleanup
@@ -61,6 +62,7 @@ TOTALS = "totals"
 COUNTS = "counts"
 JOURNAL = "journal"
 PRODUCERS = "producers"
+VISITORS = "visitors"
 SALTS = "salts"
 AS_OF = "as_of"
 
@@ -165,6 +167,16 @@ def new_campaign_document(values: dict[str, Any], now: datetime) -> dict[str, An
         "created_at": now,
         "updated_at": now,
     }
+
+
+@dataclass(frozen=True)
+class Hourly:
+    """A campaign's clicks per UTC hour, as the day documents hold them."""
+
+    counts: dict[datetime, Counters]
+    """Hour start to counters, for the hours that had clicks, oldest first."""
+    visitors: dict[datetime, dict[str, bytes]]
+    """Hour start to platform to the sketch of its distinct visitors (shared/sketches.py), oldest first."""
 
 
 @dataclass(frozen=True)
@@ -280,8 +292,8 @@ class CampaignStore:
         except gexc.NotFound:
             raise NotFound(f"campaign {campaign_id} not found") from None
 
-    def hourly(self, campaign_id: int, start: datetime, end: datetime) -> dict[datetime, Counters]:
-        """Per-hour counts (UTC hour start to counters) for hours in [start, end) that had clicks, oldest first.
+    def hourly(self, campaign_id: int, start: datetime, end: datetime) -> Hourly:
+        """Per-hour counts and visitor sketches for the UTC hours in [start, end) that had clicks.
 
         One read for the campaign and one per UTC day in the range: 31 for 30 days.
         """
@@ -296,6 +308,7 @@ class CampaignStore:
             .order_by("day")
         )
         series: dict[datetime, Counters] = {}
+        visitors: dict[datetime, dict[str, bytes]] = {}
         for snapshot in query.stream(timeout=REQUEST_TIMEOUT_SECONDS):
             data = data_of(snapshot)
             day = datetime.fromtimestamp(data["day"].timestamp(), timezone.utc)
@@ -304,7 +317,11 @@ class CampaignStore:
                     hour = day.replace(hour=int(field_name[1:]))
                     if start <= hour < end:
                         add_counts(series.setdefault(hour, zero_counters()), counts)
-        return dict(sorted(series.items()))
+            for field_name, sketches in data.get(VISITORS, {}).items():
+                hour = day.replace(hour=int(field_name[1:]))
+                if start <= hour < end:
+                    visitors[hour] = dict(sketches)
+        return Hourly(dict(sorted(series.items())), dict(sorted(visitors.items())))
 
     def stats_as_of(self, campaign_id: int) -> datetime | None:
         """How far the hourly counts are folded: the totals' ``as_of``, as one refresh writes both.

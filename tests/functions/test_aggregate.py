@@ -158,7 +158,7 @@ def test_a_run_counts_good_duplicate_malformed_unknown_and_out_of_horizon_events
     counters = shown(store, campaign_id)
     assert counters == {"click_count": 250, "android_click_count": 84, "iphone_click_count": 83,
                         "windowsphone_click_count": 83, "bot_click_count": 1}
-    hourly = store.hourly(campaign_id, T0 - timedelta(days=1), NOW + timedelta(days=1))
+    hourly = store.hourly(campaign_id, T0 - timedelta(days=1), NOW + timedelta(days=1)).counts
     assert hourly == {hour_of(T0): counters}  # one bucket, the clicks' own hour
     assert pull_all(project, subscription) == []  # everything acked
     assert list(db.collection("journal").stream()) == []

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
+import zlib
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from shared.counting import MAX_WRITES_PER_COMMIT, Ledger, Row, _entries, footprint, pack, unpack
 from shared.events import ClickEvent, Producer
@@ -67,14 +70,20 @@ def test_a_ledger_round_trips_its_document_and_expires_after_the_horizon() -> No
 def test_journal_rows_keep_what_counting_needs() -> None:
     producer = Producer()
     at = datetime.fromtimestamp(T, timezone.utc)
-    events = [ClickEvent.new(7, "IPhone", producer=producer, now=at),
+    events = [ClickEvent.new(7, "IPhone", producer=producer, now=at, visitor="0123456789abcdef"),
               ClickEvent.new(8, None, producer=producer, bot=True, now=at),
               ClickEvent("c" * 32, 9, "Android", at)]  # schema 1: no producer
     rows = unpack(pack(events))
-    assert rows == [Row(producer.id, 1, "", 7, "IPhone", False, T), Row(producer.id, 2, "", 8, None, True, T),
-                    Row("", 0, "c" * 32, 9, "Android", False, T)]
+    assert rows == [Row(producer.id, 1, "", 7, "IPhone", False, T, "0123456789abcdef"),
+                    Row(producer.id, 2, "", 8, None, True, T), Row("", 0, "c" * 32, 9, "Android", False, T)]
     assert [row.counters() for row in rows] == [("click_count", "iphone_click_count"), ("bot_click_count",),
                                                 ("click_count", "android_click_count")]
+    assert [row.sketch() for row in rows] == ["IPhone", None, None]
+
+
+def test_rows_journaled_before_visitor_keys_read_without_one() -> None:
+    old = zlib.compress(json.dumps([["a" * 16, 1, "", 7, "Android", False, T]]).encode())
+    assert unpack(old) == [Row("a" * 16, 1, "", 7, "Android", False, T, "")]
 
 
 def test_a_batch_is_cut_into_entries_each_applied_in_one_commit() -> None:
@@ -88,3 +97,20 @@ def test_a_batch_is_cut_into_entries_each_applied_in_one_commit() -> None:
     assert all(footprint([e for _, e in entry]) + 1 <= MAX_WRITES_PER_COMMIT for entry in entries)
     one_campaign = [(str(i), ClickEvent.new(1, "Android", producer=producer, now=at)) for i in range(1000)]
     assert len(_entries(one_campaign)) == 1
+
+
+def test_each_sketch_an_entry_changes_takes_its_share_of_the_commit() -> None:
+    producer = Producer()
+    start = datetime.fromtimestamp(T, timezone.utc)
+    # One campaign, a click an hour, each a visitor: a sketch each (and a day every 24).
+    events = [(str(i), ClickEvent.new(1, "Android", producer=producer, now=start + timedelta(hours=i),
+                                      visitor=f"{i:016x}")) for i in range(1000)]
+    entries = _entries(events)
+    assert len(entries) == 3
+    assert all(footprint([e for _, e in entry]) + 1 <= MAX_WRITES_PER_COMMIT for entry in entries)
+    anonymous = [(i, ClickEvent(**{**vars_of(e), "visitor": ""})) for i, e in events]
+    assert len(_entries(anonymous)) == 1  # without visitors: the campaign, its 42 days, the producer
+
+
+def vars_of(event: ClickEvent) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in event.__slots__}

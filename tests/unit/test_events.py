@@ -11,7 +11,8 @@ PRODUCER = Producer()
 
 
 def test_an_event_survives_the_wire() -> None:
-    event = ClickEvent.new(42, "IPhone", producer=PRODUCER, user_agent="UA", referrer="https://ref.example/")
+    event = ClickEvent.new(42, "IPhone", producer=PRODUCER, user_agent="UA", referrer="https://ref.example/",
+                           visitor="0123456789abcdef")
     assert ClickEvent.decode(event.encode()) == event
     assert len(event.click_id) == 32
     assert event.ts.tzinfo is not None
@@ -46,6 +47,9 @@ def test_the_good_event_decodes() -> None:
     json.dumps({**GOOD, "ts": "2026-01-01T00:00:00"}).encode(),
     json.dumps({k: v for k, v in GOOD.items() if k != "ts"}).encode(),
     json.dumps({**GOOD, "bot": "yes"}).encode(),
+    json.dumps({**GOOD, "visitor": "198.51.100.7"}).encode(),
+    json.dumps({**GOOD, "visitor": "0123456789ABCDEF"}).encode(),
+    json.dumps({**GOOD, "visitor": 12}).encode(),
 ])
 def test_malformed_events_are_refused(payload: bytes) -> None:
     with pytest.raises(InvalidEvent):
@@ -85,6 +89,11 @@ def test_events_name_their_producer_and_number_its_events_in_order() -> None:
     assert (first.producer, first.seq, second.seq) == (producer.id, 1, 2)
     assert Producer().id != producer.id
     assert ClickEvent.decode(second.encode()) == second
+
+
+def test_an_event_made_before_visitor_keys_decodes_without_one() -> None:
+    before = {k: v for k, v in GOOD.items() if k != "visitor"}
+    assert ClickEvent.decode(json.dumps(before).encode()).visitor == ""
 
 
 def test_an_event_of_schema_1_still_decodes_without_a_producer() -> None:
