@@ -12,6 +12,7 @@ const PLATFORMS = [
   { name: "WindowsPhone", field: "windowsphone_click_count", label: "Windows Phone", color: "#d97706" },
 ];
 const BOTS = { field: "bot_click_count", label: "Bots", color: "#6b7280" };
+const VISITORS = { field: "unique_visitors", label: "Unique visitors", color: "#7c3aed" };
 
 const numberFormat = new Intl.NumberFormat();
 const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short", timeZone: TZ });
@@ -352,7 +353,7 @@ function renderDetail(campaign) {
   title.replaceChildren(link);
   slot("id").textContent = `#${campaign.id}`;
   slot("created").textContent = dateFormat.format(new Date(campaign.created_at));
-  for (const dd of body.querySelectorAll(".tiles dd")) dd.textContent = formatCount(campaign[dd.dataset.field]);
+  for (const dd of body.querySelectorAll(".tiles dd[data-field]")) dd.textContent = formatCount(campaign[dd.dataset.field]);
   for (const platform of PLATFORMS) {
     const tile = $(`.tile.${platform.name.toLowerCase()}`, body);
     tile.classList.toggle("untargeted", !campaign.platforms.includes(platform.name));
@@ -564,8 +565,12 @@ async function loadStats(campaign) {
   slot("chart-status").textContent = "";
   slot("as-of").textContent = asOfText(stats.as_of);
   const totals = stats.totals;
+  // The range's visitors are a union over its buckets, not their sum: each counts once.
+  slot("range-visitors").textContent = formatCount(totals[VISITORS.field]);
+  slot("visitors-range").textContent = `last ${range.days} days`;
   slot("range-totals").textContent =
-    `${formatCount(totals.click_count)} clicks and ${formatCount(totals.bot_click_count)} bot clicks, ` +
+    `${formatCount(totals.click_count)} clicks by ${formatCount(totals[VISITORS.field])} unique visitors, and ` +
+    `${formatCount(totals.bot_click_count)} bot clicks, ` +
     (range.granularity === "day"
       ? dateFormat.formatRange(new Date(stats.from), new Date(Date.parse(stats.to) - 1)) // to is exclusive
       : dateTimeFormat.formatRange(new Date(stats.from), new Date(stats.to)));
@@ -594,6 +599,13 @@ function drawChart(holder, stats, campaign) {
       points: { show: !hourly, size: 6 },
     })),
     {
+      label: VISITORS.label,
+      stroke: VISITORS.color,
+      width: 2.5,
+      dash: [8, 5], // long dashes: where visitors and a platform's clicks are equal, both lines still show
+      points: { show: !hourly, size: 6 },
+    },
+    {
       label: `${BOTS.label} (not in clicks)`,
       stroke: BOTS.color,
       width: 1.5,
@@ -601,7 +613,12 @@ function drawChart(holder, stats, campaign) {
       points: { show: !hourly, size: 5 },
     },
   ];
-  const data = [xs, ...shown.map((p) => stats.buckets.map((b) => b[p.field])), stats.buckets.map((b) => b[BOTS.field])];
+  const data = [
+    xs,
+    ...shown.map((p) => stats.buckets.map((b) => b[p.field])),
+    stats.buckets.map((b) => b[VISITORS.field]),
+    stats.buckets.map((b) => b[BOTS.field]),
+  ];
   const max = Math.max(4, ...data.slice(1).flat());
   const options = {
     width: Math.max(280, holder.clientWidth),
@@ -637,7 +654,8 @@ function drawChart(holder, stats, campaign) {
   const summary = shown.map((p) => `${p.label} ${formatCount(stats.totals[p.field])}`).join(", ");
   holder.setAttribute(
     "aria-label",
-    `Chart of clicks by ${hourly ? "hour" : "day"}: ${summary}; bots ${formatCount(stats.totals.bot_click_count)}`,
+    `Chart of clicks by ${hourly ? "hour" : "day"}: ${summary}; unique visitors ` +
+      `${formatCount(stats.totals[VISITORS.field])}; bots ${formatCount(stats.totals.bot_click_count)}`,
   );
 }
 
