@@ -164,9 +164,12 @@ def test_entries_journaled_before_visitor_keys_still_count(db: Any, store: Campa
     rows = [[producer.id, seq, "", campaign, "IPhone", False, int(at.timestamp())] for seq in (1, 2, 3)]
     db.collection("journal").document(new_entry_id()).create(
         {"events": zlib.compress(json.dumps(rows).encode()), "count": 3, "footprint": 3})
-    journal(db, [ClickEvent.new(campaign, "IPhone", producer=Producer(), now=at, visitor="0123456789abcdef")])
     applied = Applier(db, HORIZON).apply(LONG_AGO)
-    assert (applied.entries, applied.counted, applied.complete) == (2, 4, True)
+    assert (applied.entries, applied.counted, applied.complete) == (1, 3, True)
+    assert visitors_shown(store, campaign) == 0
+    # Then a click with a key, into the day those made: its first sketch.
+    journal(db, [ClickEvent.new(campaign, "IPhone", producer=Producer(), now=at, visitor="0123456789abcdef")])
+    assert Applier(db, HORIZON).apply(LONG_AGO).counted == 1
     assert store.hourly(campaign, START, START + timedelta(days=1)).counts[at]["iphone_click_count"] == 4
     assert visitors_shown(store, campaign) == 1
 
