@@ -76,6 +76,8 @@ class VisitorKeys:
             return None
         read = self._reads.get(day)
         if read is None and self._timer() - self._tried_at.get(day, -self.retry_seconds) >= self.retry_seconds:
+            if day not in self._attempts:  # a new day: what is kept of the days before it goes
+                self._forget_before(day - timedelta(days=1))
             self._tried_at[day] = self._timer()
             self._attempts[day] = self._attempts.get(day, 0) + 1
             read = asyncio.get_running_loop().create_task(self._fetch(day))
@@ -97,7 +99,6 @@ class VisitorKeys:
         if salt is None:
             self._failures[day] = "not made yet (the aggregate's scheduled run makes each day's ahead)"
             return None
-        self._forget_before(day - timedelta(days=1))
         self._salts[day] = salt
         return salt
 

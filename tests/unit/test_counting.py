@@ -10,6 +10,7 @@ from typing import Any
 
 from shared.counting import MAX_WRITES_PER_COMMIT, Ledger, Row, _entries, footprint, pack, unpack
 from shared.events import ClickEvent, Producer
+from shared.sketches import MAX_SKETCH_BYTES
 
 T = 1_800_000_000  # an epoch second
 
@@ -110,6 +111,11 @@ def test_each_sketch_an_entry_changes_takes_its_share_of_the_commit() -> None:
     assert all(footprint([e for _, e in entry]) + 1 <= MAX_WRITES_PER_COMMIT for entry in entries)
     anonymous = [(i, ClickEvent(**{**vars_of(e), "visitor": ""})) for i, e in events]
     assert len(_entries(anonymous)) == 1  # without visitors: the campaign, its 42 days, the producer
+
+
+def test_a_commit_full_of_sketches_and_a_day_of_them_stay_within_firestores_limits() -> None:
+    assert MAX_WRITES_PER_COMMIT * MAX_SKETCH_BYTES < 10 * 2**20 / 2  # a commit's request: 10 MiB
+    assert 24 * 3 * MAX_SKETCH_BYTES < 2**20 * 0.75  # a day document, every hour and platform: 1 MiB
 
 
 def vars_of(event: ClickEvent) -> dict[str, Any]:
