@@ -55,7 +55,7 @@ from google.cloud import firestore
 from shared.errors import InvalidEvent
 from shared.events import ClickEvent
 from shared.logs import get_logger
-from shared.platforms import BOT_FIELD, PLATFORM_FIELDS, TOTAL_FIELD
+from shared.platforms import BOT_FIELD, INACTIVE_FIELD, INACTIVE_PLATFORM_FIELDS, PLATFORM_FIELDS, TOTAL_FIELD
 from shared.store import COUNTS, JOURNAL, campaign_ref, click_ref, day_hour_field, day_ref, producer_ref
 
 log = get_logger("counting")
@@ -210,7 +210,7 @@ def new_entry_id() -> str:
 def pack(events: Sequence[ClickEvent]) -> bytes:
     """What the apply step needs of each event, compressed: a few bytes a click."""
     rows = [[e.producer, e.seq, "" if e.producer else e.click_id, e.campaign_id, e.platform, e.bot,
-             int(e.ts.timestamp())] for e in events]
+             int(e.ts.timestamp()), e.inactive] for e in events]
     return zlib.compress(json.dumps(rows, separators=(",", ":")).encode())
 
 
@@ -224,12 +224,18 @@ class Row(NamedTuple):
     platform: str | None
     bot: bool
     ts: int
+    inactive: bool = False  # rows journaled before it existed end with ts, and were all active
 
     def counters(self) -> tuple[str, ...]:
-        """The counters this click adds one to; bots count apart from the totals."""
+        """The counters this click adds one to; bots, and clicks the campaign could not count, count apart
+        from the totals (a bot stays a bot, active or not)."""
         if self.bot:
             return (BOT_FIELD,)
-        return (TOTAL_FIELD, PLATFORM_FIELDS[self.platform]) if self.platform is not None else ()
+        if self.platform is None:
+            return ()
+        if self.inactive:
+            return (INACTIVE_FIELD, INACTIVE_PLATFORM_FIELDS[self.platform])
+        return (TOTAL_FIELD, PLATFORM_FIELDS[self.platform])
 
 
 def unpack(data: bytes) -> list[Row]:
