@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from dead_letters import DeadLetterCheck, build_dead_letter_check
 from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
-from upkeep import DeletionSweeper, RefreshResult, SweepResult, TargetsBackfill, TotalsRefresher, advance_as_of
+from upkeep import CampaignBackfill, DeletionSweeper, RefreshResult, SweepResult, TotalsRefresher, advance_as_of
 
 from shared.config import AGGREGATE_MODE, PROJECT, ConfigError, Settings
 from shared.counting import CALL_TIMEOUT_SECONDS, Applied, Applier, Delivery, Journal, Received
@@ -227,7 +227,7 @@ class RunReport:
     refresh: RefreshResult
     sweep: SweepResult
     backfilled: int
-    """Campaigns given their ``targets`` map by this run."""
+    """Campaigns given the fields the list filters on (``targets``, ``status``) by this run."""
     as_of: datetime | None
     """``aggregator/state.as_of`` after this run; it moved to ``started`` if the run was complete."""
     seconds: float
@@ -249,7 +249,7 @@ class RunReport:
             "journal_entries_applied": self.applied.entries, "journal_complete": self.applied.complete,
             "totals_refreshed": self.refresh.campaigns, "totals_complete": self.refresh.complete,
             "deleted_documents": self.sweep.deleted, "deletions_done": len(self.sweep.campaigns),
-            "targets_backfilled": self.backfilled,
+            "campaigns_backfilled": self.backfilled,
             **self.dead_letters,
             "seconds": round(self.seconds, 3),
             "as_of": rfc3339(self.as_of) if self.as_of else None,
@@ -264,7 +264,7 @@ class ScheduledRun:
     applier: Applier
     refresher: TotalsRefresher
     sweeper: DeletionSweeper
-    backfill: TargetsBackfill
+    backfill: CampaignBackfill
     dead_letters: DeadLetterCheck
     max_seconds: float
 
@@ -288,11 +288,12 @@ class ScheduledRun:
         deadline = began + self.max_seconds
         refresh = self.refresher.refresh(deadline)
         sweep = self.sweeper.sweep(deadline)
-        backfilled = self.backfill.run() if time.monotonic() < deadline else 0
         complete = applied.complete and refresh.complete and (
             self.drainer is None or (drained is not None and drained.caught_up and not drained.received.failed))
         as_of = advance_as_of(db, started) if complete else read_as_of(db)
         dead_letters = self.dead_letters.check() if time.monotonic() < deadline else {}
+        # Last: after an upgrade it may take what is left of the budget for a few runs.
+        backfilled = self.backfill.run(deadline) if time.monotonic() < deadline else 0
         return RunReport(started, drained, applied, refresh, sweep, backfilled, as_of, time.monotonic() - began,
                          dead_letters)
 
@@ -335,7 +336,7 @@ def build_scheduled_run(settings: Settings, applier: Applier) -> ScheduledRun:
         applier,
         TotalsRefresher(db, settings.counter_shards),
         DeletionSweeper(db, timedelta(seconds=settings.delete_grace_seconds), settings.delete_max_documents),
-        TargetsBackfill(db),
+        CampaignBackfill(db),
         build_dead_letter_check(settings),
         settings.aggregate_max_seconds,
     )
