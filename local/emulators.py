@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -139,6 +141,88 @@ def listening_pid(port: int) -> int:
     raise EmulatorError(f"no process of ours listens on port {port}")
 
 
+# What the project's own scripts run as, to name the script that holds a port: run.sh and test.sh
+# exec these modules, and bench.sh a bench module.
+_SCRIPTS = (("local.stack", "./run.sh"), ("local.emulators", "./test.sh"), ("bench.", "./bench.sh"))
+
+
+@dataclass(frozen=True)
+class PortHolder:
+    """The process listening on a port, and the script of this project it belongs to, if any."""
+
+    pid: int
+    command: str
+    script: tuple[str, int] | None  # ("./run.sh", its pid)
+
+    def describe(self) -> str:
+        command = self.command if len(self.command) <= 160 else self.command[:157] + "..."
+        part_of = f" (part of {self.script[0]}, pid {self.script[1]})" if self.script else ""
+        return f"held by pid {self.pid}: {command or '(command line unknown)'}{part_of}"
+
+    def how_to_stop(self) -> str:
+        if self.script and self.script[0] == "./run.sh":
+            return f"stop that ./run.sh with Ctrl-C in its terminal, or: kill -INT {self.script[1]}"
+        if self.script:
+            return f"let that {self.script[0]} finish, or stop it with: kill -INT {self.script[1]}"
+        return f"stop it with: kill {self.pid}"
+
+
+def unseen_holder(port: int) -> str:
+    return (f"by a process not visible from here (another user's, or outside this container); "
+            f"sudo ss -ltnp 'sport = :{port}' may name it")
+
+
+def port_holder(port: int) -> PortHolder | None:
+    """Who listens on a local TCP port: /proc, else ``ss -ltnp``, else ``lsof``; None when unseen."""
+    pid: int | None
+    try:
+        pid = listening_pid(port)
+    except EmulatorError:
+        pid = _tool_pid(["ss", "-Hltnp", f"sport = :{port}"], r"pid=(\d+)") or _tool_pid(
+            ["lsof", "-t", "-nP", f"-iTCP:{port}", "-sTCP:LISTEN"], r"^(\d+)$")
+    if pid is None:
+        return None
+    return PortHolder(pid, _command_line(pid), _script_of(pid))
+
+
+def _tool_pid(command: list[str], pattern: str) -> int | None:
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(pattern, out, re.MULTILINE)
+    return int(found.group(1)) if found else None
+
+
+def _command_line(pid: int) -> str:
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        return shlex.join(arg.decode(errors="replace") for arg in args) if args != [b""] else ""
+    except OSError:
+        pass
+    try:
+        return subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _script_of(pid: int) -> tuple[str, int] | None:
+    """The project script (run.sh, test.sh, bench.sh) that ``pid`` is, or was started by."""
+    for _ in range(16):  # the emulators' JVMs sit under gcloud's wrapper, under the script
+        command = _command_line(pid)
+        for module, script in _SCRIPTS:
+            if f"-m {module}" in command:
+                return script, pid
+        try:
+            pid = int(_stat_fields(Path(f"/proc/{pid}/stat"))[1])
+        except (OSError, IndexError, ValueError):
+            return None
+        if pid <= 1:
+            return None
+    return None
+
+
 @contextmanager
 def paused(port: int) -> Iterator[None]:
     """The emulator serving ``port`` stalled for the block: its process group stopped with SIGSTOP.
@@ -191,7 +275,9 @@ def launch(name: str, port: int, project: str, log_dir: Path) -> Emulator:
         if shutil.which(tool) is None:
             raise EmulatorError(f"'{tool}' is not on PATH.\n{INSTALL_HINT}")
     if port_in_use(port):
-        raise EmulatorError(f"port {port} for the {name} emulator is already in use")
+        holder = port_holder(port)
+        found = f"{holder.describe()}; {holder.how_to_stop()}" if holder else unseen_holder(port)
+        raise EmulatorError(f"port {port} for the {name} emulator is already in use, {found}")
     log_path = log_dir / f"{name}-emulator.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -34,6 +34,21 @@ def function_app(name: str, target: str) -> Any:
     return functions_framework.create_app(target, str(ROOT / "functions" / name / "main.py"))
 
 
+def input_terminated(app: WsgiApp) -> WsgiApp:
+    """Tell werkzeug that the request body ends where the client's does, as gunicorn does when deployed.
+
+    a2wsgi's input stream ends with the ASGI request's body, chunked or not, but does not say
+    so; werkzeug then reads a body without a Content-Length (chunked) as empty, and a 10 MB
+    chunked body would answer 400 "malformed JSON" rather than 413.
+    """
+
+    def terminated(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        environ["wsgi.input_terminated"] = True
+        return app(environ, start_response)
+
+    return terminated
+
+
 def with_basic_auth(app: WsgiApp, settings: config.Settings) -> WsgiApp:
     """Basic auth as the admin API checks it, failed logins limited alike."""
     logins = login_limiter(settings)
@@ -51,8 +66,9 @@ def with_basic_auth(app: WsgiApp, settings: config.Settings) -> WsgiApp:
 def create_gateway() -> AsgiApp:
     settings = config.load(config.PROJECT, config.AUTH_PASSWORD)
     track: AsgiApp = function_app("track", "track")
-    admin = WSGIMiddleware(function_app("admin", "admin"))
-    update_stats = WSGIMiddleware(with_basic_auth(function_app("aggregate", "aggregate_http"), settings))
+    admin = WSGIMiddleware(input_terminated(function_app("admin", "admin")))
+    update_stats = WSGIMiddleware(input_terminated(
+        with_basic_auth(function_app("aggregate", "aggregate_http"), settings)))
 
     async def gateway(scope: Scope, receive: Callable[[], Awaitable[Any]],
                       send: Callable[[Any], Awaitable[None]]) -> None:

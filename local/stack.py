@@ -11,6 +11,7 @@ import http.client
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from google.cloud import firestore
 from local import emulators
 from shared import config
 from shared.legacy_ids import save_registry
+from shared.models import check_track_base_url
 
 ROOT = Path(__file__).resolve().parent.parent
 DEAD_LETTER_TOPIC = "o7-clicks-dead-letter"  # as deploy.sh names it
@@ -53,17 +55,69 @@ def wait_serving(port: int, process: subprocess.Popen[bytes], timeout: float = 3
     raise emulators.EmulatorError(f"the function server did not answer on port {port} within {timeout:.0f}s")
 
 
+class BadSetting(Exception):
+    """A setting of ./run.sh that it cannot start with; the message names the variable."""
+
+
+def port_setting(name: str, default: int, default_source: str) -> int:
+    """The port in the variable ``name``, else ``default`` (``default_source`` says how it was derived)."""
+    raw = os.environ.get(name, "")
+    if raw == "":
+        if not 1 <= default <= 65535:
+            raise BadSetting(f"{name} would be {default_source} = {default}, which is not a port (1 to 65535); "
+                             f"set {name}")
+        return default
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 65535):
+        raise BadSetting(f"{name}={raw[:64]!r} is not a port number (1 to 65535)")
+    return int(raw)
+
+
+def read_ports() -> dict[str, int]:
+    port = port_setting("PORT", 8080, "the default")
+    ports = {"PORT": port, "FIRESTORE_PORT": port_setting("FIRESTORE_PORT", port + 1, "PORT+1"),
+             "PUBSUB_PORT": port_setting("PUBSUB_PORT", port + 2, "PORT+2")}
+    if len(set(ports.values())) < len(ports):
+        given = ", ".join(f"{name}={value}" for name, value in ports.items())
+        raise BadSetting(f"PORT, FIRESTORE_PORT and PUBSUB_PORT must be three different ports, got {given}")
+    return ports
+
+
+def read_host() -> str:
+    host = os.environ.get("HOST") or "127.0.0.1"
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise BadSetting(f"HOST={host[:64]!r} is not an address to serve on ({exc})") from None
+    return host
+
+
+def busy_ports_report(busy: dict[str, int]) -> str:
+    """Each taken port, who holds it and how to stop that; then the way around it."""
+    lines, advice = [], []
+    for name, port in busy.items():
+        holder = emulators.port_holder(port)
+        found = holder.describe() if holder else emulators.unseen_holder(port)
+        lines.append(f"error: port {port} ({name}) is already in use, {found}")
+        if holder and holder.how_to_stop() not in advice:
+            advice.append(holder.how_to_stop())
+    advice.append("or choose other ports with PORT, FIRESTORE_PORT and PUBSUB_PORT")
+    return "\n".join(lines + [f"  {line}" for line in advice])
+
+
 def main() -> int:
-    port = int(os.environ.get("PORT", "8080"))
-    firestore_port = int(os.environ.get("FIRESTORE_PORT", port + 1))
-    pubsub_port = int(os.environ.get("PUBSUB_PORT", port + 2))
-    busy = [p for p in (port, firestore_port, pubsub_port) if emulators.port_in_use(p)]
+    try:
+        ports, host = read_ports(), read_host()
+        project = os.environ.get(config.PROJECT) or emulators.DEFAULT_PROJECT
+        settings = config.Settings.from_env({**os.environ, config.PROJECT: project})
+        check_track_base_url(settings.track_base_url)  # as the admin function will at its start
+    except (BadSetting, config.ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    port, firestore_port, pubsub_port = ports["PORT"], ports["FIRESTORE_PORT"], ports["PUBSUB_PORT"]
+    busy = {name: p for name, p in ports.items() if emulators.port_in_use(p)}
     if busy:
-        print(f"error: port(s) {', '.join(map(str, busy))} already in use; is o7tracker already running? "
-              "Stop it, or choose other ports with PORT, FIRESTORE_PORT and PUBSUB_PORT.", file=sys.stderr)
+        print(busy_ports_report(busy), file=sys.stderr)
         return 1
-    project = os.environ.get(config.PROJECT) or emulators.DEFAULT_PROJECT
-    settings = config.Settings.from_env({**os.environ, config.PROJECT: project})
     # The emulators start empty on every run, so a key of the run's own loses no campaign.
     env = {**os.environ, config.PROJECT: project, config.AUTH_USER: settings.auth_user,
            config.AUTH_PASSWORD: settings.auth_password or "admin",
@@ -88,7 +142,7 @@ def main() -> int:
             server = subprocess.Popen(
                 # One worker, on the track function's stack: uvicorn with uvloop and httptools.
                 [sys.executable, "-m", "uvicorn", "--factory", "local.gateway:create_gateway",
-                 "--host", os.environ.get("HOST", "127.0.0.1"), "--port", str(port), "--workers", "1",
+                 "--host", host, "--port", str(port), "--workers", "1",
                  "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
                  "--app-dir", str(ROOT)],
                 env=env, start_new_session=True,

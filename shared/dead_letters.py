@@ -35,7 +35,8 @@ ACK_IDS_PER_CALL = 500
 MAX_LEASE_SECONDS = 600
 
 
-def dead_letter_backlog(subscriber: pubsub_v1.SubscriberClient, subscription_path: str, cap: int) -> tuple[int, bool]:
+def dead_letter_backlog(subscriber: pubsub_v1.SubscriberClient, subscription_path: str, cap: int,
+                        wait: float = PULL_WAIT_SECONDS) -> tuple[int, bool]:
     """How many messages wait on the subscription, counted up to ``cap``, and whether the count stopped there.
 
     The messages are pulled and held until the count is done, so none is
@@ -46,7 +47,7 @@ def dead_letter_backlog(subscriber: pubsub_v1.SubscriberClient, subscription_pat
     ack_ids: dict[str, str] = {}  # message id -> its latest ack id
     try:
         while len(ack_ids) < cap:
-            received = pull(subscriber, subscription_path, cap - len(ack_ids))
+            received = pull(subscriber, subscription_path, cap - len(ack_ids), wait)
             if not received:
                 break
             ack_ids.update((m.message.message_id, m.ack_id) for m in received)
@@ -108,12 +109,13 @@ def requeue(
     return result
 
 
-def pull(subscriber: pubsub_v1.SubscriberClient, subscription_path: str, max_messages: int) -> list[Any]:
-    """Up to ``max_messages`` messages; none when the subscription stays empty for :data:`PULL_WAIT_SECONDS`."""
+def pull(subscriber: pubsub_v1.SubscriberClient, subscription_path: str, max_messages: int,
+         wait: float = PULL_WAIT_SECONDS) -> list[Any]:
+    """Up to ``max_messages`` messages; none when the subscription stays empty for ``wait`` seconds."""
     try:
         response = subscriber.pull(
             request={"subscription": subscription_path, "max_messages": max_messages},
-            timeout=PULL_WAIT_SECONDS,
+            timeout=wait,
             retry=None,
         )
     except gexc.DeadlineExceeded:

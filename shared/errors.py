@@ -24,6 +24,10 @@ class Unauthorized(AppError):
     status = 401
 
 
+class Forbidden(AppError):
+    status = 403
+
+
 class NotFound(AppError):
     status = 404
 
@@ -37,6 +41,10 @@ class MethodNotAllowed(AppError):
 
 class PayloadTooLarge(AppError):
     status = 413
+
+
+class UnsupportedMediaType(AppError):
+    status = 415
 
 
 class TooManyRequests(AppError):

@@ -92,10 +92,11 @@ class ClickEvent:
             "user_agent": self.user_agent,
             "referrer": self.referrer,
             "bot": self.bot,
-            "producer": self.producer,
-            "seq": self.seq,
-            "v": SCHEMA_VERSION,
+            "v": 1,
         }
+        if self.producer:
+            fields |= {"producer": self.producer, "seq": self.seq, "v": SCHEMA_VERSION}
+        # else a schema 1 event, logged before producers and replayed now: it stays what it was
         if self.inactive:
             fields["inactive"] = True
         return fields

@@ -34,6 +34,13 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
+def empty_response(status: int, headers: dict[str, str] | None = None) -> flask.Response:
+    """An answer without a body, so without a Content-Type (werkzeug would give it text/html)."""
+    response = flask.Response(status=status, headers=headers)
+    del response.headers["Content-Type"]
+    return response
+
+
 def csv_response(
     filename: str, header: Sequence[str], rows: Iterable[Sequence[object]], headers: dict[str, str] | None = None
 ) -> flask.Response:
@@ -94,12 +101,13 @@ def require_basic_auth(request: flask.Request, user: str, password: str) -> None
 
 
 def read_json(request: flask.Request, max_bytes: int) -> Any:
-    """The request's JSON body, whatever its declared type, refusing oversized or malformed input.
+    """The request's JSON body, refusing oversized or malformed input.
 
-    The content type is not enforced: ``curl -d`` sends a form type by default,
-    and the body either parses as JSON or is refused with a clear message.
-    Python's parser accepts ``NaN`` and ``Infinity``, which are not JSON, and
-    strings with lone surrogates, which no store can keep: both are refused.
+    The declared type is the caller's to check (the admin requires JSON: see
+    functions/admin/browser.py). A body without a length (chunked) is read up to
+    the limit, so it is refused as oversized as soon as it passes it. Python's
+    parser accepts ``NaN`` and ``Infinity``, which are not JSON, and strings
+    with lone surrogates, which no store can keep: both are refused.
     """
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"body larger than {max_bytes} bytes")

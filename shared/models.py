@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.config import TRACK_BASE_URL, ConfigError
 from shared.errors import BadRequest
 from shared.platforms import COUNTER_FIELDS, PLATFORMS, is_platform
 
@@ -142,6 +143,16 @@ def validate_url(value: object, name: str) -> str:
     if "@" in parts.netloc:
         raise BadRequest(f"'{name}' must not contain user info (user:password@ before the host)")
     return value
+
+
+def check_track_base_url(value: str | None) -> str | None:
+    """The ``TRACK_BASE_URL`` setting, checked as a link's base at cold start (and by ./run.sh before it starts)."""
+    if value is None:
+        return None
+    try:
+        return validate_url(value, TRACK_BASE_URL)
+    except BadRequest as exc:
+        raise ConfigError(f"{TRACK_BASE_URL}={value!r}: {exc.msg}") from None
 
 
 def validate_platforms(value: object) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +33,7 @@ from shared.store import CampaignStore
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
 PRODUCER = Producer()
+LATER = float("inf")  # a deadline (monotonic) never reached
 # What Pub/Sub adds to a message it dead-letters.
 FORWARDED = {"CloudPubSubDeadLetterSourceDeliveryCount": "10",
              "CloudPubSubDeadLetterSourceSubscription": "o7-clicks-aggregate"}
@@ -192,26 +194,35 @@ def test_the_check_reports_the_backlog_and_logs_an_error_line_to_alert_on(
 ) -> None:
     topic, subscription = dead_letters
     check = build_dead_letter_check(Settings.from_env())  # DEAD_LETTER_SUBSCRIPTION as deploy.sh sets it
-    assert check.check() == {"dead_letters": 0, "dead_letters_capped": False}
+    assert check.check(LATER) == {"dead_letters": 0, "dead_letters_capped": False}
     assert log_lines(caplog, "dead-lettered click events waiting") == []
 
     dead_letter(project, topic, [click(), click()])
-    assert check.check() == {"dead_letters": 2, "dead_letters_capped": False}
+    assert check.check(LATER) == {"dead_letters": 2, "dead_letters_capped": False}
     [line] = log_lines(caplog, "dead-lettered click events waiting")
     assert (line["severity"], line["dead_letters"], line["capped"]) == ("ERROR", 2, False)
     assert line["subscription"] == f"projects/{project}/subscriptions/{subscription}"
 
     caplog.clear()
     capped = DeadLetterCheck(check.subscriber, check.subscription_path, cap=1)
-    assert capped.check() == {"dead_letters": 1, "dead_letters_capped": True}
+    assert capped.check(LATER) == {"dead_letters": 1, "dead_letters_capped": True}
     assert log_lines(caplog, "dead-lettered click events waiting")[0]["capped"] is True
     assert len(pull_all(project, subscription)) == 2  # counting took nothing away
+
+
+def test_the_check_waits_no_longer_than_the_run_has_left(dead_letters: tuple[str, str]) -> None:
+    check = build_dead_letter_check(Settings.from_env())
+    started = time.monotonic()
+    assert check.check(started + 0.2) == {"dead_letters": 0, "dead_letters_capped": False}
+    assert time.monotonic() - started < 0.2 + 1  # its pull waited for what was left
+    assert check.check(started) == {"dead_letters": None, "dead_letters_capped": False}  # no time: not counted
 
 
 def test_a_check_that_cannot_count_warns_and_does_not_fail_the_run(
     project: str, dead_letters: tuple[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("DEAD_LETTER_SUBSCRIPTION", "no-such-subscription")
-    assert build_dead_letter_check(Settings.from_env()).check() == {"dead_letters": None, "dead_letters_capped": False}
+    check = build_dead_letter_check(Settings.from_env())
+    assert check.check(LATER) == {"dead_letters": None, "dead_letters_capped": False}
     [line] = log_lines(caplog, "dead-letter backlog not counted")
     assert line["severity"] == "WARNING" and "no-such-subscription" in line["subscription"]

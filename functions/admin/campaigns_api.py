@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import browser
 import buckets
 import flask
 import openapi
@@ -24,19 +25,19 @@ from werkzeug.routing import Map, Rule
 from werkzeug.security import safe_join
 
 from shared.clients import Lazy
-from shared.config import AUTH_PASSWORD, TRACK_BASE_URL, ConfigError, Settings
+from shared.config import AUTH_PASSWORD, ConfigError, Settings
 from shared.errors import BadRequest, MethodNotAllowed, NotFound
-from shared.http import csv_response, json_response, read_json
+from shared.http import csv_response, empty_response, json_response, read_json
 from shared.ids import keyed_ids
 from shared.login_limiter import LoginLimiter, login_limiter
 from shared.models import (
     LISTED_BY_DEFAULT,
     STATUSES,
     Campaign,
+    check_track_base_url,
     parse_campaign_fields,
     parse_campaign_id,
     rfc3339,
-    validate_url,
 )
 from shared.platforms import COUNTER_FIELDS, PLATFORMS, is_platform
 from shared.store import CampaignStore
@@ -122,11 +123,13 @@ class AdminApi:
         return self._store.get()
 
     def handle(self, request: flask.Request) -> flask.Response:
+        # A state change another site's page asked for is refused whatever credentials it carries.
+        browser.refuse_other_origins(request)
         self.logins.require_basic_auth(request, self.auth_user, self.auth_password)
         if request.path == MOUNT:
             # The dashboard's relative links resolve against /admin/, not /admin.
             query = request.query_string.decode("latin-1")
-            return flask.Response(status=308, headers={"Location": f"{MOUNT}/" + (f"?{query}" if query else "")})
+            return empty_response(308, {"Location": f"{MOUNT}/" + (f"?{query}" if query else "")})
         mount, path = split_mount(request.path)
         try:
             endpoint, args = ROUTES.bind("", script_name=mount or None).match(path, request.method)
@@ -138,6 +141,7 @@ class AdminApi:
             raise NotFound(f"no such endpoint: {request.path}") from None
         # werkzeug routes HEAD to GET rules; the server then sends the GET answer's headers alone.
         method = "GET" if request.method == "HEAD" else request.method
+        browser.require_json(request)
         check_query(request, openapi.query_parameters(endpoint, method))
         view: Callable[[Call], flask.Response] = getattr(self, VIEWS[endpoint, method])
         return view(Call(request, mount, args))
@@ -160,6 +164,9 @@ class AdminApi:
             raise NotFound(f"no such file: {name}")
         response = flask.send_file(path, conditional=True)
         response.headers["Cache-Control"] = "no-cache"  # behind auth; revalidated by ETag
+        # werkzeug's conditional answer sets a Date of its own, and the server (uvicorn, gunicorn)
+        # always adds one: the answer would carry two.
+        response.headers.pop("Date", None)
         return response
 
     def openapi(self, call: Call) -> flask.Response:
@@ -202,7 +209,7 @@ class AdminApi:
 
     def delete_campaign(self, call: Call) -> flask.Response:
         self.store.delete(campaign_id(call))
-        return flask.Response(status=204)
+        return empty_response(204)
 
     def stats(self, call: Call) -> flask.Response:
         target = campaign_id(call)
@@ -355,15 +362,6 @@ def routed_operations() -> Iterable[tuple[str, str, str]]:
         path = rule.rule.replace("<path:", "{").replace("<", "{").replace(">", "}")
         for method in sorted(rule.methods or ()):
             yield path, method, str(rule.endpoint)
-
-
-def check_track_base_url(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return validate_url(value, TRACK_BASE_URL)
-    except BadRequest as exc:
-        raise ConfigError(f"{TRACK_BASE_URL}={value!r}: {exc.msg}") from None
 
 
 def build_api(settings: Settings) -> AdminApi:

@@ -152,8 +152,13 @@ def _error(description: str, headers: JsonObject | None = None) -> JsonObject:
 _ERRORS: JsonObject = {
     "400": _error("Bad input: the message says what is wrong. Nothing was written."),
     "401": _error("Missing or wrong credentials.", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
+    "403": _error("A browser sent this change for a page of another site or origin (its Sec-Fetch-Site is "
+                  "not same-origin or none, or its Origin is not the admin's): only the admin's own pages may "
+                  "change anything. Decided before the credentials are checked."),
     "404": _error("No such campaign (or file)."),
-    "413": _error("The body is larger than MAX_BODY_BYTES."),
+    "413": _error("The body is larger than MAX_BODY_BYTES, whether it has a Content-Length or is chunked."),
+    "415": _error("The body is not declared `Content-Type: application/json` (UTF-8); a DELETE may declare "
+                  "nothing else."),
     "429": _error("Too many failed logins from this client; even right credentials wait until Retry-After.",
                   {"Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}}),
 }
@@ -264,7 +269,7 @@ def _operations() -> dict[str, dict[str, JsonObject]]:
                 "responses": {
                     "201": {**campaign_answer, "headers": {
                         "Location": {"required": True, "schema": {"type": "string"}}}},
-                    **_errors("400", "413"),
+                    **_errors("400", "403", "413", "415"),
                 },
             },
         },
@@ -277,9 +282,9 @@ def _operations() -> dict[str, dict[str, JsonObject]]:
                                    "`max_clicks` or `fallback_url`. Track instances follow within CACHE_TTL_SECONDS.",
                     "parameters": [_ID],
                     "requestBody": {"required": True, "content": _json(_ref("CampaignChanges"))},
-                    "responses": {"200": campaign_answer, **_errors("400", "404", "413")}},
+                    "responses": {"200": campaign_answer, **_errors("400", "403", "404", "413", "415")}},
             "DELETE": {"summary": "Delete a campaign (its counters are removed later)", "parameters": [_ID],
-                       "responses": {"204": {"description": "Deleted."}, **_errors("404")}},
+                       "responses": {"204": {"description": "Deleted."}, **_errors("403", "404", "415")}},
         },
         "stats": {"GET": {
             "summary": "A campaign's clicks per hour or per day",
@@ -358,7 +363,9 @@ def document(server: str, routes: tuple[Route, ...], alias: tuple[str, str]) -> 
             "title": "o7tracker admin API",
             "version": "1",
             "description": "Campaigns, their click counts and stats. Every answer is JSON (or CSV when "
-                           "asked for); every error is {\"status\": \"error\", \"msg\": ...}.",
+                           "asked for); every error is {\"status\": \"error\", \"msg\": ...}. A body is "
+                           "`application/json`; a browser may change something only for the admin's own pages "
+                           "(see 403).",
         },
         "servers": [{"url": server}],
         "security": [{"basicAuth": []}],

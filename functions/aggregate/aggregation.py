@@ -44,8 +44,8 @@ _PULL_MAX_MESSAGES = 1000  # Pub/Sub's limit for one pull
 _APPLY_IDLE_SECONDS = 0.2
 # Shares of a run's budget: the drain stops pulling at the first, the apply step at the second;
 # the rest is the upkeep's.
-_DRAIN_SHARE = 0.5
-_APPLY_SHARE = 0.8
+_DRAIN_SHARE = 0.8
+_APPLY_SHARE = 0.9
 # A lease outlives its run by the subscription's ack deadline, so that whatever a crashed
 # run pulled is back on the subscription before another run may call the backlog empty.
 _ACK_DEADLINE_SECONDS = 60.0
@@ -59,6 +59,8 @@ class Subscriber(Protocol):
     def modify_ack_deadline(
         self, *, subscription: str, ack_ids: list[str], ack_deadline_seconds: int, timeout: float
     ) -> None: ...
+
+    def get_subscription(self, *, subscription: str, timeout: float) -> Any: ...
 
 
 class RetryLater(RuntimeError):
@@ -117,7 +119,7 @@ class Drainer:
         while time.monotonic() < deadline:
             messages = self._gather(deadline)
             if not messages:
-                drained.caught_up = True
+                drained.caught_up = self._answers()
                 break
             drained.pulled += len(messages)
             received = self.journal.receive([Delivery(m.message.message_id, m.message.data) for m in messages])
@@ -165,6 +167,16 @@ class Drainer:
             return []
         # The raw protobufs: proto-plus wrappers cost more CPU per message than its journal write.
         return list(response._pb.received_messages)
+
+    def _answers(self) -> bool:
+        """Whether Pub/Sub answers at all: a pull that times out is how an empty backlog looks,
+        and how a stalled Pub/Sub looks too."""
+        try:
+            self.subscriber.get_subscription(subscription=self.subscription_path, timeout=CALL_TIMEOUT_SECONDS)
+        except gexc.GoogleAPIError as exc:
+            log.warning("Pub/Sub did not answer; the backlog may not be empty", extra={"error": repr(exc)})
+            return False
+        return True
 
     def _settle(self, done: list[str], failed: list[str]) -> None:
         try:
@@ -291,7 +303,7 @@ class ScheduledRun:
         complete = applied.complete and refresh.complete and (
             self.drainer is None or (drained is not None and drained.caught_up and not drained.received.failed))
         as_of = advance_as_of(db, started) if complete else read_as_of(db)
-        dead_letters = self.dead_letters.check() if time.monotonic() < deadline else {}
+        dead_letters = self.dead_letters.check(deadline)
         # Last: after an upgrade it may take what is left of the budget for a few runs.
         backfilled = self.backfill.run(deadline) if time.monotonic() < deadline else 0
         return RunReport(started, drained, applied, refresh, sweep, backfilled, as_of, time.monotonic() - began,

@@ -48,7 +48,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from shared.counting import CALL_TIMEOUT_SECONDS
+from shared.counting import CALL_TIMEOUT_SECONDS, grouped_by_size
 from shared.logs import get_logger
 from shared.models import ACTIVE, Counters, zero_counters
 from shared.platforms import COUNTER_FIELDS
@@ -151,16 +151,7 @@ class TotalsRefresher:
 
     def _readings(self, plans: list[_Plan]) -> list[list[_Plan]]:
         """Plans grouped so that each consistent read stays near ``_READ_BATCH_DOCUMENTS``."""
-        readings: list[list[_Plan]] = [[]]
-        size = 0
-        for plan in plans:
-            documents = plan.documents(self.counter_shards)
-            if readings[-1] and size + documents > _READ_BATCH_DOCUMENTS:
-                readings.append([])
-                size = 0
-            readings[-1].append(plan)
-            size += documents
-        return [reading for reading in readings if reading]
+        return grouped_by_size(plans, lambda plan: plan.documents(self.counter_shards), _READ_BATCH_DOCUMENTS)
 
     def _refresh_once(self, plans: list[_Plan], result: RefreshResult) -> tuple[list[_Plan], bool]:
         """One consistent read and the writes it allows: the plans to read again, and False if

@@ -8,9 +8,14 @@ nothing it loads may come from outside this machine.
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import re
+import threading
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import pytest
@@ -64,6 +69,12 @@ def page(context: BrowserContext, stack: Stack) -> Iterator[Page]:
     errors: list[str] = []
     outside: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # Anything the Content-Security-Policy blocks is an error too (the page has no inline script or style).
+    page.expose_function("reportPolicyViolation", lambda text: errors.append(f"CSP violation: {text}"))
+    page.add_init_script("document.addEventListener('securitypolicyviolation', (e) => "
+                         "window.reportPolicyViolation(`${e.violatedDirective} ${e.blockedURI}`))")
+    page.on("console", lambda message: errors.append(message.text)
+            if "Content Security Policy" in message.text else None)
 
     def note_request(request: Request) -> None:
         if urlsplit(request.url).scheme in ("http", "https") and not request.url.startswith(stack.url):
@@ -71,7 +82,7 @@ def page(context: BrowserContext, stack: Stack) -> Iterator[Page]:
 
     page.on("request", note_request)
     yield page
-    assert not errors, f"script errors on the page: {errors}"
+    assert not errors, f"errors on the page (its scripts, or what its Content-Security-Policy blocked): {errors}"
     assert not outside, f"the page asked for something outside the machine: {outside}"
 
 
@@ -191,8 +202,13 @@ def test_create_click_drain_and_read_the_numbers_in_the_browser(page: Page, stac
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})
-    # nothing wider than a phone, once the chart has followed the window's new width
-    page.wait_for_function("document.documentElement.scrollWidth <= 390")
+    # nothing wider than a phone, once the chart has followed the window's new width (polled from here:
+    # page.wait_for_function evaluates its predicate with eval, which the page's policy forbids)
+    for _ in range(100):
+        if page.evaluate("document.documentElement.scrollWidth") <= 390:
+            break
+        page.wait_for_timeout(100)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.screenshot(path=str(SCREENSHOT.with_name("dashboard-phone.png")), full_page=True)
 
 
@@ -239,3 +255,139 @@ def test_the_list_pages_through_every_campaign_newest_first(page: Page, stack: S
     expect(page.get_by_role("button", name="Show more campaigns")).to_be_hidden()
     shown = [int(row_id) for row_id in rows.evaluate_all("rows => rows.map(row => row.dataset.id)")]
     assert shown[:25] == ids[::-1]
+
+
+# -- another origin ------------------------------------------------------------------------------
+
+# What a page of another origin can make a browser send to the admin without asking it first: a form
+# (text/plain, its one field's name and value joined by "=" into a body that parses as JSON), fetch in
+# no-cors mode and a beacon; and what it can only send once a CORS preflight allows it: JSON, PUT, DELETE.
+ATTACK_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>Not the admin</title>
+<form id="form" method="post" enctype="text/plain" action="ADMIN/admin/campaigns">
+  <input type="hidden" name='{"redirect_url":"https://evil.example/form?x' value='y","platforms":["Android"]}'>
+</form>
+<script>
+const admin = "ADMIN";
+const campaign = `${admin}/admin/campaigns/TARGET`;
+const create = JSON.stringify({redirect_url: "https://evil.example/fetch", platforms: ["Android"]});
+const change = JSON.stringify({redirect_url: "https://evil.example/changed", platforms: ["WindowsPhone"]});
+const send = (url, init) => fetch(url, {credentials: "include", ...init})
+  .then((answer) => `${answer.type} ${answer.status}`, (error) => `refused by the browser (${error.name})`);
+window.attempts = (async () => ({
+  read: await send(`${admin}/admin/campaigns`, {mode: "no-cors"}),
+  post_text: await send(`${admin}/admin/campaigns`, {method: "POST", mode: "no-cors",
+                                                     headers: {"Content-Type": "text/plain"}, body: create}),
+  post_form: await send(`${admin}/admin/campaigns`, {method: "POST", mode: "no-cors",
+                                                     body: new URLSearchParams({x: create})}),
+  post_json: await send(`${admin}/admin/campaigns`, {method: "POST", headers: {"Content-Type": "application/json"},
+                                                     body: create}),
+  put: await send(campaign, {method: "PUT", headers: {"Content-Type": "application/json"}, body: change}),
+  put_text: await send(campaign, {method: "PUT", body: change}),
+  delete: await send(campaign, {method: "DELETE"}),
+  beacon: navigator.sendBeacon(`${admin}/admin/campaigns`, new Blob([create], {type: "text/plain"})),
+}))();
+</script>
+"""
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def other_origin(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A tiny http.server on another port of this machine, serving the files of a folder."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield tmp_path, int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+class Sent(NamedTuple):
+    method: str
+    path: str
+    status: int | None  # None: never answered (the browser did not send it)
+    credentials: bool  # whether it carried an Authorization header
+    kind: str  # CDP's resource type: Document (a navigation), Fetch, Ping (a beacon), Preflight, ...
+
+
+class Wire:
+    """Each request the browser sends from now on, as its network stack saw it (through CDP): the headers
+    it sent and the status the server answered, also where the page itself is not let see the answer
+    (another origin's answer without CORS, or with Cross-Origin-Resource-Policy: same-origin)."""
+
+    def __init__(self, page: Page) -> None:
+        self.seen: dict[str, dict[str, Any]] = {}
+        session = page.context.new_cdp_session(page)
+        session.on("Network.requestWillBeSent", lambda event: self._entry(event).update(
+            method=event["request"]["method"], url=event["request"]["url"], kind=event.get("type", "")))
+        session.on("Network.requestWillBeSentExtraInfo", lambda event: self._entry(event).update(
+            sent={name.lower() for name in event["headers"]}))
+        session.on("Network.responseReceivedExtraInfo", lambda event: self._entry(event).update(
+            status=event["statusCode"]))
+        session.send("Network.enable")
+
+    def _entry(self, event: dict[str, Any]) -> dict[str, Any]:
+        return self.seen.setdefault(event["requestId"], {})
+
+    def to(self, origin: str) -> list[Sent]:
+        return [Sent(r["method"], urlsplit(r["url"]).path, r.get("status"), "authorization" in r.get("sent", ()),
+                     r["kind"]) for r in self.seen.values() if r.get("url", "").startswith(origin + "/")]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])  # same site on another port; another site
+def test_a_page_of_another_origin_cannot_change_anything(
+    browser: Browser, stack: Stack, other_origin: tuple[Path, int], host: str
+) -> None:
+    before = requests.post(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=10, json={
+        "redirect_url": "https://example.com/kept", "platforms": ["Android", "IPhone"]}).json()
+    folder, port = other_origin
+    (folder / "attack.html").write_text(ATTACK_PAGE.replace("ADMIN", stack.url).replace("TARGET", str(before["id"])))
+
+    # The admin logs in to the dashboard (the browser answers the admin's login prompt, and only the admin's).
+    context = browser.new_context(http_credentials={"username": AUTH[0], "password": AUTH[1], "origin": stack.url})
+    try:
+        page = context.new_page()
+        page.goto(f"{stack.url}/admin/")
+        expect(page.get_by_role("heading", name="Campaigns", exact=True)).to_be_visible()
+        page.wait_for_load_state("networkidle")
+        wire = Wire(page)
+        page.goto(f"http://{host}:{port}/attack.html")
+        attempts = page.evaluate("window.attempts")
+        # The form: a top-level navigation to the admin, which refuses it.
+        with page.expect_navigation() as navigation:
+            page.locator("#form").evaluate("form => form.submit()")
+        refused = navigation.value
+        assert refused is not None and refused.status == 403
+        assert "only the admin's own pages may change anything" in json.loads(refused.text())["msg"]
+        page.wait_for_timeout(500)  # the beacon's answer
+        sent = wire.to(stack.url)
+    finally:
+        context.close()
+
+    changes = [request for request in sent if request.method not in ("GET", "HEAD", "OPTIONS")]
+    reached = [request for request in changes if request.status is not None]
+    assert len(reached) >= 4, sent  # the two no-cors fetches, the beacon and the form
+    assert all(request.status == 403 for request in reached), sent
+    # A form's navigation carries the credentials the admin logged in with, from any site.
+    [form] = [request for request in reached if request.kind == "Document"]
+    assert form.credentials, sent
+    if host == "127.0.0.1":
+        # On the same site every request of the other page carries them (its read is answered 200, though
+        # the page may not see it): only the admin can refuse the changes.
+        assert Sent("GET", "/admin/campaigns", 200, True, "Fetch") in sent, sent
+        assert all(request.credentials for request in reached), sent
+    # JSON, PUT and DELETE need the admin's leave first (a CORS preflight), which it never gives: never sent.
+    assert all(request.status is None for request in changes if request.method in ("PUT", "DELETE")), sent
+    for name in ("post_json", "put", "put_text", "delete"):
+        assert attempts[name].startswith("refused by the browser"), attempts
+    after = requests.get(f"{stack.url}/admin/campaigns/{before['id']}", auth=AUTH, timeout=10).json()
+    assert {**after, "as_of": None} == before  # as_of moves on with any earlier test's drain
+    assert not [c for c in requests.get(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=10).json()
+                if "evil" in c["redirect_url"]]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,11 +150,110 @@ def test_a_campaign_with_forward_query_passes_the_clicks_parameters_on(stack: St
     assert drained(stack, created.json()["id"], clicks=1)["android_click_count"] == 1
 
 
+def raw_answer(stack: Stack, method: str, path: str, body: bytes | None = None,
+               headers: dict[str, str] | None = None) -> tuple[http.client.HTTPResponse, bytes]:
+    """An answer with its headers as sent, repeats included (requests would merge them)."""
+    token = base64.b64encode(":".join(AUTH).encode()).decode()
+    connection = http.client.HTTPConnection("127.0.0.1", stack.ports["PORT"], timeout=30)
+    try:
+        connection.request(method, path, body=body, headers={"Authorization": f"Basic {token}", **(headers or {})})
+        answer = connection.getresponse()
+        return answer, answer.read()
+    finally:
+        connection.close()
+
+
+def test_admin_answers_carry_each_header_once_and_no_type_without_a_body(stack: Stack) -> None:
+    campaign_id = requests.post(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=10, json={
+        "redirect_url": "https://e.example/", "platforms": ["Android"]}).json()["id"]
+    for path in ("/admin/", "/admin/static/app.js", "/admin/campaigns", "/admin/nothing", "/admin"):
+        answer, _ = raw_answer(stack, "GET", path)
+        assert len(answer.headers.get_all("date") or []) == 1, (path, answer.headers.items())
+        assert answer.headers.get_all("x-content-type-options") == ["nosniff"], path
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"], path
+        assert answer.headers["referrer-policy"] == "no-referrer", path
+    answer, body = raw_answer(stack, "DELETE", f"/admin/campaigns/{campaign_id}")
+    assert answer.status == 204 and body == b""
+    assert answer.headers.get("content-type") is None and answer.headers.get("content-length") is None
+    # the aggregate drain is no admin state change: a plain GET with basic auth, as the original's cron
+    assert requests.get(f"{stack.url}/tasks/update_stats", auth=AUTH, timeout=60).status_code == 200
+
+
+def test_a_body_over_the_limit_answers_413_chunked_or_not(stack: Stack) -> None:
+    body = b'{"redirect_url": "https://e.example/?' + b"a" * 10_000_000 + b'", "platforms": ["Android"]}'
+    chunks = (body[i:i + 65536] for i in range(0, len(body), 65536))
+    for data in (body, chunks):
+        answer = requests.post(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=60, data=data,
+                               headers={"Content-Type": "application/json"})
+        assert answer.status_code == 413, answer.text
+        assert answer.json() == {"status": "error", "msg": "body larger than 16384 bytes"}
+    assert all(c["redirect_url"] != "https://e.example/?a" for c in
+               requests.get(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=10).json())
+
+
+def test_curl_style_form_bodies_answer_415(stack: Stack) -> None:
+    answer = requests.post(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=10,
+                           data='{"redirect_url":"https://e.example/","platforms":["Android"]}',
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})  # what curl -d sends
+    assert answer.status_code == 415 and "application/json" in answer.json()["msg"]
+
+
 def test_a_second_run_on_busy_ports_fails_clearly(stack: Stack, tmp_path: Path) -> None:
     env = {**os.environ, **{k: str(v) for k, v in stack.ports.items()}}
     second = subprocess.run([str(ROOT / "run.sh")], env=env, capture_output=True, text=True, timeout=120)
     assert second.returncode != 0
-    assert "already in use" in second.stderr
+    for name, port in stack.ports.items():
+        assert f"port {port} ({name}) is already in use, held by pid " in second.stderr, second.stderr
+    # run.sh execs the stack, so the pid the first run was started with is the one to stop
+    assert second.stderr.count(f"(part of ./run.sh, pid {stack.process.pid})") == 3, second.stderr
+    assert f"stop that ./run.sh with Ctrl-C in its terminal, or: kill -INT {stack.process.pid}" in second.stderr
+    assert "local.gateway:create_gateway" in second.stderr and "java" in second.stderr
+
+
+def test_a_port_held_by_anything_else_is_named_with_its_holder(tmp_path: Path) -> None:
+    port = free_port()
+    # Started through a shell that exits at once, so that it descends from no script of this project
+    # (under ./test.sh, a child of this test would rightly be named as part of it).
+    started = subprocess.run(
+        ["sh", "-c", f'"$0" -m http.server --bind 127.0.0.1 {port} >/dev/null 2>&1 & echo $!', sys.executable],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30, check=True)
+    holder = int(started.stdout)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_in_use(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        env = {**os.environ, "PORT": str(port), "FIRESTORE_PORT": str(free_port()), "PUBSUB_PORT": str(free_port())}
+        run = subprocess.run([str(ROOT / "run.sh")], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        os.kill(holder, signal.SIGTERM)
+    assert run.returncode == 1
+    assert f"error: port {port} (PORT) is already in use, held by pid {holder}: " in run.stderr, run.stderr
+    assert f"-m http.server --bind 127.0.0.1 {port}" in run.stderr, run.stderr
+    assert f"stop it with: kill {holder}" in run.stderr and "part of" not in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"PORT": "abc"}, "error: PORT='abc' is not a port number (1 to 65535)"),
+    ({"PORT": "70000"}, "error: PORT='70000' is not a port number (1 to 65535)"),
+    ({"PORT": "8080", "PUBSUB_PORT": "-1"}, "error: PUBSUB_PORT='-1' is not a port number (1 to 65535)"),
+    ({"PORT": "65535"}, "error: FIRESTORE_PORT would be PORT+1 = 65536, which is not a port (1 to 65535); "
+                        "set FIRESTORE_PORT"),
+    ({"PORT": "8080", "FIRESTORE_PORT": "8080"},
+     "error: PORT, FIRESTORE_PORT and PUBSUB_PORT must be three different ports, "
+     "got PORT=8080, FIRESTORE_PORT=8080, PUBSUB_PORT=8082"),
+    ({"HOST": "no-such-host.invalid"}, "error: HOST='no-such-host.invalid' is not an address to serve on"),
+    ({"LOGIN_MAX_FAILURES": "ten"}, "error: LOGIN_MAX_FAILURES='ten' is not an integer"),
+    ({"CACHE_TTL_SECONDS": "-5"}, "error: CACHE_TTL_SECONDS must be a positive number, got '-5'"),
+    ({"TRACK_BASE_URL": "track.example.com"}, "error: TRACK_BASE_URL='track.example.com': "),
+])
+def test_bad_settings_stop_run_sh_with_one_line_naming_the_variable(settings: dict[str, str], message: str) -> None:
+    env = {**os.environ, "PORT": "", "FIRESTORE_PORT": "", "PUBSUB_PORT": "", "HOST": "", **settings}
+    run = subprocess.run([str(ROOT / "run.sh")], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(message), run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_ctrl_c_stops_everything_it_started(stack: Stack) -> None:

@@ -196,7 +196,7 @@ def test_journal_entries_written_before_inactive_existed_are_applied_as_active_c
 ) -> None:
     rows = [[producer.id, seq, "", campaign_id, "Android", False, int(T0.timestamp())] for seq in (1, 2, 3)]
     db.collection("journal").document(new_entry_id()).create(
-        {"events": zlib.compress(json.dumps(rows).encode()), "count": 3, "footprint": 3})  # as pack wrote them
+        {"events": zlib.compress(json.dumps(rows).encode()), "count": 3})  # as pack wrote them
     assert scheduled_run()["counted"] == 3
     counters = shown(store, campaign_id)
     assert (counters["android_click_count"], counters["inactive_click_count"]) == (3, 0)
@@ -324,6 +324,24 @@ def test_a_run_ends_within_its_budget_and_the_next_one_goes_on(
     assert first["counted"] + rest["counted"] == backlog and rest["caught_up"]
     assert shown(store, campaign_id)["click_count"] == backlog
     assert rest["as_of"] is not None and datetime.fromisoformat(rest["as_of"]) > NOW
+
+
+def test_a_stalled_pub_sub_is_not_an_empty_backlog_and_the_run_still_ends_within_its_budget(
+    store: CampaignStore, campaign_id: int, project: str, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with private_emulators(project, "pubsub") as started:
+        pubsub_emulator = started["pubsub"]
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
+        emulators.create_topic_and_subscription(project, "clicks", "clicks-agg")
+        monkeypatch.setenv("CLICKS_SUBSCRIPTION", "clicks-agg")
+        publish(project, "clicks", [click(campaign_id, producer).encode()])
+        assert scheduled_run()["counted"] == 1
+        as_of = read_as_of(store.db)
+        with pubsub_emulator.paused():
+            body = scheduled_run()
+        assert (body["caught_up"], body["counted"]) == (False, 0)
+        assert body["seconds"] < Settings().aggregate_max_seconds
+        assert read_as_of(store.db) == as_of  # an unanswered pull proves nothing: as_of stays
 
 
 def test_a_run_while_another_holds_the_lease_applies_but_does_not_drain(

@@ -7,7 +7,7 @@ import random
 import zlib
 from datetime import datetime, timedelta, timezone
 
-from shared.counting import MAX_WRITES_PER_COMMIT, Ledger, Row, _entries, footprint, pack, unpack
+from shared.counting import Ledger, Row, _entries, grouped_by_writes, pack, unpack
 from shared.events import ClickEvent, Producer
 
 T = 1_800_000_000  # an epoch second
@@ -106,7 +106,16 @@ def test_a_batch_is_cut_into_entries_each_applied_in_one_commit() -> None:
     events = [(str(i), ClickEvent.new(i + 1, "Android", producer=producer, now=at)) for i in range(1000)]
     entries = _entries(events)
     assert [message_id for entry in entries for message_id, _ in entry] == [str(i) for i in range(1000)]
-    assert len(entries) == 5
-    assert all(footprint([e for _, e in entry]) + 1 <= MAX_WRITES_PER_COMMIT for entry in entries)
+    assert len(entries) == 5  # 249 campaigns, their 249 days, the producer and the entry's delete: 500
+    assert [len(entry) for entry in entries] == [249, 249, 249, 249, 4]
     one_campaign = [(str(i), ClickEvent.new(1, "Android", producer=producer, now=at)) for i in range(1000)]
     assert len(_entries(one_campaign)) == 1
+
+
+def test_a_group_counts_each_document_once_however_many_items_touch_it() -> None:
+    shared = [("campaign", 1), ("day", 1, 20000), ("producer", "p")]
+    items = [shared + [("record", str(i))] for i in range(600)]  # three documents in common, one of their own
+    groups = grouped_by_writes(items, lambda keys: keys, per_item=1, per_group=0)
+    # 3 shared + 248 records + 248 entry deletes = 499; one more item would make 501
+    assert [len(group) for group in groups] == [248, 248, 104]
+    assert grouped_by_writes([], lambda keys: keys, per_item=1, per_group=0) == []

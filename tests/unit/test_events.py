@@ -66,6 +66,7 @@ def test_only_a_bot_click_may_lack_a_platform() -> None:
 def test_the_wire_format_names_every_field() -> None:
     event = ClickEvent.new(3, "Android", producer=PRODUCER, user_agent="UA", bot=True, inactive=True)
     assert set(event.fields()) == {f.name for f in dataclasses.fields(ClickEvent)} | {"v"}
+    assert event.fields()["v"] == 2
 
 
 def test_an_inactive_click_says_so_and_an_active_ones_event_is_as_before() -> None:
@@ -104,3 +105,4 @@ def test_an_event_of_schema_1_still_decodes_without_a_producer() -> None:
     schema_1 = {k: v for k, v in GOOD.items() if k not in ("producer", "seq")} | {"v": 1}
     event = ClickEvent.decode(json.dumps(schema_1).encode())
     assert (event.producer, event.seq, event.click_id) == ("", 0, "a" * 32)
+    assert ClickEvent.decode(event.encode()) == event  # replayed from an old log, it is still schema 1

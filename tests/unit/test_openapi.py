@@ -55,3 +55,15 @@ def test_every_lifecycle_field_and_counter_is_described() -> None:
     assert schemas["NewCampaign"]["properties"]["status"]["enum"] == ["active", "paused", "archived"]
     for name in ("inactive_click_count", "android_inactive_click_count"):
         assert name in schemas["Counters"]["required"] and name in schemas["Bucket"]["required"]
+
+
+def test_every_state_change_documents_what_browser_safety_and_the_body_limit_answer() -> None:
+    doc = openapi.document("/admin", ROUTES, ALIAS)
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            statuses = set(operation["responses"])
+            if method in ("post", "put", "delete"):
+                assert {"403", "415"} <= statuses, (method, path)
+                assert ("413" in statuses) == ("requestBody" in operation), (method, path)
+            else:
+                assert not {"403", "413", "415"} & statuses, (method, path)
