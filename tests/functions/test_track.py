@@ -557,15 +557,15 @@ def test_a_paused_ended_capped_or_unstarted_campaign_costs_no_more_reads_per_cli
     track: Track, store: CampaignStore, pubsub_names: tuple[str, str]
 ) -> None:
     now = datetime.now(timezone.utc)
-    capped = lifecycle_campaign(store, max_clicks=1)
+    capped = lifecycle_campaign(store, max_clicks=1, fallback_url=OVER)
     with serve_track() as other:
         other.click(f"/track/{capped.id}?platform=Android")
     assert scheduled_run()["counted"] == 1
-    campaigns = [lifecycle_campaign(store), lifecycle_campaign(store, status="paused"),
-                 lifecycle_campaign(store, ends_at=now - timedelta(days=1)),
-                 lifecycle_campaign(store, starts_at=now + timedelta(days=1)), capped]
+    campaigns = [lifecycle_campaign(store), lifecycle_campaign(store, status="paused", fallback_url=OVER),
+                 lifecycle_campaign(store, ends_at=now - timedelta(days=1), fallback_url=OVER),
+                 lifecycle_campaign(store, starts_at=now + timedelta(days=1), fallback_url=OVER), capped]
     reads = track.count_reads()
     for campaign in campaigns:
         locations = {track.click(f"/track/{campaign.id}?platform=Android").headers["Location"] for _ in range(5)}
-        assert locations == {DESTINATION if campaign is campaigns[0] else FALLBACK}
+        assert locations == {DESTINATION if campaign is campaigns[0] else OVER}  # known, cached, not counting
     assert sorted(reads) == sorted(c.id for c in campaigns)  # one read each, whatever its state
