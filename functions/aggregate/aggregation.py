@@ -12,7 +12,6 @@ click is counted within a second, at about eight Firestore operations a click
 from __future__ import annotations
 
 import base64
-import math
 import secrets
 import threading
 import time
@@ -116,7 +115,7 @@ class Drainer:
         message is acked seconds after its delivery, well within its ack deadline.
         """
         drained = Drained()
-        while time.monotonic() < deadline:
+        while time.monotonic() + _PULL_WAIT_SECONDS <= deadline:
             messages = self._gather(deadline)
             if not messages:
                 drained.caught_up = self._answers()
@@ -138,29 +137,33 @@ class Drainer:
 
         A pull may return far fewer than asked (the emulator never more than
         100), and each is a round trip: one at a time, the drain would spend most
-        of its time waiting on them.
+        of its time waiting on them. No pull starts after the fill window, or
+        later than a whole pull wait before ``deadline`` (the caller sees to the
+        first), and each may wait its
+        whole ``_PULL_WAIT_SECONDS``: a pull cut short by its own timeout may
+        have been handed messages that then stay out of reach until their ack
+        deadline passes (and a pull answers at once when messages wait).
         """
         messages: list[Any] = []
         fill_until = time.monotonic() + self.fill_seconds
         while len(messages) < self.batch_size:
             now = time.monotonic()
-            wait = min(_PULL_WAIT_SECONDS, deadline - now, fill_until - now if messages else math.inf)
-            if wait <= 0:
+            if messages and (now >= fill_until or now + _PULL_WAIT_SECONDS > deadline):
                 break
             wanted = self.batch_size - len(messages)
             share = max(1, min(_PULL_MAX_MESSAGES, -(-wanted // _PULLS_AT_ONCE)))
             sizes = [min(share, wanted - i * share) for i in range(-(-wanted // share))][:_PULLS_AT_ONCE]
-            pulls = list(self._pulls.map(self._pull, sizes, [wait] * len(sizes)))
+            pulls = list(self._pulls.map(self._pull, sizes))
             messages += [m for pulled in pulls for m in pulled]
             if not all(pulls):
                 break  # a pull came back empty: nothing more is waiting now
         return messages
 
-    def _pull(self, max_messages: int, wait: float) -> list[Any]:
+    def _pull(self, max_messages: int) -> list[Any]:
         try:
             response = self.subscriber.pull(
                 request={"subscription": self.subscription_path, "max_messages": max_messages},
-                timeout=wait,
+                timeout=_PULL_WAIT_SECONDS,
                 retry=None,
             )
         except gexc.DeadlineExceeded:
