@@ -39,8 +39,10 @@ AGGREGATE_MODES = ("scheduled", "event", "both")
 _PULL_WAIT_SECONDS = 2.0
 _PULLS_AT_ONCE = 4
 _PULL_MAX_MESSAGES = 1000  # Pub/Sub's limit for one pull
-# How long the apply step waits for the drain to journal more before it looks again.
-_APPLY_IDLE_SECONDS = 0.2
+# While the drain runs, the apply step waits for this many journal entries (each up to
+# AGGREGATE_BATCH_SIZE events), looking again this often.
+_APPLY_ENTRIES = 20
+_APPLY_IDLE_SECONDS = 0.5
 # Shares of a run's budget: the drain stops pulling at the first, the apply step at the second;
 # the rest is the upkeep's.
 _DRAIN_SHARE = 0.8
@@ -313,14 +315,15 @@ class ScheduledRun:
 
 
     def _apply_until_drained(self, drained: threading.Event, deadline: float) -> Applied:
-        """Apply the journal until the drain is over and one more pass has found it empty."""
+        """Apply the journal while the drain fills it, a commit per ``_APPLY_ENTRIES`` entries at
+        least, then all that is left once the drain is over."""
         total = Applied()
         while True:
             last_pass = drained.is_set()
-            applied = self.applier.apply(deadline)
+            applied = self.applier.apply(deadline, at_least=1 if last_pass else _APPLY_ENTRIES)
             total.merge(applied)
-            if not applied.complete or last_pass:
-                total.complete = applied.complete
+            if last_pass or time.monotonic() >= deadline:
+                total.complete = last_pass and applied.complete
                 return total
             drained.wait(_APPLY_IDLE_SECONDS)
 
