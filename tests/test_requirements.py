@@ -171,7 +171,7 @@ def walk(source: Path, lock: dict[NormalizedName, Locked]) -> tuple[list[str], s
     unmet: list[str] = []
     reached: set[NormalizedName] = set()
     visited: set[tuple[NormalizedName, frozenset[str]]] = set()
-    to_visit = [(source.name, requirement) for requirement in pins(source).values()]
+    to_visit = [(str(source.relative_to(ROOT)), requirement) for requirement in pins(source).values()]
     while to_visit:
         needed_by, requirement = to_visit.pop()
         name = canonicalize_name(requirement.name)
@@ -215,7 +215,8 @@ def test_each_lock_pins_exactly_the_closure_of_its_requirements(source: Path) ->
     where = lock_of(source).relative_to(ROOT)
     unmet, reached = walk(source, lock)
     assert unmet == [], f"{where} is stale; {STALE}"
-    assert set(lock) - reached == set(), f"{where} locks these, which {source.name} does not need; {STALE}"
+    assert set(lock) - reached == set(), (
+        f"{where} locks these, which {source.relative_to(ROOT)} does not need; {STALE}")
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
