@@ -56,21 +56,19 @@ PRIVATE = [
 class CallSite(NamedTuple):
     module: ModuleType
     caller: str
-    callee: str  # as the caller's source spells it
+    callee: str  # the name it calls
     relied_on: str
 
 
 CALL_SITES = [
     CallSite(functions_framework, "create_app", "create_asgi_app_from_module",
-             "what Cloud Functions runs (functions-framework --target track) builds an @aio.http function's app there"),
+             "Cloud Functions' `functions-framework --target track` builds an @aio.http function's app there"),
     CallSite(aio, "create_asgi_app_from_module", "_create_asgi_app_with_function",
-             "looked up by name when called, after main.py ran, so that web.serve's replacement builds the app"),
+             "only a call that looks it up by name, after main.py ran, reaches web.serve's replacement"),
     CallSite(aio, "create_asgi_app", "_create_asgi_app_with_function",
-             "functions-framework --asgi builds the app there; looked up by name, as above"),
+             "`functions-framework --asgi` builds the app there, and only such a call reaches web.serve's replacement"),
     CallSite(aio, "_create_asgi_app_with_function", "_http_func_wrapper",
              "the framework's own app calls an HTTP function through it, as web.ClickApp does"),
-    CallSite(aio, "_create_asgi_app_with_function", "execution_id.AsgiMiddleware",
-             "the framework's own app has it in front, as web.ClickApp has"),
 ]
 
 
@@ -112,9 +110,9 @@ def test_each_private_object_the_track_function_relies_on_is_there(private: Priv
 def test_the_framework_still_calls_each_where_web_expects(site: CallSite) -> None:
     caller = definitions(site.module).get(site.caller)
     assert caller is not None, f"{VERSION} has no {site.module.__name__}.{site.caller}, where {site.relied_on}"
-    named = [n for n in ast.walk(caller) if isinstance(n, ast.Name | ast.Attribute) and ast.unparse(n) == site.callee]
-    assert named, (f"{VERSION}'s {site.module.__name__}.{site.caller} no longer uses {site.callee}, "
-                   f"but {site.relied_on} (functions/track/web.py)")
+    calls = [n for n in ast.walk(caller) if isinstance(n, ast.Call) and ast.unparse(n.func) == site.callee]
+    assert calls, (f"{VERSION}'s {site.module.__name__}.{site.caller} no longer calls {site.callee} by that name: "
+                   f"{site.relied_on} (functions/track/web.py)")
 
 
 @pytest.fixture
@@ -126,10 +124,18 @@ def track(db: Any, pubsub_names: tuple[str, str], monkeypatch: pytest.MonkeyPatc
 
 def test_the_framework_builds_the_track_functions_app_with_web_serves_replacement(track: Track) -> None:
     app = track.client.app
+    assert isinstance(app, execution_id.AsgiMiddleware | web.ClickApp), (
+        f"{VERSION} built the track function's app ({type(app).__name__}) without web.serve's replacement "
+        "of aio._create_asgi_app_with_function")
     assert isinstance(app, execution_id.AsgiMiddleware) and isinstance(app.app, web.ClickApp), (
-        f"{VERSION} built the track function's app without calling aio._create_asgi_app_with_function, "
-        f"which web.serve replaces: {type(app)}")
+        "web.ClickApp is not behind execution_id.AsgiMiddleware, as the framework's own app is")
     assert app.app.function is track.main.track
+
+
+def test_the_frameworks_own_app_has_the_middleware_web_puts_in_front(track: Track) -> None:
+    frameworks_own = web._create_app(track.main.track, "http", False)
+    assert execution_id.AsgiMiddleware in [middleware.cls for middleware in frameworks_own.user_middleware], (
+        f"{VERSION} no longer puts execution_id.AsgiMiddleware in front of a function, as web does")
 
 
 @pytest.mark.parametrize("path", ["/robots.txt", "/favicon.ico"])
@@ -176,5 +182,6 @@ def test_a_request_gets_an_execution_id_and_the_function_runs_in_its_context() -
     client.get("/", headers={"Function-Execution-Id": "exec-7"})
     client.get("/")
     assert seen[0] == "exec-7", (
-        "aio._http_func_wrapper no longer sets execution_id.execution_context_var from the request's header")
-    assert seen[1], "execution_id.AsgiMiddleware no longer gives a request without an execution id one"
+        "the function ran outside the execution context aio._http_func_wrapper sets from the request's header "
+        "(execution_id.execution_context_var)")
+    assert seen[1], "a request without an execution id got none: execution_id.AsgiMiddleware makes one up"
