@@ -5,8 +5,8 @@ Both entry points journal what they receive and apply the journal
 batch at a time (one journal write per batch), applies the journal, then does
 the upkeep of :mod:`upkeep`, all within ``AGGREGATE_MAX_SECONDS``. The
 event-triggered function journals and applies each pushed event alone: a
-click is counted within a second, at about eight Firestore operations a click
-(see the README's cost figures).
+click is counted within a second, at about seven Firestore operations a click
+(docs/counting.md, Cost).
 """
 
 from __future__ import annotations
