@@ -327,14 +327,20 @@ class Applier:
         self.horizon = horizon
         self.clock = clock
 
-    def apply(self, deadline: float) -> Applied:
-        """Apply journal entries, oldest first, until none is left or ``deadline`` (monotonic) passes."""
+    def apply(self, deadline: float, at_least: int = 1) -> Applied:
+        """Apply journal entries, oldest first, until none is left or ``deadline`` (monotonic) passes.
+
+        With ``at_least``, stop (incomplete) rather than apply fewer entries than that: a commit
+        writes each campaign, day and ledger it touches once, so fewer, larger commits cost less.
+        """
         result = Applied()
         while time.monotonic() < deadline:
             query = self.db.collection(JOURNAL).order_by("__name__").limit(_ENTRIES_PER_PAGE)
             entries = list(query.stream(timeout=CALL_TIMEOUT_SECONDS))
             if not entries:
                 result.complete = True
+                return result
+            if len(entries) < at_least:
                 return result
             rows = {entry.id: unpack(entry.get("events")) for entry in entries}
             # Entries of one stretch of time touch mostly the same campaigns, days and producers,

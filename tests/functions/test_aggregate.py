@@ -308,14 +308,14 @@ def test_a_run_ends_within_its_budget_and_the_next_one_goes_on(
     store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str], producer: Producer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    backlog = 3000
+    backlog = 5000
     publish(project, pubsub_names[0], [click(campaign_id, producer).encode() for _ in range(backlog)])
-    monkeypatch.setenv("AGGREGATE_BATCH_SIZE", "10")  # 300 journal writes: many seconds of work
-    monkeypatch.setenv("AGGREGATE_MAX_SECONDS", "1")
+    monkeypatch.setenv("AGGREGATE_BATCH_SIZE", "10")  # 500 journal writes: many seconds of work
+    monkeypatch.setenv("AGGREGATE_MAX_SECONDS", "4")  # room for a 2 s pull, and not for the backlog
     before = read_as_of(store.db)
     first = scheduled_run()
     assert first["status"] == "Updated" and not first["caught_up"], first
-    assert first["seconds"] < 1 + 2  # its budget, and a journal write in flight with a generous margin
+    assert first["seconds"] < 4 + 2  # its budget, and a journal write in flight with a generous margin
     assert 0 < first["counted"] < backlog
     assert read_as_of(store.db) == before  # not caught up: as_of stays
     monkeypatch.setenv("AGGREGATE_MAX_SECONDS", "120")
