@@ -253,7 +253,7 @@ def visitor_key(visitor: int, ts: datetime) -> str:
 
 def schema_1_payload(event: ClickEvent) -> bytes:
     fields = event.fields()
-    del fields["producer"], fields["seq"], fields["visitor"]
+    del fields["producer"], fields["seq"]
     return json.dumps({**fields, "v": 1}).encode()
 
 

@@ -49,7 +49,7 @@ import secrets
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, TypeVar
@@ -60,7 +60,7 @@ from google.cloud import firestore
 from shared.errors import InvalidEvent
 from shared.events import ClickEvent
 from shared.logs import get_logger
-from shared.platforms import BOT_FIELD, PLATFORM_FIELDS, TOTAL_FIELD
+from shared.platforms import BOT_FIELD, INACTIVE_FIELD, INACTIVE_PLATFORM_FIELDS, PLATFORM_FIELDS, TOTAL_FIELD
 from shared.sketches import add_visitors
 from shared.store import COUNTS, JOURNAL, VISITORS, campaign_ref, click_ref, day_hour_field, day_ref, producer_ref
 
@@ -131,58 +131,24 @@ class Received:
         self.written += other.written
 
 
-class Footprint:
-    """What applying a group of events takes of one commit: a write per campaign, campaign day and
-    producer, one per schema 1 event (its record), and one per sketch of visitors it changes.
-
-    A sketch is rewritten whole (up to ``shared.sketches.MAX_SKETCH_BYTES``, some 8.5 KB), so counting
-    each against the commit's 500 keeps a commit's request far within Firestore's 10 MiB.
-    """
-
-    def __init__(self) -> None:
-        self.campaigns: set[int] = set()
-        self.days: set[tuple[int, Any]] = set()
-        self.producers: set[str] = set()
-        self.legacy = 0
-        self.sketches: set[tuple[int, int, str]] = set()
-
-    @property
-    def size(self) -> int:
-        return len(self.campaigns) + len(self.days) + len(self.producers) + self.legacy + len(self.sketches)
-
-    def growth(self, event: ClickEvent) -> int:
-        """How much adding ``event`` would add to :attr:`size`."""
-        sketch = _sketch_of(event)
-        return ((event.campaign_id not in self.campaigns) + ((event.campaign_id, event.ts.date()) not in self.days)
-                + (bool(event.producer) and event.producer not in self.producers) + (not event.producer)
-                + (sketch is not None and sketch not in self.sketches))
-
-    def add(self, event: ClickEvent) -> None:
-        self.campaigns.add(event.campaign_id)
-        self.days.add((event.campaign_id, event.ts.date()))
-        if event.producer:
-            self.producers.add(event.producer)
-        else:
-            self.legacy += 1
-        sketch = _sketch_of(event)
-        if sketch is not None:
-            self.sketches.add(sketch)
-
-
-def _sketch_of(event: ClickEvent) -> tuple[int, int, str] | None:
-    """The sketch a click's visitor goes into, if any: (campaign, UTC hour in epoch seconds, platform)."""
-    if not event.visitor or event.bot or event.platform is None:
-        return None
-    seconds = int(event.ts.timestamp())
-    return event.campaign_id, seconds - seconds % 3600, event.platform
-
-
-def footprint(events: Iterable[ClickEvent]) -> int:
-    """The commit's share applying these events may take besides the entry's delete (:class:`Footprint`)."""
-    total = Footprint()
-    for event in events:
-        total.add(event)
-    return total.size
+def grouped_by_writes(items: Iterable[T], touched: Callable[[T], Iterable[Hashable]], per_item: int,
+                      per_group: int) -> list[list[T]]:
+    """Consecutive items in groups that each fit one commit: the distinct documents the group's
+    items touch, plus ``per_item`` writes each and ``per_group`` for the group."""
+    groups: list[list[T]] = []
+    current: list[T] = []
+    seen: set[Hashable] = set()
+    for item in items:
+        keys = set(touched(item))
+        if current and len(seen) + len(keys - seen) + per_item * (len(current) + 1) + per_group \
+                > MAX_WRITES_PER_COMMIT:
+            groups.append(current)
+            current, seen = [], set()
+        current.append(item)
+        seen |= keys
+    if current:
+        groups.append(current)
+    return groups
 
 
 class Journal:
@@ -212,8 +178,7 @@ class Journal:
         ref = self.db.collection(JOURNAL).document(new_entry_id())
         try:
             events = [event for _, event in entry]
-            ref.create({"events": pack(events), "count": len(events), "footprint": footprint(events)},
-                       timeout=self.timeout)
+            ref.create({"events": pack(events), "count": len(events)}, timeout=self.timeout)
         except gexc.GoogleAPIError as exc:
             # A timed-out create may still land: the events then come back from Pub/Sub and are
             # journaled again, which the apply step absorbs.
@@ -225,18 +190,7 @@ class Journal:
 
 def _entries(events: list[tuple[str, ClickEvent]]) -> list[list[tuple[str, ClickEvent]]]:
     """Split so that each entry's apply fits one commit beside the entry's own delete."""
-    entries: list[list[tuple[str, ClickEvent]]] = []
-    current: list[tuple[str, ClickEvent]] = []
-    size = Footprint()
-    for message_id, event in events:
-        if current and size.size + size.growth(event) >= MAX_WRITES_PER_COMMIT:
-            entries.append(current)
-            current, size = [], Footprint()
-        current.append((message_id, event))
-        size.add(event)
-    if current:
-        entries.append(current)
-    return entries
+    return grouped_by_writes(events, lambda item: Row.of(item[1]).touches(), per_item=0, per_group=1)
 
 
 def new_entry_id() -> str:
@@ -246,9 +200,7 @@ def new_entry_id() -> str:
 
 def pack(events: Sequence[ClickEvent]) -> bytes:
     """What the apply step needs of each event, compressed: a few bytes a click."""
-    rows = [[e.producer, e.seq, "" if e.producer else e.click_id, e.campaign_id, e.platform, e.bot,
-             int(e.ts.timestamp()), e.visitor] for e in events]
-    return zlib.compress(json.dumps(rows, separators=(",", ":")).encode())
+    return zlib.compress(json.dumps([Row.of(e) for e in events], separators=(",", ":")).encode())
 
 
 class Row(NamedTuple):
@@ -261,22 +213,57 @@ class Row(NamedTuple):
     platform: str | None
     bot: bool
     ts: int
+    inactive: bool = False
+    """The campaign could not count the click; rows journaled before the flag were all active."""
     visitor: str = ""
-    """The click's visitor key; rows journaled before visitor keys have none."""
+    """The click's visitor key, if it has one."""
+
+    @classmethod
+    def of(cls, event: ClickEvent) -> Row:
+        return cls(event.producer, event.seq, "" if event.producer else event.click_id, event.campaign_id,
+                   event.platform, event.bot, int(event.ts.timestamp()), event.inactive, event.visitor)
+
+    def touches(self) -> tuple[Hashable, ...]:
+        """What counting this click writes: its campaign, the campaign's day, and its producer's ledger
+        (or, for a schema 1 event, its dedup record), each written once per commit however many of the
+        commit's clicks touch it; and the hourly sketch its visitor goes into. A sketch is a field of
+        the day, but it is rewritten whole (up to ``shared.sketches.MAX_SKETCH_BYTES``, some 8.5 KB), so
+        counting each against the commit's writes keeps a commit's request far within Firestore's 10 MiB."""
+        documents = (("campaign", self.campaign_id), ("day", self.campaign_id, self.ts // 86400),
+                     ("producer", self.producer) if self.producer else ("record", self.click_id))
+        platform = self.sketch()
+        if platform is None:
+            return documents
+        return (*documents, ("sketch", self.campaign_id, self.ts - self.ts % 3600, platform))
 
     def counters(self) -> tuple[str, ...]:
-        """The counters this click adds one to; bots count apart from the totals."""
+        """The counters this click adds one to; bots, and clicks the campaign could not count, count apart
+        from the totals (a bot stays a bot, active or not)."""
         if self.bot:
             return (BOT_FIELD,)
-        return (TOTAL_FIELD, PLATFORM_FIELDS[self.platform]) if self.platform is not None else ()
+        if self.platform is None:
+            return ()
+        if self.inactive:
+            return (INACTIVE_FIELD, INACTIVE_PLATFORM_FIELDS[self.platform])
+        return (TOTAL_FIELD, PLATFORM_FIELDS[self.platform])
 
     def sketch(self) -> str | None:
-        """The platform whose hourly sketch this click's visitor goes into; bots are no visitors."""
-        return self.platform if self.visitor and not self.bot else None
+        """The platform whose hourly sketch this click's visitor goes into: the visitors are those of the
+        clicks the totals count, so neither bots nor inactive clicks."""
+        return self.platform if self.visitor and not self.bot and not self.inactive else None
 
 
 def unpack(data: bytes) -> list[Row]:
-    return [Row(*row) for row in json.loads(zlib.decompress(data))]
+    return [_row(values) for values in json.loads(zlib.decompress(data))]
+
+
+def _row(values: list[Any]) -> Row:
+    """A row journaled by any version: it ends with ``ts`` (before the inactive flag and visitor keys),
+    with the flag, with the visitor key (the first version with visitor keys, which had no flag), or with
+    both. A flag is a JSON boolean and a key a string, so the two rows of eight tell themselves apart."""
+    if len(values) == 8 and isinstance(values[7], str):
+        return Row._make([*values[:7], False, values[7]])
+    return Row(*values)
 
 
 # --- step 2: applying the journal ---------------------------------------------------------
@@ -366,8 +353,12 @@ class Applier:
         self.horizon = horizon
         self.clock = clock
 
-    def apply(self, deadline: float) -> Applied:
-        """Apply journal entries, oldest first, until none is left or ``deadline`` (monotonic) passes."""
+    def apply(self, deadline: float, at_least: int = 1) -> Applied:
+        """Apply journal entries, oldest first, until none is left or ``deadline`` (monotonic) passes.
+
+        With ``at_least``, stop (incomplete) rather than apply fewer entries than that: a commit
+        writes each campaign, day and ledger it touches once, so fewer, larger commits cost less.
+        """
         result = Applied()
         while time.monotonic() < deadline:
             query = self.db.collection(JOURNAL).order_by("__name__").limit(_ENTRIES_PER_PAGE)
@@ -375,18 +366,26 @@ class Applier:
             if not entries:
                 result.complete = True
                 return result
-            for group in _commit_groups(entries):
+            if len(entries) < at_least:
+                return result
+            rows = {entry.id: unpack(entry.get("events")) for entry in entries}
+            # Entries of one stretch of time touch mostly the same campaigns, days and producers,
+            # so a commit holds many: each document is written once for all of them.
+            touched = [(entry, {key for row in rows[entry.id] for key in row.touches()}) for entry in entries]
+            for group in grouped_by_writes(touched, lambda pair: pair[1], per_item=1, per_group=0):
                 if time.monotonic() >= deadline:
                     break
-                result.merge(self.apply_entries(group))
+                result.merge(self.apply_entries([entry for entry, _ in group], rows))
         log.warning("journal apply ran out of time; the next run goes on", extra={"entries": result.entries})
         return result
 
-    def apply_entries(self, entries: Sequence[Any]) -> Applied:
-        """Apply these entries (snapshots of ``journal/*``) in one commit, re-reading on conflict."""
+    def apply_entries(self, entries: Sequence[Any], rows: dict[str, list[Row]] | None = None) -> Applied:
+        """Apply these entries (snapshots of ``journal/*``; ``rows``: what is already unpacked of
+        them, by entry id) in one commit, re-reading on conflict."""
+        rows = {} if rows is None else rows
         for _ in range(_CONFLICT_RETRIES):
             try:
-                return self._commit(entries)
+                return self._commit(entries, rows)
             except Conflict:
                 refs = [entry.reference for entry in entries]
                 entries = [s for s in self.db.get_all(refs, timeout=CALL_TIMEOUT_SECONDS) if s.exists]
@@ -396,8 +395,11 @@ class Applier:
                   extra={"entries": [entry.id for entry in entries]})
         return Applied()
 
-    def _commit(self, entries: Sequence[Any]) -> Applied:
-        events = [row for entry in entries for row in unpack(entry.get("events"))]
+    def _commit(self, entries: Sequence[Any], rows: dict[str, list[Row]]) -> Applied:
+        for entry in entries:
+            if entry.id not in rows:
+                rows[entry.id] = unpack(entry.get("events"))
+        events = [row for entry in entries for row in rows[entry.id]]
         ledgers, ledger_times = self._ledgers({e.producer for e in events if e.producer})
         recorded = self._recorded({e.click_id for e in events if not e.producer})
         live = self._live({e.campaign_id for e in events})
@@ -524,12 +526,6 @@ class Applier:
         refs = [campaign_ref(self.db, i) for i in campaign_ids]
         snapshots = self.db.get_all(refs, field_paths=[], timeout=CALL_TIMEOUT_SECONDS) if refs else ()
         return {int(s.id) for s in snapshots if s.exists}
-
-
-def _commit_groups(entries: Sequence[Any]) -> list[list[Any]]:
-    """Entries grouped so that each group's apply fits one commit: an entry's footprint and its delete."""
-    return grouped_by_size(entries, lambda entry: 1 + int(entry.get("footprint") or MAX_WRITES_PER_COMMIT - 1),
-                           MAX_WRITES_PER_COMMIT)
 
 
 def grouped_by_size(items: Iterable[T], size: Callable[[T], int], limit: int) -> list[list[T]]:

@@ -7,9 +7,16 @@ redelivered, republished or replayed event carries the same pair, and the
 aggregator keeps per producer the numbers it counted as a few merged ranges.
 Events of schema version 1, from before producers, carry only ``click_id``.
 
+A click its campaign could not count (paused, outside its dates, capped, or on a
+platform it does not target) is an event too, marked ``inactive``, so that it is
+counted apart.
+
 A click may carry its ``visitor`` key (shared/visitors.py): a daily pseudonym
-of the client, never its address. Events made before visitor keys, bot clicks
-and clicks made while the day's salt was unavailable carry none.
+of the client, never its address. Events made before visitor keys, bot and
+inactive clicks, and clicks made while the day's salt was unavailable carry none.
+
+Either field is in an event only when it has something to say: an event
+without them is as it was before they existed.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ class ClickEvent:
     """The producer's id; empty only in a schema 1 event."""
     seq: int = 0
     """The producer's number for this event, from 1; 0 only in a schema 1 event."""
+    inactive: bool = False
+    """The campaign could not count the click: it counts apart, in the inactive counters."""
     visitor: str = ""
     """The click's visitor key (16 hex digits), or empty when it has none."""
 
@@ -62,6 +71,7 @@ class ClickEvent:
         user_agent: str = "",
         referrer: str = "",
         bot: bool = False,
+        inactive: bool = False,
         now: datetime | None = None,
         visitor: str = "",
     ) -> ClickEvent:
@@ -75,6 +85,7 @@ class ClickEvent:
             bot=bot,
             producer=producer.id,
             seq=producer.next_seq(),
+            inactive=inactive,
             visitor=visitor,
         )
 
@@ -84,7 +95,7 @@ class ClickEvent:
         Spelled out rather than ``dataclasses.asdict``, which deep-copies and
         cost several percent of a click's CPU (python -m bench.hotpath).
         """
-        return {
+        fields: dict[str, Any] = {
             "click_id": self.click_id,
             "campaign_id": self.campaign_id,
             "platform": self.platform,
@@ -92,11 +103,16 @@ class ClickEvent:
             "user_agent": self.user_agent,
             "referrer": self.referrer,
             "bot": self.bot,
-            "producer": self.producer,
-            "seq": self.seq,
-            "visitor": self.visitor,
-            "v": SCHEMA_VERSION,
+            "v": 1,
         }
+        if self.producer:
+            fields |= {"producer": self.producer, "seq": self.seq, "v": SCHEMA_VERSION}
+        # else a schema 1 event, logged before producers and replayed now: it stays what it was
+        if self.inactive:
+            fields["inactive"] = True
+        if self.visitor:
+            fields["visitor"] = self.visitor
+        return fields
 
     def encode(self) -> bytes:
         return _COMPACT.encode(self.fields()).encode()
@@ -125,9 +141,11 @@ class ClickEvent:
         campaign_id = raw.get("campaign_id")
         if type(campaign_id) is not int or not 0 < campaign_id <= MAX_CAMPAIGN_ID:
             raise InvalidEvent("campaign_id must be a positive integer")
-        platform, bot = raw.get("platform"), raw.get("bot", False)
+        platform, bot, inactive = raw.get("platform"), raw.get("bot", False), raw.get("inactive", False)
         if not isinstance(bot, bool):
             raise InvalidEvent("bot must be a boolean")
+        if not isinstance(inactive, bool):
+            raise InvalidEvent("inactive must be a boolean")
         if not is_platform(platform) and not (bot and platform is None):
             raise InvalidEvent(f"unsupported platform {platform!r}")
         try:
@@ -152,7 +170,7 @@ class ClickEvent:
         visitor = raw.get("visitor", "")
         if not isinstance(visitor, str) or (visitor and not _VISITOR_KEY.fullmatch(visitor)):
             raise InvalidEvent("visitor must be 16 lowercase hex digits when present")
-        return cls(click_id, campaign_id, platform, ts, user_agent, referrer, bot, producer, seq, visitor)
+        return cls(click_id, campaign_id, platform, ts, user_agent, referrer, bot, producer, seq, inactive, visitor)
 
 
 class Producer:

@@ -2,7 +2,7 @@
 
 Layout::
 
-    campaigns/{id}                           the campaign as the admin wrote it, plus
+    campaigns/{id}                           the campaign as the admin wrote it (.status filtered on), plus
         .targets   {Platform: true}          its platforms as a map, so Firestore filters on them
         .counts    {counter: n}              exact click totals, added to by the aggregator
     campaigns/{id}/days/{YYYYMMDD}           .counts.hHH: the hour's counts, .visitors.hHH.<Platform>:
@@ -45,8 +45,19 @@ from google.cloud import firestore
 
 from shared.errors import BadRequest, NotFound
 from shared.ids import CampaignIds
-from shared.models import Campaign, Counters, Route, zero_counters
-from shared.platforms import COUNTER_FIELDS
+from shared.models import (
+    ACTIVE,
+    LISTED_BY_DEFAULT,
+    NEVER,
+    SINCE_EVER,
+    STATUSES,
+    Campaign,
+    Counters,
+    Route,
+    check_window,
+    zero_counters,
+)
+from shared.platforms import COUNTER_FIELDS, TOTAL_FIELD
 
 CAMPAIGNS = "campaigns"
 COUNTER_SHARDS = "counter_shards"
@@ -58,6 +69,7 @@ DIRTY = "dirty"
 DELETIONS = "deletions"
 CLICKS = "clicks"
 TARGETS = "targets"
+STATUS = "status"
 TOTALS = "totals"
 COUNTS = "counts"
 JOURNAL = "journal"
@@ -148,21 +160,42 @@ def targets_of(platforms: Iterable[str]) -> dict[str, bool]:
     return dict.fromkeys(platforms, True)
 
 
+def clicks_counted(data: Mapping[str, Any]) -> int:
+    """A campaign document's human clicks, as readers show them: the previous version's totals and the
+    journal's counts."""
+    return sum(int((data.get(part) or {}).get(TOTAL_FIELD, 0)) for part in (TOTALS, COUNTS))
+
+
+def _epoch(moment: Any, unset: float) -> float:
+    return unset if moment is None else float(moment.timestamp())
+
+
 def route_from_document(data: dict[str, Any]) -> Route:
+    max_clicks = data.get("max_clicks")
+    # Campaigns written before the lifecycle fields existed have none of them: active, without dates.
+    counting = data.get(STATUS, ACTIVE) == ACTIVE and (max_clicks is None or clicks_counted(data) < max_clicks)
     return Route(
         redirect_url=data["redirect_url"],
         platforms=_platform_set(tuple(sorted(data.get("platforms", ())))),
         platform_urls=dict(data["platform_urls"]) if data.get("platform_urls") else _NO_PLATFORM_URLS,
         forward_query=data.get("forward_query") is True,  # absent from campaigns written before it existed
+        fallback_url=data.get("fallback_url"),
+        counts_from=_epoch(data.get("starts_at"), SINCE_EVER) if counting else NEVER,
+        counts_until=_epoch(data.get("ends_at"), NEVER),
     )
 
 
 def new_campaign_document(values: dict[str, Any], now: datetime) -> dict[str, Any]:
     """A new campaign's document from its validated writable fields."""
     return {
+        "platform_urls": {},
+        "forward_query": False,
+        STATUS: ACTIVE,  # always stored: the list filters on it
+        "starts_at": None,
+        "ends_at": None,
+        "max_clicks": None,
+        "fallback_url": None,
         **values,
-        "platform_urls": values.get("platform_urls", {}),
-        "forward_query": values.get("forward_query", False),
         TARGETS: targets_of(values["platforms"]),
         "created_at": now,
         "updated_at": now,
@@ -240,13 +273,16 @@ class CampaignStore:
         snapshot = campaign_ref(self.db, campaign_id).get()
         return route_from_document(data_of(snapshot)) if snapshot.exists else None
 
-    def list_page(self, platforms: Sequence[str], limit: int | None, cursor: str | None) -> CampaignPage:
-        """Newest first, keeping campaigns that target every platform in ``platforms``.
+    def list_page(self, platforms: Sequence[str], limit: int | None, cursor: str | None,
+                  statuses: Sequence[str] = LISTED_BY_DEFAULT) -> CampaignPage:
+        """Newest first, keeping campaigns that target every platform in ``platforms`` and have one of
+        ``statuses``.
 
         Costs one document read per campaign returned, plus one for ``as_of``
-        and one to learn whether a next page exists; the filter runs in
-        Firestore (equality on ``targets.<Platform>``, one composite index per
-        platform, merged by Firestore for several).
+        and one to learn whether a next page exists; the filters run in
+        Firestore (``status`` in the statuses, equality on ``targets.<Platform>``;
+        the composite indexes deploy.sh creates, merged by Firestore for several
+        platforms). Asked for every status, the list does not filter on it.
         """
         if limit is not None and limit < 1:
             raise BadRequest("limit must be at least 1")
@@ -255,6 +291,8 @@ class CampaignStore:
         )
         for platform in dict.fromkeys(platforms):
             query = query.where(filter=firestore.FieldFilter(f"{TARGETS}.{platform}", "==", True))
+        if set(statuses) != set(STATUSES):
+            query = query.where(filter=firestore.FieldFilter(STATUS, "in", list(dict.fromkeys(statuses))))
         if cursor is not None:
             created_at, after_id = decode_cursor(cursor)
             query = query.start_after({"created_at": created_at, _NAME: campaign_ref(self.db, after_id)})
@@ -272,11 +310,31 @@ class CampaignStore:
         changes = {**values, "updated_at": datetime.now(timezone.utc)}
         if "platforms" in values:
             changes[TARGETS] = targets_of(values["platforms"])
-        try:
-            campaign_ref(self.db, campaign_id).update(changes, timeout=REQUEST_TIMEOUT_SECONDS)
-        except gexc.NotFound:
-            raise NotFound(f"campaign {campaign_id} not found") from None
+        ref = campaign_ref(self.db, campaign_id)
+        if ("starts_at" in values) != ("ends_at" in values):
+            self._update_window(ref, values, changes)
+        else:
+            try:
+                ref.update(changes, timeout=REQUEST_TIMEOUT_SECONDS)
+            except gexc.NotFound:
+                raise NotFound(f"campaign {campaign_id} not found") from None
         return self.get(campaign_id)
+
+    def _update_window(self, ref: firestore.DocumentReference, values: dict[str, Any],
+                       changes: dict[str, Any]) -> None:
+        """One of the dates changes: checked against the other as stored, in a transaction, so that two
+        edits at once cannot leave the end before the start."""
+
+        @firestore.transactional
+        def change(transaction: firestore.Transaction) -> None:
+            snapshot = ref.get(transaction=transaction, timeout=REQUEST_TIMEOUT_SECONDS)
+            if not snapshot.exists:
+                raise NotFound(f"campaign {ref.id} not found")
+            stored = data_of(snapshot)
+            check_window(values.get("starts_at", stored.get("starts_at")), values.get("ends_at", stored.get("ends_at")))
+            transaction.update(ref, changes)
+
+        change(self.db.transaction())
 
     def delete(self, campaign_id: int) -> None:
         """Delete the campaign and leave a tombstone; the aggregator removes its counters later.
@@ -346,6 +404,11 @@ class CampaignStore:
             updated_at=data["updated_at"],
             platform_urls=dict(data.get("platform_urls") or {}),
             forward_query=data.get("forward_query") is True,
+            status=data.get(STATUS, ACTIVE),
+            starts_at=_moment(data.get("starts_at")),
+            ends_at=_moment(data.get("ends_at")),
+            max_clicks=data.get("max_clicks"),
+            fallback_url=data.get("fallback_url"),
             counters=counters,
             as_of=as_of,
         )
@@ -362,6 +425,11 @@ def sum_shards(
     return totals
 
 
+def _moment(value: Any) -> datetime | None:
+    """A stored timestamp as a plain UTC datetime (Firestore's own type carries nanoseconds)."""
+    return None if value is None else datetime.fromtimestamp(value.timestamp(), timezone.utc)
+
+
 def _utc(moment: datetime) -> datetime:
     """A moment in UTC; a naive one is taken to be UTC already."""
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
@@ -372,5 +440,4 @@ def read_as_of(db: firestore.Client) -> datetime | None:
 
 
 def _as_of(snapshot: firestore.DocumentSnapshot[Any]) -> datetime | None:
-    value = data_of(snapshot).get(AS_OF) if snapshot.exists else None
-    return datetime.fromtimestamp(value.timestamp(), timezone.utc) if value is not None else None
+    return _moment(data_of(snapshot).get(AS_OF)) if snapshot.exists else None

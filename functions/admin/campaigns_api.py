@@ -30,7 +30,15 @@ from shared.errors import BadRequest, MethodNotAllowed, NotFound
 from shared.http import csv_response, empty_response, json_response, read_json
 from shared.ids import keyed_ids
 from shared.login_limiter import LoginLimiter, login_limiter
-from shared.models import Campaign, check_track_base_url, parse_campaign_fields, parse_campaign_id, rfc3339
+from shared.models import (
+    LISTED_BY_DEFAULT,
+    STATUSES,
+    Campaign,
+    check_track_base_url,
+    parse_campaign_fields,
+    parse_campaign_id,
+    rfc3339,
+)
 from shared.platforms import COUNTER_FIELDS, PLATFORMS, is_platform
 from shared.store import CampaignStore
 
@@ -62,9 +70,11 @@ ROUTES = Map(
     redirect_defaults=False,
 )
 
+LIFECYCLE_FIELDS = ("status", "starts_at", "ends_at", "max_clicks", "fallback_url")
 CAMPAIGN_CSV_HEADER = (
     "id", "redirect_url", "platforms", "created_at", "updated_at", "as_of", *COUNTER_FIELDS,
     *[f"{p.lower()}_url" for p in PLATFORMS], *[f"{p.lower()}_tracking_link" for p in PLATFORMS], "forward_query",
+    *LIFECYCLE_FIELDS,
 )
 UNIQUE_VISITORS = "unique_visitors"
 # A range's distinct visitors are not the sum of its buckets': each row carries the range's too.
@@ -170,12 +180,13 @@ class AdminApi:
     def list_campaigns(self, call: Call) -> flask.Response:
         request = call.request
         platforms = platforms_filter(request.args.get("platforms"))
+        statuses = statuses_filter(request.args.get("status"))
         limit = whole_number(request.args, "limit", 1, MAX_PAGE_SIZE)
         cursor = request.args.get("cursor") or None
         if cursor is not None and limit is None:
             raise BadRequest("'cursor' needs 'limit'; send the 'next' link of the previous page")
         as_csv = wants_csv(request)
-        page = self.store.list_page(platforms, limit, cursor)
+        page = self.store.list_page(platforms, limit, cursor, statuses)
         campaigns = [self.campaign_json(c, request) for c in page.campaigns]
         headers = {}
         if page.next_cursor is not None:
@@ -303,6 +314,17 @@ def platforms_filter(raw: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def statuses_filter(raw: str | None) -> tuple[str, ...]:
+    """``paused,archived`` as a tuple; without it, every campaign but the archived ones."""
+    if raw is None:
+        return LISTED_BY_DEFAULT
+    names = [name.strip() for name in raw.split(",")]
+    unknown = [name for name in names if name not in STATUSES]
+    if unknown:
+        raise BadRequest(f"unknown status(es) {unknown!r} in 'status'; known: {list(STATUSES)}")
+    return tuple(dict.fromkeys(names))
+
+
 def whole_number(args: Mapping[str, str], name: str, low: int, high: int) -> int | None:
     """The query parameter ``name`` as a whole number from ``low`` to ``high``; None when it is absent."""
     raw = args.get(name)
@@ -338,6 +360,7 @@ def campaign_row(campaign: dict[str, Any]) -> list[Any]:
         *[campaign["platform_urls"].get(p, "") for p in PLATFORMS],
         *[campaign["tracking_links"].get(p, "") for p in PLATFORMS],
         "true" if campaign["forward_query"] else "false",
+        *["" if campaign[name] is None else campaign[name] for name in LIFECYCLE_FIELDS],
     ]
 
 

@@ -20,6 +20,7 @@ from shared.ids import CampaignIds, keyed_ids, may_exist
 from shared.legacy_ids import load_registry
 from shared.logs import get_logger
 from shared.models import Route, parse_campaign_id
+from shared.platforms import is_platform
 from shared.publishing import GroupPublisher
 from shared.store import CAMPAIGNS, route_from_document
 
@@ -71,7 +72,8 @@ class Tracker:
         self.behind_google_front_end = behind_google_front_end
 
     async def click(self, request: ClickRequest) -> str:
-        """The redirect target; every link that cannot be counted goes to the fallback.
+        """The redirect target; every link that cannot be counted goes to a fallback: its campaign's, when
+        the campaign is known and has one, else the global one.
 
         A lookup past its deadline is logged here without a traceback; any
         other failure (Firestore refusing a read on a cache miss, say)
@@ -101,22 +103,33 @@ class Tracker:
         # become an 8 KB key in each of the classifier's caches.
         user_agent = request.user_agent[:MAX_HEADER_CHARS]
         platform = request.platform or detect_platform(user_agent)
-        if platform not in route.platforms:
-            platform = None
-        # HEAD requests and crawlers are previews, not people: they see the
-        # campaign's destination but are counted apart, platform or not.
+        # HEAD requests and crawlers are previews, not people: they see where
+        # a person would go but are counted apart, platform or not.
         bot = request.method == "HEAD" or is_bot(user_agent)
-        if platform is None and not bot:
-            return self.fallback_url
+        # The click's own time decides its campaign's dates, and is the time its event carries.
         now = datetime.now(timezone.utc)
-        # Bot clicks count apart, never as visitors: they need no key.
-        visitor = "" if bot else await self.visitors.key(self._client(request), user_agent, now)
-        event = ClickEvent.new(campaign_id, platform, producer=self.producer, user_agent=user_agent,
-                               referrer=request.referrer, bot=bot, now=now, visitor=visitor)
-        await self.publisher.publish(event)
-        if route.forward_query and request.query:
-            return merge_click_query(route.destination(platform), request.query)
-        return route.destination(platform)
+        targeted = platform in route.platforms
+        if route.counts_at(now.timestamp()) and (targeted or bot):
+            counted = platform if targeted else None
+            # Bot clicks count apart, never as visitors: they need no key.
+            visitor = "" if bot else await self.visitors.key(self._client(request), user_agent, now)
+            await self._publish(request, campaign_id, counted, user_agent, bot, now, inactive=False, visitor=visitor)
+            if route.forward_query and request.query:
+                return merge_click_query(route.destination(counted), request.query)
+            return route.destination(counted)
+        # Counted apart, so that traffic after a campaign's end still shows; a click that names no
+        # platform at all (a desktop, say) counts nowhere, as it never could. Like a bot's, such a
+        # click is never a visitor, so it needs no key.
+        known = platform if is_platform(platform) else None
+        if known is not None or bot:
+            await self._publish(request, campaign_id, known, user_agent, bot, now, inactive=True)
+        return route.fallback_url or self.fallback_url
+
+    async def _publish(self, request: ClickRequest, campaign_id: int, platform: str | None, user_agent: str,
+                       bot: bool, now: datetime, *, inactive: bool, visitor: str = "") -> None:
+        await self.publisher.publish(ClickEvent.new(
+            campaign_id, platform, producer=self.producer, user_agent=user_agent, referrer=request.referrer,
+            bot=bot, inactive=inactive, now=now, visitor=visitor))
 
     def _client(self, request: ClickRequest) -> str:
         return client_address(request.forwarded_for, request.peer, behind_google_front_end=self.behind_google_front_end)

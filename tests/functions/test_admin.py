@@ -19,6 +19,7 @@ from conftest import function_app
 from helpers import publish, read_png, read_qr_codes
 
 from shared.events import ClickEvent, Producer
+from shared.models import zero_counters
 
 CAMPAIGN = {
     "redirect_url": "https://github.com/otobrglez/o7tracker",
@@ -155,6 +156,18 @@ def test_every_endpoint_needs_the_exact_credentials(
      "'forward_query' must be true or false"),
     (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "forward_query": null}',
      "'forward_query' must be true or false"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "status": "Paused"}',
+     "'status' must be one of active, paused, archived"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "starts_at": "tomorrow"}',
+     "'starts_at' must be an RFC 3339 date-time"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "ends_at": "2026-06-01T00:00:00"}',
+     "'ends_at' must be an RFC 3339 date-time with an offset"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "starts_at": "2026-06-02T00:00:00Z", '
+     b'"ends_at": "2026-06-01T00:00:00Z"}', "'ends_at' must be after 'starts_at'"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "max_clicks": -5}', "'max_clicks'"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "max_clicks": "100"}', "'max_clicks'"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "fallback_url": "/over"}',
+     "'fallback_url' must be an absolute http or https URL"),
 ])
 def test_bad_create_bodies_answer_400_and_write_nothing(
     client: Any, auth: dict[str, str], body: bytes, fragment: str
@@ -419,6 +432,63 @@ def test_forward_query_is_off_unless_set_on_create_or_put(client: Any, auth: dic
     # other changes leave it as it is
     client.put(path, headers=auth, json={"forward_query": True})
     assert client.put(path, headers=auth, json={"platforms": ["IPhone"]}).get_json()["forward_query"] is True
+
+
+LIFECYCLE = {"status": "paused", "starts_at": "2026-06-01T09:00:00+02:00", "ends_at": "2026-07-01T00:00:00Z",
+             "max_clicks": 1000, "fallback_url": "https://e.example/over"}
+
+
+def test_lifecycle_fields_are_kept_shown_everywhere_and_unset_by_null(client: Any, auth: dict[str, str]) -> None:
+    plain = create(client, auth)
+    assert {k: plain[k] for k in LIFECYCLE} == {"status": "active", "starts_at": None, "ends_at": None,
+                                               "max_clicks": None, "fallback_url": None}
+    created = create(client, auth, {**CAMPAIGN, **LIFECYCLE})
+    shown = {**LIFECYCLE, "starts_at": "2026-06-01T07:00:00.000000Z", "ends_at": "2026-07-01T00:00:00.000000Z"}
+    path = f"/admin/campaigns/{created['id']}"
+    assert {k: created[k] for k in LIFECYCLE} == shown
+    assert {k: get_json(client, auth, path)[k] for k in LIFECYCLE} == shown
+    [row] = read_csv(client.get("/admin/campaigns?format=csv&status=paused", headers=auth))
+    assert {k: row[k] for k in LIFECYCLE} == {**shown, "max_clicks": "1000"}
+    assert row["inactive_click_count"] == "0" and row["android_inactive_click_count"] == "0"
+    # a PUT changes what it names; null unsets; what was read can be sent back
+    resumed = client.put(path, headers=auth, json={"status": "active", "max_clicks": None}).get_json()
+    assert (resumed["status"], resumed["max_clicks"], resumed["ends_at"]) == ("active", None, shown["ends_at"])
+    sent_back = client.put(path, headers=auth, json=resumed).get_json()
+    assert {**sent_back, "updated_at": None} == {**resumed, "updated_at": None}
+    cleared = client.put(path, headers=auth, json={"starts_at": None, "ends_at": None, "fallback_url": None})
+    assert {k: cleared.get_json()[k] for k in ("starts_at", "ends_at", "fallback_url")} == dict.fromkeys(
+        ("starts_at", "ends_at", "fallback_url"))
+    [row] = [r for r in read_csv(client.get("/admin/campaigns?format=csv", headers=auth))
+             if r["id"] == str(created["id"])]
+    assert (row["starts_at"], row["max_clicks"], row["fallback_url"], row["status"]) == ("", "", "", "active")
+
+
+def test_an_end_before_the_stored_start_answers_400_and_changes_nothing(client: Any, auth: dict[str, str]) -> None:
+    created = create(client, auth, {**CAMPAIGN, "starts_at": "2026-06-01T00:00:00Z"})
+    path = f"/admin/campaigns/{created['id']}"
+    assert_error(client.put(path, headers=auth, json={"ends_at": "2026-05-01T00:00:00Z", "status": "paused"}), 400,
+                 "'ends_at' must be after 'starts_at' (2026-06-01T00:00:00.000000Z)")
+    assert get_json(client, auth, path) == created
+
+
+def test_the_list_leaves_archived_campaigns_out_unless_its_status_asks(client: Any, auth: dict[str, str]) -> None:
+    active = create(client, auth)
+    paused = create(client, auth, {**CAMPAIGN, "status": "paused"})
+    archived = create(client, auth, {**CAMPAIGN, "status": "archived"})
+
+    def ids(query: str) -> list[int]:
+        return [c["id"] for c in get_json(client, auth, f"/admin/campaigns{query}")]
+
+    assert ids("") == [paused["id"], active["id"]]
+    assert ids("?status=archived") == [archived["id"]]
+    assert ids("?status=active,archived&platforms=Android") == [archived["id"], active["id"]]
+    page = get_json(client, auth, "/admin/campaigns?status=archived,paused&limit=1")
+    assert [c["id"] for c in page["campaigns"]] == [archived["id"]]
+    client.put(f"/admin/campaigns/{archived['id']}", headers=auth, json={"status": "active"})
+    assert ids("") == [archived["id"], paused["id"], active["id"]]
+    assert_error(client.get("/admin/campaigns?status=deleted", headers=auth), 400,
+                 "unknown status(es) ['deleted'] in 'status'; known: ['active', 'paused', 'archived']")
+    assert_error(client.get("/admin/campaigns?status=", headers=auth), 400, "unknown status(es) ['']")
 
 
 def get_json(client: Any, auth: dict[str, str], path: str, **kwargs: Any) -> Any:
@@ -688,7 +758,7 @@ def test_stats_by_day_follow_the_time_zone_through_a_23_hour_day(
     assert [b["iphone_click_count"] for b in stats["buckets"]] == [0, 1, 1]
     assert [b["windowsphone_click_count"] for b in stats["buckets"]] == [0, 1, 0]
     assert [b["bot_click_count"] for b in stats["buckets"]] == [0, 1, 0]
-    assert stats["totals"] == {"click_count": 5, "android_click_count": 2, "iphone_click_count": 2,
+    assert stats["totals"] == {**zero_counters(), "click_count": 5, "android_click_count": 2, "iphone_click_count": 2,
                                "windowsphone_click_count": 1, "bot_click_count": 1, "unique_visitors": 0}
     assert stats["as_of"] is not None and stats["as_of"].endswith("Z")
 
@@ -715,18 +785,23 @@ def test_stats_default_to_the_last_seven_utc_days_by_day(
 
 def test_stats_as_csv_one_row_per_bucket(client: Any, auth: dict[str, str], count_clicks: Any) -> None:
     cid = create(client, auth)["id"]
-    count_clicks([ClickEvent.new(cid, "IPhone", producer=P, now=at("2026-06-01T10:20:00+00:00"))])
+    count_clicks([ClickEvent.new(cid, "IPhone", producer=P, now=at("2026-06-01T10:20:00+00:00")),
+                  ClickEvent.new(cid, "Android", producer=P, now=at("2026-06-01T11:40:00+00:00"), inactive=True)])
     query = "from=2026-06-01T09:00Z&to=2026-06-01T12:00Z&granularity=hour&tz=Asia/Tokyo"
     for answer in (client.get(f"/admin/campaigns/{cid}/stats?{query}&format=csv", headers=auth),
                    client.get(f"/admin/campaigns/{cid}/stats?{query}", headers={**auth, "Accept": "text/csv"})):
         assert answer.headers["Content-Disposition"] == f'attachment; filename="campaign-{cid}-stats-hour.csv"'
         rows = read_csv(answer)
-        assert [(r["start"], r["iphone_click_count"]) for r in rows] == [
-            ("2026-06-01T18:00:00+09:00", "0"), ("2026-06-01T19:00:00+09:00", "1"),
-            ("2026-06-01T20:00:00+09:00", "0")]
+        assert [(r["start"], r["iphone_click_count"], r["inactive_click_count"], r["android_inactive_click_count"])
+                for r in rows] == [("2026-06-01T18:00:00+09:00", "0", "0", "0"),
+                                   ("2026-06-01T19:00:00+09:00", "1", "0", "0"),
+                                   ("2026-06-01T20:00:00+09:00", "0", "1", "1")]
         assert list(rows[0]) == ["start", "end", "click_count", "android_click_count", "iphone_click_count",
-                                 "windowsphone_click_count", "bot_click_count", "unique_visitors",
-                                 "range_unique_visitors"]
+                                 "windowsphone_click_count", "bot_click_count", "inactive_click_count",
+                                 "android_inactive_click_count", "iphone_inactive_click_count",
+                                 "windowsphone_inactive_click_count", "unique_visitors", "range_unique_visitors"]
+    stats = get_json(client, auth, f"/admin/campaigns/{cid}/stats?{query}")
+    assert (stats["totals"]["click_count"], stats["totals"]["inactive_click_count"]) == (1, 1)
 
 
 def test_unique_visitors_count_each_visitor_once_per_bucket_and_over_the_range(
@@ -741,6 +816,8 @@ def test_unique_visitors_count_each_visitor_once_per_bucket_and_over_the_range(
         ClickEvent.new(cid, "Android", producer=P, now=at("2026-06-01T11:20:00+00:00"), visitor=second),
         ClickEvent.new(cid, "Android", producer=P, now=at("2026-06-01T11:30:00+00:00")),  # made before visitor keys
         ClickEvent.new(cid, "Android", producer=P, now=at("2026-06-01T11:40:00+00:00"), bot=True, visitor="c" * 16),
+        ClickEvent.new(cid, "Android", producer=P, now=at("2026-06-01T11:50:00+00:00"), inactive=True,
+                       visitor="d" * 16),  # counted apart, as a bot is: no visitor either
     ])
     query = f"/admin/campaigns/{cid}/stats?from=2026-06-01T09:00Z&to=2026-06-01T13:00Z&granularity=hour"
     stats = get_json(client, auth, query)
@@ -906,10 +983,14 @@ def test_real_answers_match_the_documented_schemas(
     client: Any, auth: dict[str, str], openapi_doc: dict[str, Any], count_clicks: Any
 ) -> None:
     created = create(client, auth, {**CAMPAIGN, "platform_urls": {"Android": "https://play.google.com/x"}})
-    count_clicks([ClickEvent.new(created["id"], "Android", producer=P)])
+    count_clicks([ClickEvent.new(created["id"], "Android", producer=P),
+                  ClickEvent.new(created["id"], "IPhone", producer=P, inactive=True)])
     campaign = get_json(client, auth, f"/admin/campaigns/{created['id']}")
-    for body in (created, campaign):
+    limited = create(client, auth, {**CAMPAIGN, **LIFECYCLE})
+    for body in (created, campaign, limited):
         validator(openapi_doc, "Campaign").validate(body)
+    validator(openapi_doc, "NewCampaign").validate({**CAMPAIGN, **LIFECYCLE})
+    validator(openapi_doc, "CampaignChanges").validate({"ends_at": None})
     validator(openapi_doc, "CampaignPage").validate(get_json(client, auth, "/admin/campaigns?limit=5"))
     validator(openapi_doc, "Stats").validate(get_json(client, auth, f"/admin/campaigns/{created['id']}/stats"))
     validator(openapi_doc, "Error").validate(client.get("/admin/campaigns/1", headers=auth).get_json())

@@ -222,7 +222,7 @@ def test_a_stalled_pubsub_costs_three_waits_then_clicks_stop_waiting_until_a_pub
     assert len(lines) == 3 and all(line["severity"] == "ERROR" and line["outcome"] == "unknown" for line in lines)
     for line in lines:
         assert set(line["event"]) == {"click_id", "campaign_id", "platform", "ts", "user_agent", "referrer", "bot",
-                                      "producer", "seq", "visitor", "v"}
+                                      "producer", "seq", "v"}
         assert line["click_id"] == line["event"]["click_id"] and line["event"]["campaign_id"] == campaign
         assert line["topic"].endswith("/topics/" + pubsub_topic(line)) and "NotConfirmed" in line["error"]
     events = pulled_events(project, subscription)

@@ -14,7 +14,7 @@ from conftest import function_app
 from datasketches import hll_sketch
 
 from shared.config import Settings
-from shared.counting import Applier, Delivery, Journal, footprint, new_entry_id
+from shared.counting import Applier, Delivery, Journal, Row, new_entry_id
 from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
 from shared.sketches import LG_K, VisitorUnion
@@ -174,17 +174,21 @@ def test_entries_journaled_before_visitor_keys_still_count(db: Any, store: Campa
     assert visitors_shown(store, campaign) == 1
 
 
-def test_a_visitor_in_several_hours_and_platforms_of_a_day_is_one_bots_none(db: Any, store: CampaignStore) -> None:
+def test_a_visitor_in_several_hours_and_platforms_of_a_day_is_one_bots_and_inactive_clicks_none(
+    db: Any, store: CampaignStore
+) -> None:
     campaign, producer = new_campaign(store), Producer()
     events = [ClickEvent.new(campaign, platform, producer=producer, now=START + timedelta(hours=hour), visitor=visitor)
               for visitor, platform, hour in (("a" * 16, "Android", 1), ("a" * 16, "IPhone", 7),
                                               ("a" * 16, "Android", 1), ("b" * 16, "Android", 1))]
     events.append(ClickEvent.new(campaign, "Android", producer=producer, now=START, bot=True, visitor="c" * 16))
+    events.append(ClickEvent.new(campaign, "Android", producer=producer, now=START, inactive=True, visitor="d" * 16))
     journal(db, events)
     Applier(db, HORIZON).apply(LONG_AGO)
     assert visitors_shown(store, campaign) == 2
-    # A campaign, a day and a producer, and two sketches (Android at 01:00, iPhone at 07:00): the bot's none.
-    assert footprint(events) == 1 + 1 + 1 + 2
+    # A campaign, a day and a producer, and two sketches (Android at 01:00, iPhone at 07:00): none for the
+    # bot or the inactive click.
+    assert len({key for event in events for key in Row.of(event).touches()}) == 1 + 1 + 1 + 2
 
 
 def test_each_run_makes_todays_and_tomorrows_salt_and_never_replaces_one(

@@ -8,7 +8,7 @@ import zlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from shared.counting import MAX_WRITES_PER_COMMIT, Ledger, Row, _entries, footprint, pack, unpack
+from shared.counting import MAX_WRITES_PER_COMMIT, Ledger, Row, _entries, grouped_by_writes, pack, unpack
 from shared.events import ClickEvent, Producer
 from shared.sketches import MAX_SKETCH_BYTES
 
@@ -75,16 +75,45 @@ def test_journal_rows_keep_what_counting_needs() -> None:
               ClickEvent.new(8, None, producer=producer, bot=True, now=at),
               ClickEvent("c" * 32, 9, "Android", at)]  # schema 1: no producer
     rows = unpack(pack(events))
-    assert rows == [Row(producer.id, 1, "", 7, "IPhone", False, T, "0123456789abcdef"),
-                    Row(producer.id, 2, "", 8, None, True, T), Row("", 0, "c" * 32, 9, "Android", False, T)]
+    assert rows == [Row(producer.id, 1, "", 7, "IPhone", False, T, False, "0123456789abcdef"),
+                    Row(producer.id, 2, "", 8, None, True, T, False, ""),
+                    Row("", 0, "c" * 32, 9, "Android", False, T, False, "")]
     assert [row.counters() for row in rows] == [("click_count", "iphone_click_count"), ("bot_click_count",),
                                                 ("click_count", "android_click_count")]
     assert [row.sketch() for row in rows] == ["IPhone", None, None]
 
 
-def test_rows_journaled_before_visitor_keys_read_without_one() -> None:
-    old = zlib.compress(json.dumps([["a" * 16, 1, "", 7, "Android", False, T]]).encode())
-    assert unpack(old) == [Row("a" * 16, 1, "", 7, "Android", False, T, "")]
+def test_an_inactive_click_counts_apart_per_platform_and_a_bot_stays_a_bot() -> None:
+    producer = Producer()
+    at = datetime.fromtimestamp(T, timezone.utc)
+    # a visitor key made by mistake changes nothing: the visitors are those of the clicks the totals count
+    events = [ClickEvent.new(7, "WindowsPhone", producer=producer, now=at, inactive=True, visitor="0123456789abcdef"),
+              ClickEvent.new(7, "Android", producer=producer, now=at, bot=True, inactive=True),
+              ClickEvent.new(7, None, producer=producer, now=at, bot=True, inactive=True)]
+    rows = unpack(pack(events))
+    assert [row.inactive for row in rows] == [True, True, True]
+    assert [row.counters() for row in rows] == [
+        ("inactive_click_count", "windowsphone_inactive_click_count"), ("bot_click_count",), ("bot_click_count",)]
+    assert [row.sketch() for row in rows] == [None, None, None]
+
+
+def test_rows_journaled_before_inactive_existed_still_unpack_as_active_clicks() -> None:
+    before = zlib.compress(json.dumps([["a" * 16, 3, "", 7, "IPhone", False, T]]).encode())  # as pack wrote them
+    [row] = unpack(before)
+    assert row == Row("a" * 16, 3, "", 7, "IPhone", False, T, False, "")
+    assert row.counters() == ("click_count", "iphone_click_count") and row.sketch() is None
+
+
+def test_rows_journaled_with_only_the_inactive_flag_or_only_the_visitor_key_unpack_with_it() -> None:
+    # As pack wrote them when each of the two was new: the flag or the key after ts, alone.
+    flagged = zlib.compress(json.dumps([["a" * 16, 4, "", 7, "IPhone", False, T, True]]).encode())
+    keyed = zlib.compress(json.dumps([["a" * 16, 5, "", 7, "IPhone", False, T, "0123456789abcdef"]]).encode())
+    [inactive] = unpack(flagged)
+    assert inactive == Row("a" * 16, 4, "", 7, "IPhone", False, T, True, "")
+    assert inactive.counters() == ("inactive_click_count", "iphone_inactive_click_count")
+    [visitor] = unpack(keyed)
+    assert visitor == Row("a" * 16, 5, "", 7, "IPhone", False, T, False, "0123456789abcdef")
+    assert visitor.counters() == ("click_count", "iphone_click_count") and visitor.sketch() == "IPhone"
 
 
 def test_a_batch_is_cut_into_entries_each_applied_in_one_commit() -> None:
@@ -94,8 +123,8 @@ def test_a_batch_is_cut_into_entries_each_applied_in_one_commit() -> None:
     events = [(str(i), ClickEvent.new(i + 1, "Android", producer=producer, now=at)) for i in range(1000)]
     entries = _entries(events)
     assert [message_id for entry in entries for message_id, _ in entry] == [str(i) for i in range(1000)]
-    assert len(entries) == 5
-    assert all(footprint([e for _, e in entry]) + 1 <= MAX_WRITES_PER_COMMIT for entry in entries)
+    assert len(entries) == 5  # 249 campaigns, their 249 days, the producer and the entry's delete: 500
+    assert [len(entry) for entry in entries] == [249, 249, 249, 249, 4]
     one_campaign = [(str(i), ClickEvent.new(1, "Android", producer=producer, now=at)) for i in range(1000)]
     assert len(_entries(one_campaign)) == 1
 
@@ -108,7 +137,8 @@ def test_each_sketch_an_entry_changes_takes_its_share_of_the_commit() -> None:
                                       visitor=f"{i:016x}")) for i in range(1000)]
     entries = _entries(events)
     assert len(entries) == 3
-    assert all(footprint([e for _, e in entry]) + 1 <= MAX_WRITES_PER_COMMIT for entry in entries)
+    assert all(len({key for _, e in entry for key in Row.of(e).touches()}) + 1 <= MAX_WRITES_PER_COMMIT
+               for entry in entries)
     anonymous = [(i, ClickEvent(**{**vars_of(e), "visitor": ""})) for i, e in events]
     assert len(_entries(anonymous)) == 1  # without visitors: the campaign, its 42 days, the producer
 
@@ -120,3 +150,12 @@ def test_a_commit_full_of_sketches_and_a_day_of_them_stay_within_firestores_limi
 
 def vars_of(event: ClickEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in event.__slots__}
+
+
+def test_a_group_counts_each_document_once_however_many_items_touch_it() -> None:
+    shared = [("campaign", 1), ("day", 1, 20000), ("producer", "p")]
+    items = [shared + [("record", str(i))] for i in range(600)]  # three documents in common, one of their own
+    groups = grouped_by_writes(items, lambda keys: keys, per_item=1, per_group=0)
+    # 3 shared + 248 records + 248 entry deletes = 499; one more item would make 501
+    assert [len(group) for group in groups] == [248, 248, 104]
+    assert grouped_by_writes([], lambda keys: keys, per_item=1, per_group=0) == []
