@@ -21,10 +21,11 @@ from helpers import publish, pull_all, push_cloud_event_headers, push_envelope
 
 from local import emulators
 from shared.config import Settings
-from shared.counting import Applier, Journal, hour_of
+from shared.counting import Applier, Journal
 from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
 from shared.store import CampaignStore, read_as_of
+from shared.utc import hour_of
 
 NOW = datetime.now(timezone.utc)
 T0 = hour_of(NOW) - timedelta(hours=2) + timedelta(minutes=15)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
-from shared.counting import MAX_WRITES_PER_COMMIT, Ledger, Row, _entries, footprint, pack, unpack
+from shared.counting import Ledger, Row, _entries, footprint, pack, unpack
 from shared.events import ClickEvent, Producer
+from shared.store import MAX_WRITES_PER_COMMIT
 
 T = 1_800_000_000  # an epoch second
 
