@@ -203,8 +203,7 @@ def start_server(spec: ServerSpec, base_env: dict[str, str], probe_path: str, lo
     log_path = log_dir / f"{spec.name}.log"
     with log_path.open("wb") as log:
         started = time.monotonic()
-        process = subprocess.Popen(command, env=env, cwd=spec.source.parent, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = emulators.start_session(command, env=env, cwd=spec.source.parent, log=log)
     server = Server(spec, port, process, log_path, proxy)
     try:
         listening = _wait_first_redirect(server, probe_path)
