@@ -95,7 +95,7 @@ RUN_REFERRER = "https://bench.example/run/{}"  # one per wrk run; the click even
 STALL_STARTS_AFTER_S = 1.0
 # Pulls in flight at once when draining a subscription: the emulator answers at most 100 messages a pull.
 PULLERS = 4
-PULL_TIMEOUT_S = 30.0
+PULL_TIMEOUT_S = 30.0  # each pull is answered at once: only a hung emulator makes one wait for this
 # At the end, how long a click not yet traced may take to arrive after the last one that did
 # before it counts as lost.
 SETTLE_PATIENCE_S = 30.0
@@ -395,7 +395,7 @@ class Bench:
         Only what waits now is pulled: a click still on its way is pulled by the
         next drain, or by :meth:`settle`.
         """
-        arrived = []
+        arrived: list[ClickEvent] = []
         if server.spec.topic is not None and server.spec.track:
             arrived = pull_waiting(self.project, server.spec.topic + "-sub")
             self.published += arrived
@@ -407,7 +407,8 @@ class Bench:
         track_servers = [server for server in self.servers.values() if server.spec.track]
         last_arrival = time.monotonic()
         while True:
-            if [event for server in track_servers for event in self.drain(server)]:
+            arrived = [event for server in track_servers for event in self.drain(server)]
+            if arrived:
                 last_arrival = time.monotonic()
             accounting = account(self.runs, self.published, [e for s in track_servers for e in logged(s)])
             if accounting.lost == 0 or time.monotonic() - last_arrival > SETTLE_PATIENCE_S:

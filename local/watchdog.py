@@ -59,6 +59,7 @@ def living(groups: set[int]) -> set[int]:
 def stop(groups: set[int], grace_seconds: float = GRACE_SECONDS) -> None:
     for group in groups:
         _signal(group, signal.SIGTERM)
+        _signal(group, signal.SIGCONT)  # a stopped group (the hotpath bench's stalled Pub/Sub) acts on it only then
     deadline = time.monotonic() + grace_seconds
     while living(groups) and time.monotonic() < deadline:
         time.sleep(_POLL_SECONDS)
