@@ -73,6 +73,7 @@ from shared.ids import keyed_ids  # noqa: E402
 from shared.platforms import PLATFORMS  # noqa: E402
 from shared.sketches import VisitorUnion  # noqa: E402
 from shared.store import CLICKS, PRODUCERS, CampaignStore  # noqa: E402
+from shared.utc import as_utc, hour_of  # noqa: E402
 
 TRACK_SERVER_THREADS = 32
 # Not a real host, so a redirect to it is never mistaken for a counted click.
@@ -118,8 +119,7 @@ class GroundTruth:
             raise ValueError("only a bot click may come without a platform")
         if visitor and not bot:
             self._visitors[campaign_id].add(visitor)
-        utc = ts.astimezone(timezone.utc)
-        hour = datetime(utc.year, utc.month, utc.day, utc.hour, tzinfo=timezone.utc)
+        hour = hour_of(ts)
         for bucket in (self._totals[campaign_id], self._hourly[campaign_id][hour]):
             # A bot click counts only as a bot click, platform or not: not in the total, not per platform.
             if bot:
@@ -248,7 +248,7 @@ def random_draw(campaigns: Sequence[CampaignSpec], mix: Mix, rng: random.Random,
 
 def visitor_key(visitor: int, ts: datetime) -> str:
     """A synthetic visitor's key on the UTC day of ``ts``: one per visitor and day, as the day's salt makes it."""
-    return hashlib.sha256(f"{visitor}/{ts.astimezone(timezone.utc):%Y%m%d}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{visitor}/{as_utc(ts):%Y%m%d}".encode()).hexdigest()[:16]
 
 
 def schema_1_payload(event: ClickEvent) -> bytes:
@@ -387,14 +387,9 @@ def read_state(store: CampaignStore, campaigns: Sequence[CampaignSpec]) -> State
     start, end = now - timedelta(days=30), now + timedelta(days=1)
     return {
         c.id: (dict(store.get(c.id).counters),
-               {_plain(hour): dict(counts) for hour, counts in store.hourly(c.id, start, end).counts.items()})
+               {hour: dict(counts) for hour, counts in store.hourly(c.id, start, end).counts.items()})
         for c in campaigns
     }
-
-
-def _plain(moment: datetime) -> datetime:
-    """Firestore's timestamp type as a plain UTC datetime, not rounded: a bucket off the hour must show."""
-    return datetime.fromtimestamp(moment.timestamp(), timezone.utc)
 
 
 def settled_state(

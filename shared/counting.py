@@ -62,13 +62,24 @@ from shared.events import ClickEvent
 from shared.logs import get_logger
 from shared.platforms import BOT_FIELD, INACTIVE_FIELD, INACTIVE_PLATFORM_FIELDS, PLATFORM_FIELDS, TOTAL_FIELD
 from shared.sketches import add_visitors
-from shared.store import COUNTS, JOURNAL, VISITORS, campaign_ref, click_ref, day_hour_field, day_ref, producer_ref
+from shared.store import (
+    COUNTS,
+    DOCUMENT_NAME,
+    JOURNAL,
+    MAX_WRITES_PER_COMMIT,
+    VISITORS,
+    campaign_ref,
+    click_ref,
+    day_hour_field,
+    day_ref,
+    producer_ref,
+)
+from shared.utc import from_epoch_seconds
 
 log = get_logger("counting")
 
 T = TypeVar("T")
 
-MAX_WRITES_PER_COMMIT = 500  # Firestore's limit for one commit
 # How far ahead of the aggregator's clock a producer's clock may run; also how far behind
 # the horizon a producer's clock may have stepped back between two of its events.
 CLOCK_SKEW = timedelta(hours=1)
@@ -97,10 +108,6 @@ def counter_deltas(events: Iterable[ClickEvent]) -> Counter[str]:
             deltas[TOTAL_FIELD] += 1
             deltas[PLATFORM_FIELDS[event.platform]] += 1
     return deltas
-
-
-def hour_of(moment: datetime) -> datetime:
-    return moment.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
 def utc_now() -> datetime:
@@ -288,7 +295,7 @@ class Ledger:
         return cls([flat[i:i + 3] for i in range(0, len(flat), 3)], int(data.get("newest", 0)))
 
     def document(self, horizon: timedelta) -> dict[str, Any]:
-        expire_at = datetime.fromtimestamp(self.newest, timezone.utc) + horizon + timedelta(days=1)
+        expire_at = from_epoch_seconds(self.newest) + horizon + timedelta(days=1)
         return {"ranges": [n for r in self.ranges for n in r], "newest": self.newest, "expire_at": expire_at}
 
     def __contains__(self, seq: int) -> bool:
@@ -361,7 +368,7 @@ class Applier:
         """
         result = Applied()
         while time.monotonic() < deadline:
-            query = self.db.collection(JOURNAL).order_by("__name__").limit(_ENTRIES_PER_PAGE)
+            query = self.db.collection(JOURNAL).order_by(DOCUMENT_NAME).limit(_ENTRIES_PER_PAGE)
             entries = list(query.stream(timeout=CALL_TIMEOUT_SECONDS))
             if not entries:
                 result.complete = True
@@ -465,7 +472,7 @@ class Applier:
                 hours[(event.campaign_id, hour, name)] += 1
             platform = event.sketch()
             if platform is not None:
-                field_name = day_hour_field(datetime.fromtimestamp(hour, timezone.utc))
+                field_name = day_hour_field(from_epoch_seconds(hour))
                 visitors[(event.campaign_id, hour - hour % 86400)][(field_name, platform)].add(event.visitor)
         for campaign_id, deltas in totals.items():
             # update, not set: a campaign deleted since it was read fails the commit, and is not recreated.
@@ -473,11 +480,11 @@ class Applier:
                          {f"{COUNTS}.{name}": firestore.Increment(n) for name, n in deltas.items()})
         days: defaultdict[tuple[int, int], dict[str, dict[str, firestore.Increment]]] = defaultdict(dict)
         for (campaign_id, hour, name), n in hours.items():
-            field_name = day_hour_field(datetime.fromtimestamp(hour, timezone.utc))
+            field_name = day_hour_field(from_epoch_seconds(hour))
             days[(campaign_id, hour - hour % 86400)].setdefault(field_name, {})[name] = firestore.Increment(n)
         sketched = self._days(visitors)
         for (campaign_id, day), counts in days.items():
-            moment = datetime.fromtimestamp(day, timezone.utc)
+            moment = from_epoch_seconds(day)
             ref = day_ref(self.db, campaign_id, moment)
             snapshot = sketched.get(ref.path)
             if snapshot is None:  # no sketch to change: the increments need no read
@@ -499,8 +506,7 @@ class Applier:
 
     def _days(self, visitors: Mapping[tuple[int, int], Mapping[tuple[str, str], set[str]]]) -> dict[str, Any]:
         """The day documents whose sketches change, by path: only the sketches that change are read."""
-        refs = [day_ref(self.db, campaign_id, datetime.fromtimestamp(day, timezone.utc))
-                for campaign_id, day in visitors]
+        refs = [day_ref(self.db, campaign_id, from_epoch_seconds(day)) for campaign_id, day in visitors]
         if not refs:
             return {}
         fields = sorted({f"{VISITORS}.{h}.{platform}" for cells in visitors.values() for h, platform in cells})

@@ -28,6 +28,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from shared.store import SALTS
+from shared.utc import as_utc
 
 SALT_BYTES = 32
 KEY_HEX_DIGITS = 16
@@ -37,7 +38,7 @@ SALT_LIFETIME = timedelta(days=2)
 
 def salt_day(moment: datetime) -> date:
     """The UTC day whose salt keys a click made at ``moment``."""
-    return moment.astimezone(timezone.utc).date()
+    return as_utc(moment).date()
 
 
 def salt_id(day: date) -> str:

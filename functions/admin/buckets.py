@@ -23,13 +23,14 @@ import zoneinfo
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from functools import cache
 
 from shared.errors import BadRequest
 from shared.models import Counters, zero_counters
 from shared.platforms import COUNTER_FIELDS
 from shared.sketches import VisitorUnion
+from shared.utc import as_utc, hour_of
 
 HOUR = "hour"
 DAY = "day"
@@ -108,14 +109,9 @@ def parse_moment(raw: str, tz: zoneinfo.ZoneInfo, name: str) -> datetime:
     return moment.replace(tzinfo=tz) if moment.tzinfo is None else moment
 
 
-def _utc_hour(moment: datetime) -> datetime:
-    """The start of the UTC hour holding ``moment``."""
-    return moment.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
-
-
 def _day_start(day: date, tz: zoneinfo.ZoneInfo) -> datetime:
     """The first whole UTC hour of a local day (where midnight does not exist, the day starts later)."""
-    return _utc_hour(datetime.combine(day, time(), tz))
+    return hour_of(datetime.combine(day, time(), tz))
 
 
 def _day_of(moment: datetime, tz: zoneinfo.ZoneInfo) -> date:
@@ -132,7 +128,7 @@ def _midnight(moment: datetime, tz: zoneinfo.ZoneInfo) -> date | None:
 
 def _floor(moment: datetime, granularity: str, tz: zoneinfo.ZoneInfo) -> datetime:
     if granularity == HOUR:
-        return _utc_hour(moment)
+        return hour_of(moment)
     return _day_start(_midnight(moment, tz) or _day_of(moment, tz), tz)
 
 
@@ -191,7 +187,7 @@ def _buckets(start: datetime, end: datetime, granularity: str, tz: zoneinfo.Zone
 
 def _bucket_of(stats_range: StatsRange, starts: list[datetime], hour: datetime) -> int | None:
     """The index of the bucket holding the UTC hour starting at ``hour``; None outside the range."""
-    index = bisect_right(starts, hour.astimezone(timezone.utc)) - 1
+    index = bisect_right(starts, as_utc(hour)) - 1
     return index if index >= 0 and hour < stats_range.buckets[index].end else None
 
 

@@ -18,7 +18,7 @@ from shared.counting import Applier, Delivery, Journal, Row, new_entry_id
 from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
 from shared.sketches import LG_K, VisitorUnion
-from shared.store import CampaignStore
+from shared.store import DOCUMENT_NAME, CampaignStore
 
 # Clicks on fixed past dates: counted with a horizon that reaches them.
 HORIZON = timedelta(days=3650)
@@ -140,7 +140,7 @@ def test_two_appliers_racing_on_one_day_lose_no_visitor(db: Any, store: Campaign
     for producer in (Producer(), Producer()):  # two entries, of one hour and platform, with no ledger in common
         journal(db, [ClickEvent.new(campaign, "Android", producer=producer, now=at, visitor=key(rng))
                      for _ in range(50)])
-    first_entry, second_entry = db.collection("journal").order_by("__name__").stream()
+    first_entry, second_entry = db.collection("journal").order_by(DOCUMENT_NAME).stream()
     first, second = Applier(db, HORIZON), Applier(db, HORIZON)
     raced: list[Any] = []
     read_days = first._days

@@ -8,9 +8,10 @@ import zlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from shared.counting import MAX_WRITES_PER_COMMIT, Ledger, Row, _entries, grouped_by_writes, pack, unpack
+from shared.counting import Ledger, Row, _entries, grouped_by_writes, pack, unpack
 from shared.events import ClickEvent, Producer
 from shared.sketches import MAX_SKETCH_BYTES
+from shared.store import MAX_WRITES_PER_COMMIT
 
 T = 1_800_000_000  # an epoch second
 
