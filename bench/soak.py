@@ -89,7 +89,9 @@ BROWSER_USER_AGENT = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.
 TOTAL = "click_count"
 BOTS = "bot_click_count"
 PLATFORM_COUNTER = {platform: f"{platform.lower()}_click_count" for platform in PLATFORMS}
-EXPECTED_FIELDS = (TOTAL, *PLATFORM_COUNTER.values(), BOTS)
+# The soak's clicks are all on active campaigns: these stay 0, and must be answered as 0.
+INACTIVE = ("inactive_click_count", *(f"{platform.lower()}_inactive_click_count" for platform in PLATFORMS))
+EXPECTED_FIELDS = (TOTAL, *PLATFORM_COUNTER.values(), BOTS, *INACTIVE)
 
 # Every non-empty platform set, the full set first (it goes to the hot campaign).
 PLATFORM_SETS: list[tuple[str, ...]] = [

@@ -61,7 +61,7 @@ from shared.errors import InvalidEvent
 from shared.events import ClickEvent
 from shared.logs import get_logger
 from shared.platforms import BOT_FIELD, INACTIVE_FIELD, INACTIVE_PLATFORM_FIELDS, PLATFORM_FIELDS, TOTAL_FIELD
-from shared.sketches import add_visitors
+from shared.sketches import MAX_SKETCH_BYTES, add_visitors
 from shared.store import (
     COUNTS,
     DOCUMENT_NAME,
@@ -77,6 +77,10 @@ from shared.store import (
 from shared.utc import from_epoch_seconds
 
 log = get_logger("counting")
+
+SKETCH = "sketch"
+# Sketches one commit rewrites at most: with the rest of a commit, far within Firestore's 10 MiB request.
+MAX_SKETCHES_PER_COMMIT = 8 * 1024 * 1024 // MAX_SKETCH_BYTES
 
 T = TypeVar("T")
 
@@ -141,21 +145,35 @@ class Received:
 def grouped_by_writes(items: Iterable[T], touched: Callable[[T], Iterable[Hashable]], per_item: int,
                       per_group: int) -> list[list[T]]:
     """Consecutive items in groups that each fit one commit: the distinct documents the group's
-    items touch, plus ``per_item`` writes each and ``per_group`` for the group."""
+    items touch, plus ``per_item`` writes each and ``per_group`` for the group, within Firestore's
+    500 writes; and the distinct sketches they change (keys tagged ``SKETCH``), within what a
+    commit's request can carry."""
     groups: list[list[T]] = []
     current: list[T] = []
     seen: set[Hashable] = set()
+    writes = sketches = 0
     for item in items:
-        keys = set(touched(item))
-        if current and len(seen) + len(keys - seen) + per_item * (len(current) + 1) + per_group \
-                > MAX_WRITES_PER_COMMIT:
+        fresh = [key for key in touched(item) if key not in seen]
+        fresh_sketches = sum(1 for key in set(fresh) if _is_sketch(key))
+        fresh_writes = len(set(fresh)) - fresh_sketches
+        if current and (writes + fresh_writes + per_item * (len(current) + 1) + per_group > MAX_WRITES_PER_COMMIT
+                        or sketches + fresh_sketches > MAX_SKETCHES_PER_COMMIT):
             groups.append(current)
-            current, seen = [], set()
+            current, seen, writes, sketches = [], set(), 0, 0
+            fresh = list(touched(item))
+            fresh_sketches = sum(1 for key in set(fresh) if _is_sketch(key))
+            fresh_writes = len(set(fresh)) - fresh_sketches
         current.append(item)
-        seen |= keys
+        seen.update(fresh)
+        writes += fresh_writes
+        sketches += fresh_sketches
     if current:
         groups.append(current)
     return groups
+
+
+def _is_sketch(key: Hashable) -> bool:
+    return isinstance(key, tuple) and bool(key) and key[0] == SKETCH
 
 
 class Journal:
@@ -234,14 +252,14 @@ class Row(NamedTuple):
         """What counting this click writes: its campaign, the campaign's day, and its producer's ledger
         (or, for a schema 1 event, its dedup record), each written once per commit however many of the
         commit's clicks touch it; and the hourly sketch its visitor goes into. A sketch is a field of
-        the day, but it is rewritten whole (up to ``shared.sketches.MAX_SKETCH_BYTES``, some 8.5 KB), so
-        counting each against the commit's writes keeps a commit's request far within Firestore's 10 MiB."""
+        the day, so it costs no write of its own, but it is rewritten whole (up to
+        ``shared.sketches.MAX_SKETCH_BYTES``, some 8.5 KB), so a commit holds a bounded number."""
         documents = (("campaign", self.campaign_id), ("day", self.campaign_id, self.ts // 86400),
                      ("producer", self.producer) if self.producer else ("record", self.click_id))
         platform = self.sketch()
         if platform is None:
             return documents
-        return (*documents, ("sketch", self.campaign_id, self.ts - self.ts % 3600, platform))
+        return (*documents, (SKETCH, self.campaign_id, self.ts - self.ts % 3600, platform))
 
     def counters(self) -> tuple[str, ...]:
         """The counters this click adds one to; bots, and clicks the campaign could not count, count apart

@@ -8,7 +8,7 @@ import zlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from shared.counting import Ledger, Row, _entries, grouped_by_writes, pack, unpack
+from shared.counting import MAX_SKETCHES_PER_COMMIT, SKETCH, Ledger, Row, _entries, grouped_by_writes, pack, unpack
 from shared.events import ClickEvent, Producer
 from shared.sketches import MAX_SKETCH_BYTES
 from shared.store import MAX_WRITES_PER_COMMIT
@@ -130,22 +130,24 @@ def test_a_batch_is_cut_into_entries_each_applied_in_one_commit() -> None:
     assert len(_entries(one_campaign)) == 1
 
 
-def test_each_sketch_an_entry_changes_takes_its_share_of_the_commit() -> None:
+def test_the_sketches_an_entry_changes_are_bounded_apart_from_its_writes() -> None:
     producer = Producer()
     start = datetime.fromtimestamp(T, timezone.utc)
     # One campaign, a click an hour, each a visitor: a sketch each (and a day every 24).
     events = [(str(i), ClickEvent.new(1, "Android", producer=producer, now=start + timedelta(hours=i),
                                       visitor=f"{i:016x}")) for i in range(1000)]
     entries = _entries(events)
-    assert len(entries) == 3
-    assert all(len({key for _, e in entry for key in Row.of(e).touches()}) + 1 <= MAX_WRITES_PER_COMMIT
-               for entry in entries)
+    assert [len(entry) for entry in entries] == [MAX_SKETCHES_PER_COMMIT, 1000 - MAX_SKETCHES_PER_COMMIT]
+    for entry in entries:
+        keys = {key for _, e in entry for key in Row.of(e).touches()}
+        sketches = {key for key in keys if key[0] == SKETCH}
+        assert len(sketches) <= MAX_SKETCHES_PER_COMMIT and len(keys - sketches) + 1 <= MAX_WRITES_PER_COMMIT
     anonymous = [(i, ClickEvent(**{**vars_of(e), "visitor": ""})) for i, e in events]
     assert len(_entries(anonymous)) == 1  # without visitors: the campaign, its 42 days, the producer
 
 
 def test_a_commit_full_of_sketches_and_a_day_of_them_stay_within_firestores_limits() -> None:
-    assert MAX_WRITES_PER_COMMIT * MAX_SKETCH_BYTES < 10 * 2**20 / 2  # a commit's request: 10 MiB
+    assert MAX_SKETCHES_PER_COMMIT * MAX_SKETCH_BYTES <= 8 * 2**20  # a commit's request: 10 MiB in all
     assert 24 * 3 * MAX_SKETCH_BYTES < 2**20 * 0.75  # a day document, every hour and platform: 1 MiB
 
 
