@@ -372,11 +372,13 @@ ensure_firestore_database() {
 
 # Producers' ledgers (producers/{id}) expire through a TTL policy on expire_at,
 # a day after their newest click leaves the redelivery horizon; so do the dedup
-# records of schema 1 click events (clicks/{click_id}). The field is exempt
-# from indexing: nothing queries it, and an index on it only costs writes.
+# records of schema 1 click events (clicks/{click_id}), and the admin's
+# Idempotency-Key records (idempotency/{hash}) 24 hours after their create. The
+# field is exempt from indexing: nothing queries it, and an index on it only
+# costs writes.
 ensure_firestore_ttl() {
   local group
-  for group in producers clicks; do
+  for group in producers clicks idempotency; do
     ensure_ttl_on "$group"
   done
 }

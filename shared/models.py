@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +21,9 @@ _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 # What the API shows but never takes: ignored in a body, so that what was read can be sent back.
 READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", "as_of", "tracking_links", *COUNTER_FIELDS})
 _WRITABLE_FIELDS = ("redirect_url", "platforms", "platform_urls", "forward_query")
+IDEMPOTENCY_KEY = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+IDEMPOTENCY_KEY_PATTERN = f"^[ -~]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}$"  # printable ASCII, spaces included
 
 Counters = dict[str, int]
 
@@ -54,6 +59,17 @@ class Campaign:
     counters: Counters = field(default_factory=zero_counters)
     as_of: datetime | None = None
     """Clicks are folded into ``counters`` up to this moment (README, "as_of"); None before any."""
+
+    @property
+    def version(self) -> str:
+        """Names the campaign's settings as last written: any edit changes it, counted clicks never do.
+
+        ``updated_at`` is in it, so an edit that writes back the same values
+        is a new version too: whoever read before it has not seen it.
+        """
+        settings = [self.id, self.redirect_url, self.platforms, self.platform_urls, self.forward_query,
+                    rfc3339(self.updated_at)]
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
         """The original o7tracker's shape, plus ``platform_urls``, ``forward_query``, ``bot_click_count`` and
@@ -114,6 +130,13 @@ def check_track_base_url(value: str | None) -> str | None:
         return validate_url(value, TRACK_BASE_URL)
     except BadRequest as exc:
         raise ConfigError(f"{TRACK_BASE_URL}={value!r}: {exc.msg}") from None
+
+
+def validate_idempotency_key(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, value):
+        raise BadRequest(f"{IDEMPOTENCY_KEY} must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters "
+                         "(a UUID, say)")
+    return value
 
 
 def validate_platforms(value: object) -> list[str]:

@@ -9,6 +9,8 @@ Layout::
     journal/{id}                             click events received, not yet counted (shared/counting.py)
     producers/{id}                           the sequence numbers of one producer's counted events
     deletions/{id}                           a deleted campaign whose counters still await cleanup
+    idempotency/{sha256(user, key)}          a create's Idempotency-Key: its body's hash, the campaign it
+                                             made, expire_at (24 h later; TTL removes it)
     aggregator/state                         as_of: how far the shown totals are counted
     aggregator/lease                         the scheduled run that drains the subscription now
 
@@ -31,17 +33,18 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from shared.errors import BadRequest, NotFound
+from shared.errors import BadRequest, NotFound, PreconditionFailed, ServiceUnavailable, UnprocessableContent
 from shared.ids import CampaignIds
 from shared.models import Campaign, Counters, Route, zero_counters
 from shared.platforms import COUNTER_FIELDS
@@ -60,9 +63,16 @@ TOTALS = "totals"
 COUNTS = "counts"
 JOURNAL = "journal"
 PRODUCERS = "producers"
+IDEMPOTENCY = "idempotency"
 AS_OF = "as_of"
+EXPIRE_AT = "expire_at"
 
+IDEMPOTENCY_TTL = timedelta(hours=24)
 _CREATE_ATTEMPTS = 5
+# The aggregator adds to a campaign's counters in its document: a conditional edit that
+# loses the race to such a commit compares again. Commits touch a campaign a few times
+# a minute, so the last of these attempts is for a campaign in a long burst of them.
+_CONDITIONAL_WRITE_ATTEMPTS = 20
 # Deadline of each Firestore call the admin's requests make, a streamed list of
 # every campaign included (10,000 stream in about 3 s from the emulator).
 REQUEST_TIMEOUT_SECONDS = 30.0
@@ -119,6 +129,10 @@ def producer_ref(db: firestore.Client, producer: str) -> firestore.DocumentRefer
     return db.collection(PRODUCERS).document(producer)
 
 
+def idempotency_ref(db: firestore.Client, key_id: str) -> firestore.DocumentReference:
+    return db.collection(IDEMPOTENCY).document(key_id)
+
+
 @functools.cache
 def _platform_set(platforms: tuple[str, ...]) -> frozenset[str]:
     """One shared set per combination: a full track cache holds 100,000 routes but a handful of these."""
@@ -166,6 +180,25 @@ def new_campaign_document(values: dict[str, Any], now: datetime) -> dict[str, An
 
 
 @dataclass(frozen=True)
+class Idempotency:
+    """A create's ``Idempotency-Key``, as stored: whose key it is, and the body it came with."""
+
+    key_id: str
+    """The key's document: a hash of the user and the key, so neither is stored."""
+    body_sha256: str
+
+    @classmethod
+    def of(cls, user: str, key: str, body: Any) -> Idempotency:
+        """The same JSON body hashes alike however its keys are ordered or spaced."""
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return cls(_sha256(json.dumps([user, key])), _sha256(canonical))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
 class CampaignPage:
     campaigns: list[Campaign]
     next_cursor: str | None
@@ -197,8 +230,16 @@ class CampaignStore:
         self.counter_shards = counter_shards
         self.ids = ids
 
-    def create(self, values: dict[str, Any]) -> Campaign:
-        document = new_campaign_document(values, datetime.now(timezone.utc))
+    def create(self, values: dict[str, Any], idempotency: Idempotency | None = None) -> Campaign:
+        """A new campaign; with ``idempotency``, the one its key made within the last 24 hours, if any.
+
+        The key's record is written in the campaign's own commit, on condition
+        that it is still as read (absent, or expired and not yet removed by TTL):
+        of requests racing with one key, one commits, and the others read again
+        and answer its campaign.
+        """
+        now = datetime.now(timezone.utc)
+        document = new_campaign_document(values, now)
         for _ in range(_CREATE_ATTEMPTS):
             campaign_id = self.ids.issue()
             batch = self.db.batch()
@@ -206,12 +247,42 @@ class CampaignStore:
             # Never reuse the id of a deleted campaign whose counters still await
             # cleanup: the cleanup would delete the new campaign's counters.
             batch.delete(deletion_ref(self.db, campaign_id), option=self.db.write_option(exists=False))
+            if idempotency is not None:
+                earlier = self._claim_key(batch, idempotency, campaign_id, now)
+                if earlier is not None:
+                    return earlier
             try:
                 batch.commit(timeout=REQUEST_TIMEOUT_SECONDS)
-            except gexc.AlreadyExists:
-                continue  # a random id collided; draw another
+            except (gexc.AlreadyExists, gexc.FailedPrecondition):
+                continue  # a random id collided, or a request with the same key committed first
             return self._campaign(campaign_id, document, None)
         raise RuntimeError("could not draw an unused campaign id")
+
+    def _claim_key(
+        self, batch: firestore.WriteBatch, idempotency: Idempotency, campaign_id: int, now: datetime
+    ) -> Campaign | None:
+        """The campaign the key made while it is valid; else None, and ``batch`` records the key for ``campaign_id``."""
+        claim = idempotency_ref(self.db, idempotency.key_id).get(timeout=REQUEST_TIMEOUT_SECONDS)
+        record = {"body_sha256": idempotency.body_sha256, "campaign_id": campaign_id, "created_at": now,
+                  EXPIRE_AT: now + IDEMPOTENCY_TTL}
+        if not claim.exists:
+            batch.create(claim.reference, record)
+        elif data_of(claim)[EXPIRE_AT] <= now:  # expired, and TTL has not removed it yet
+            batch.update(claim.reference, record, option=self.db.write_option(last_update_time=claim.update_time))
+        else:
+            return self._created_before(idempotency, data_of(claim))
+        return None
+
+    def _created_before(self, idempotency: Idempotency, claim: dict[str, Any]) -> Campaign:
+        campaign_id = int(claim["campaign_id"])
+        if claim["body_sha256"] != idempotency.body_sha256:
+            raise UnprocessableContent(f"this Idempotency-Key already created campaign {campaign_id} from another "
+                                       "body; use a new key for a new campaign")
+        try:
+            return self.get(campaign_id)
+        except NotFound:
+            raise NotFound(f"campaign {campaign_id}, which this Idempotency-Key created, "
+                           "has since been deleted") from None
 
     def get(self, campaign_id: int) -> Campaign:
         """The campaign with its refreshed totals: two document reads in one round trip."""
@@ -226,7 +297,7 @@ class CampaignStore:
         snapshot = campaign_ref(self.db, campaign_id).get()
         return route_from_document(data_of(snapshot)) if snapshot.exists else None
 
-    def list_page(self, platforms: Sequence[str], limit: int | None, cursor: str | None) -> CampaignPage:
+    def list_page(self, platforms: Sequence[str], limit: int, cursor: str | None) -> CampaignPage:
         """Newest first, keeping campaigns that target every platform in ``platforms``.
 
         Costs one document read per campaign returned, plus one for ``as_of``
@@ -234,49 +305,106 @@ class CampaignStore:
         Firestore (equality on ``targets.<Platform>``, one composite index per
         platform, merged by Firestore for several).
         """
-        if limit is not None and limit < 1:
+        if limit < 1:
             raise BadRequest("limit must be at least 1")
+        query = self._newest_first(platforms)
+        if cursor is not None:
+            created_at, after_id = decode_cursor(cursor)
+            query = query.start_after({"created_at": created_at, _NAME: campaign_ref(self.db, after_id)})
+        as_of = self.as_of()
+        snapshots = query.limit(limit + 1).stream(timeout=REQUEST_TIMEOUT_SECONDS)
+        campaigns = [self._campaign(int(s.id), data_of(s), as_of) for s in snapshots]
+        if len(campaigns) <= limit:
+            return CampaignPage(campaigns, None)
+        last = campaigns[limit - 1]
+        return CampaignPage(campaigns[:limit], encode_cursor(last.created_at, last.id))
+
+    def stream(self, platforms: Sequence[str]) -> Iterator[Campaign]:
+        """Every campaign of :meth:`list_page`'s order and filter, each as Firestore sends it: memory stays flat.
+
+        Nothing is read before the first campaign is asked for; then ``as_of``
+        and the first documents are. The whole stream shares one deadline,
+        ``REQUEST_TIMEOUT_SECONDS``.
+        """
+        as_of = self.as_of()
+        for snapshot in self._newest_first(platforms).stream(timeout=REQUEST_TIMEOUT_SECONDS):
+            yield self._campaign(int(snapshot.id), data_of(snapshot), as_of)
+
+    def _newest_first(self, platforms: Sequence[str]) -> firestore.Query:
         query = self.db.collection(CAMPAIGNS).order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
             _NAME, direction=firestore.Query.DESCENDING
         )
         for platform in dict.fromkeys(platforms):
             query = query.where(filter=firestore.FieldFilter(f"{TARGETS}.{platform}", "==", True))
-        if cursor is not None:
-            created_at, after_id = decode_cursor(cursor)
-            query = query.start_after({"created_at": created_at, _NAME: campaign_ref(self.db, after_id)})
-        if limit is not None:
-            query = query.limit(limit + 1)
-        as_of = self.as_of()
-        snapshots = query.stream(timeout=REQUEST_TIMEOUT_SECONDS)
-        campaigns = [self._campaign(int(s.id), data_of(s), as_of) for s in snapshots]
-        if limit is None or len(campaigns) <= limit:
-            return CampaignPage(campaigns, None)
-        last = campaigns[limit - 1]
-        return CampaignPage(campaigns[:limit], encode_cursor(last.created_at, last.id))
+        return query
 
-    def update(self, campaign_id: int, values: dict[str, Any]) -> Campaign:
+    def update(self, campaign_id: int, values: dict[str, Any], versions: Collection[str] | None = None) -> Campaign:
+        """Change the campaign's settings; with ``versions``, only while its :attr:`Campaign.version` is one of them."""
         changes = {**values, "updated_at": datetime.now(timezone.utc)}
         if "platforms" in values:
             changes[TARGETS] = targets_of(values["platforms"])
-        try:
-            campaign_ref(self.db, campaign_id).update(changes, timeout=REQUEST_TIMEOUT_SECONDS)
-        except gexc.NotFound:
-            raise NotFound(f"campaign {campaign_id} not found") from None
+
+        def write(condition: firestore.WriteOption | None) -> None:
+            try:
+                campaign_ref(self.db, campaign_id).update(changes, option=condition, timeout=REQUEST_TIMEOUT_SECONDS)
+            except gexc.NotFound:
+                raise NotFound(f"campaign {campaign_id} not found") from None
+
+        self._write(campaign_id, versions, write)
         return self.get(campaign_id)
 
-    def delete(self, campaign_id: int) -> None:
+    def delete(self, campaign_id: int, versions: Collection[str] | None = None) -> None:
         """Delete the campaign and leave a tombstone; the aggregator removes its counters later.
 
         One atomic write, however many counters and hourly buckets the campaign
-        has. From here on its late clicks are poison events.
+        has. From here on its late clicks are poison events. With ``versions``,
+        only while its :attr:`Campaign.version` is one of them.
         """
-        batch = self.db.batch()
-        batch.delete(campaign_ref(self.db, campaign_id), option=self.db.write_option(exists=True))
-        batch.set(deletion_ref(self.db, campaign_id), {"deleted_at": firestore.SERVER_TIMESTAMP})
-        try:
-            batch.commit(timeout=REQUEST_TIMEOUT_SECONDS)
-        except gexc.NotFound:
-            raise NotFound(f"campaign {campaign_id} not found") from None
+
+        def write(condition: firestore.WriteOption | None) -> None:
+            batch = self.db.batch()
+            batch.delete(campaign_ref(self.db, campaign_id), option=condition or self.db.write_option(exists=True))
+            batch.set(deletion_ref(self.db, campaign_id), {"deleted_at": firestore.SERVER_TIMESTAMP})
+            try:
+                batch.commit(timeout=REQUEST_TIMEOUT_SECONDS)
+            except gexc.NotFound:
+                raise NotFound(f"campaign {campaign_id} not found") from None
+
+        self._write(campaign_id, versions, write)
+
+    def _write(
+        self, campaign_id: int, versions: Collection[str] | None,
+        write: Callable[[firestore.WriteOption | None], None],
+    ) -> None:
+        """Call ``write`` with the condition to write the campaign on: that it exists (None) without ``versions``,
+        else that it is still as read when its version was one of them (an HTTP If-Match).
+
+        The version is compared with the document as read, and the write made on
+        condition that the document is still as read. The aggregator's commits
+        add to the counters in the same document, failing that condition without
+        changing the version; so a failed condition means reading and comparing
+        again, and only a changed version answers 412.
+        """
+        if versions is None:
+            write(None)
+            return
+        for _ in range(_CONDITIONAL_WRITE_ATTEMPTS):
+            snapshot = self._read_for_write(campaign_id)
+            if not snapshot.exists:
+                raise NotFound(f"campaign {campaign_id} not found")
+            current = self._campaign(campaign_id, data_of(snapshot), None).version
+            if current not in versions:
+                raise PreconditionFailed(f"campaign {campaign_id} has changed since it was read (If-Match); "
+                                         "read it again, then make the change")
+            try:
+                write(self.db.write_option(last_update_time=snapshot.update_time))
+                return
+            except gexc.FailedPrecondition:
+                continue  # written since it was read: its counters, or another edit
+        raise ServiceUnavailable(f"campaign {campaign_id} kept changing while it was being written; try again", 1)
+
+    def _read_for_write(self, campaign_id: int) -> firestore.DocumentSnapshot[Any]:
+        return campaign_ref(self.db, campaign_id).get(timeout=REQUEST_TIMEOUT_SECONDS)
 
     def hourly(self, campaign_id: int, start: datetime, end: datetime) -> dict[datetime, Counters]:
         """Per-hour counts (UTC hour start to counters) for hours in [start, end) that had clicks, oldest first.

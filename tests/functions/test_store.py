@@ -93,7 +93,7 @@ def test_pages_walk_every_campaign_newest_first_without_gaps_or_repeats(store: C
         if cursor is None:
             break
     assert seen == list(reversed(ids))
-    assert [c.id for c in store.list_page([], None, None).campaigns] == seen
+    assert [c.id for c in store.stream([])] == seen
     exact = store.list_page([], 25, None)
     assert len(exact.campaigns) == 25 and exact.next_cursor is None  # no promise of an empty page
 
@@ -103,8 +103,8 @@ def test_the_platform_filter_keeps_campaigns_targeting_every_listed_platform(sto
     android = new_campaign(store, ["Android"])
     windows = new_campaign(store, ["WindowsPhone"])
 
-    def ids(platforms: list[str], limit: int | None = None) -> list[int]:
-        return [c.id for c in store.list_page(platforms, limit, None).campaigns]
+    def ids(platforms: list[str]) -> list[int]:
+        return [c.id for c in store.stream(platforms)]
 
     assert ids(["Android"]) == [android, both]
     assert ids(["IPhone", "Android"]) == [both]
@@ -132,7 +132,7 @@ def test_a_page_costs_a_read_per_campaign_and_one_campaign_two(db: Any, store: C
     assert len(page.campaigns) == 10 and counter.take() == 10 + 2  # one more to know of a next page; as_of
     page = store.list_page(["IPhone"], 10, page.next_cursor)
     assert len(page.campaigns) == 10 and counter.take() == 10 + 2
-    assert len(store.list_page([], None, None).campaigns) == 40 and counter.take() == 40 + 1
+    assert len(list(store.stream([]))) == 40 and counter.take() == 40 + 1
     store.get(ids[0])
     assert counter.take() == 2
 
@@ -186,7 +186,7 @@ def test_legacy_totals_are_written_once_per_campaign_per_run_however_many_shards
     refresher = TotalsRefresher(db, SHARDS)
     result = refresher.refresh(LONG_AGO)
     assert (result.campaigns, result.markers, result.complete) == (30, 30 * SHARDS, True)
-    assert {c.counters["click_count"] for c in store.list_page([], None, None).campaigns} == {SHARDS}
+    assert {c.counters["click_count"] for c in store.stream([])} == {SHARDS}
 
 
 class CommitAfterSnapshot:
@@ -391,8 +391,8 @@ def test_campaigns_written_before_the_targets_map_are_backfilled_for_the_filter(
         campaign_ref(db, old[-1]).set({"redirect_url": "https://e.com/", "platforms": platforms,
                                        "platform_urls": {}, "created_at": now, "updated_at": now})
     new = new_campaign(store, ["Android"])
-    assert [c.id for c in store.list_page(["Android"], None, None).campaigns] == [new]
+    assert [c.id for c in store.stream(["Android"])] == [new]
     assert scheduled_run()["targets_backfilled"] == 3
-    assert [c.id for c in store.list_page(["Android"], None, None).campaigns] == [new, old[1], old[0]]
-    assert [c.id for c in store.list_page(["IPhone"], None, None).campaigns] == [old[2], old[1]]
+    assert [c.id for c in store.stream(["Android"])] == [new, old[1], old[0]]
+    assert [c.id for c in store.stream(["IPhone"])] == [old[2], old[1]]
     assert scheduled_run()["targets_backfilled"] == 0  # done once
