@@ -36,14 +36,19 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, { method = "GET", body } = {}) {
+// The answer's JSON and its ETag; with ifMatch, the change is made only if the campaign is still that version.
+async function request(path, { method = "GET", body, ifMatch } = {}) {
+  const headers = { Accept: "application/json" };
+  if (body) headers["Content-Type"] = "application/json";
+  if (ifMatch) headers["If-Match"] = ifMatch;
   const response = await fetch(new URL(path, API), {
     method,
     credentials: "same-origin",
-    headers: { Accept: "application/json", ...(body ? { "Content-Type": "application/json" } : {}) },
+    headers,
     body: body ? JSON.stringify(body) : undefined,
   });
-  if (response.status === 204) return null;
+  const etag = response.headers.get("ETag");
+  if (response.status === 204) return { payload: null, etag };
   let payload = null;
   try {
     payload = await response.json();
@@ -53,7 +58,11 @@ async function api(path, { method = "GET", body } = {}) {
   if (!response.ok) {
     throw new ApiError(response.status, payload?.msg || `The server answered ${response.status} ${response.statusText}.`);
   }
-  return payload;
+  return { payload, etag };
+}
+
+async function api(path, options) {
+  return (await request(path, options)).payload;
 }
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -76,6 +85,28 @@ function describeUrl(url) {
 function showError(element, message) {
   element.textContent = message;
   element.hidden = !message;
+}
+
+// A 412: the campaign changed (in another tab, by someone else) after this page read it. What was
+// asked is not done; the way on is to read it again.
+function showChangedElsewhere(element, notDone, campaignId, { reopenEdit = false } = {}) {
+  showError(element, `${notDone}: this campaign was changed elsewhere after you opened it. ` +
+    "Reload it to see the change, then decide again. ");
+  const reload = document.createElement("button");
+  reload.type = "button";
+  reload.className = "button";
+  reload.textContent = "Reload the campaign";
+  reload.addEventListener("click", async () => {
+    await showCampaign(campaignId);
+    renderList();
+    const body = $("#detail-body");
+    if (reopenEdit && !body.hidden) {
+      $('[data-slot="edit"]', body).open = true;
+      $('[data-slot="edit-status"]', body).textContent = "Reloaded: this is the campaign as it is now.";
+    }
+  });
+  element.append(reload);
+  reload.focus();
 }
 
 // ---- campaign list ------------------------------------------------------
@@ -267,7 +298,7 @@ function formBody(form) {
   };
 }
 
-async function submitForm(form, errorBox, send) {
+async function submitForm(form, errorBox, send, explain = (error) => showError(errorBox, error.message)) {
   const button = $("button[type=submit]", form);
   button.disabled = true;
   showError(errorBox, "");
@@ -275,8 +306,8 @@ async function submitForm(form, errorBox, send) {
   try {
     return await send(formBody(form));
   } catch (error) {
-    showError(errorBox, error.message);
-    form.setAttribute("aria-invalid", "true");
+    explain(error);
+    if (error.status !== 412) form.setAttribute("aria-invalid", "true"); // a 412 is no fault of what was typed
     return null;
   } finally {
     button.disabled = false;
@@ -317,9 +348,9 @@ async function showCampaign(id) {
     body.hidden = true;
     return;
   }
-  let campaign;
+  let campaign, etag;
   try {
-    campaign = await api(`campaigns/${id}`);
+    ({ payload: campaign, etag } = await request(`campaigns/${id}`));
   } catch (error) {
     destroyChart();
     empty.hidden = false;
@@ -330,14 +361,15 @@ async function showCampaign(id) {
   }
   if (state.selected !== id) return;
   state.campaigns.set(id, { ...state.campaigns.get(id), ...campaign });
-  renderDetail(campaign);
+  renderDetail(campaign, etag);
   empty.hidden = true;
   body.hidden = false;
   $("#detail").setAttribute("aria-labelledby", "campaign-title");
   loadStats(campaign);
 }
 
-function renderDetail(campaign) {
+// etag: the campaign's as read, sent back with an edit or a delete so that neither undoes a change unseen.
+function renderDetail(campaign, etag) {
   destroyChart();
   const body = $("#detail-body");
   body.replaceChildren($("#detail-template").content.cloneNode(true));
@@ -372,8 +404,8 @@ function renderDetail(campaign) {
     ? "A click’s query parameters are forwarded to the destination."
     : "";
   renderLinks(slot("links"), slot("copy-status"), campaign);
-  setUpEditForm(body, campaign);
-  setUpDelete(body, campaign);
+  setUpEditForm(body, campaign, etag);
+  setUpDelete(body, campaign, etag);
 }
 
 function renderLinks(list, status, campaign) {
@@ -466,22 +498,30 @@ async function copyText(text, input) {
   }
 }
 
-function setUpEditForm(body, campaign) {
+function setUpEditForm(body, campaign, etag) {
   const form = $('[data-slot="edit-form"]', body);
   const status = $('[data-slot="edit-status"]', body);
+  const errorBox = $("#edit-error", body);
   fillPlatformFields(form, "edit", campaign);
   form.elements.redirect_url.value = campaign.redirect_url;
   form.elements.forward_query.checked = campaign.forward_query;
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     status.textContent = "";
-    const updated = await submitForm(form, $("#edit-error", body), (values) =>
-      api(`campaigns/${campaign.id}`, { method: "PUT", body: values }),
+    const answer = await submitForm(
+      form,
+      errorBox,
+      (values) => request(`campaigns/${campaign.id}`, { method: "PUT", body: values, ifMatch: etag }),
+      (error) =>
+        error.status === 412
+          ? showChangedElsewhere(errorBox, "Not saved", campaign.id, { reopenEdit: true })
+          : showError(errorBox, error.message),
     );
-    if (!updated) return;
+    if (!answer) return;
+    const updated = answer.payload;
     state.campaigns.set(updated.id, updated);
     renderList();
-    renderDetail(updated);
+    renderDetail(updated, answer.etag);
     loadStats(updated);
     const saved = $('[data-slot="edit-status"]', $("#detail-body"));
     $('[data-slot="edit"]', $("#detail-body")).open = true;
@@ -489,7 +529,7 @@ function setUpEditForm(body, campaign) {
   });
 }
 
-function setUpDelete(body, campaign) {
+function setUpDelete(body, campaign, etag) {
   const confirmBox = $('[data-slot="confirm"]', body);
   const ask = $('[data-action="ask-delete"]', body);
   ask.addEventListener("click", () => {
@@ -503,8 +543,12 @@ function setUpDelete(body, campaign) {
   $('[data-action="delete"]', confirmBox).addEventListener("click", async () => {
     const errorBox = $('[data-slot="delete-error"]', confirmBox);
     try {
-      await api(`campaigns/${campaign.id}`, { method: "DELETE" });
+      await request(`campaigns/${campaign.id}`, { method: "DELETE", ifMatch: etag });
     } catch (error) {
+      if (error.status === 412) {
+        showChangedElsewhere(errorBox, "Not deleted", campaign.id);
+        return;
+      }
       // already gone is what was asked for
       if (error.status !== 404) {
         showError(errorBox, error.message);
