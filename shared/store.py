@@ -42,6 +42,7 @@ from types import MappingProxyType
 from typing import Any
 
 from google.api_core import exceptions as gexc
+from google.api_core import retry as retries
 from google.cloud import firestore
 
 from shared.errors import BadRequest, NotFound, PreconditionFailed, ServiceUnavailable, UnprocessableContent
@@ -73,9 +74,16 @@ _CREATE_ATTEMPTS = 5
 # loses the race to such a commit compares again. Commits touch a campaign a few times
 # a minute, so the last of these attempts is for a campaign in a long burst of them.
 _CONDITIONAL_WRITE_ATTEMPTS = 20
-# Deadline of each Firestore call the admin's requests make, a streamed list of
-# every campaign included (10,000 stream in about 3 s from the emulator).
+# Deadline of each Firestore call the admin's requests make.
 REQUEST_TIMEOUT_SECONDS = 30.0
+# A query streamed past its deadline, or cut by a passing error, is taken up again after the
+# last document it gave: the whole list, however long, runs as calls of REQUEST_TIMEOUT_SECONDS
+# each. (With its default retry, this client fails instead of taking it up.) Getting the query
+# started is retried within one deadline, so an unreachable Firestore answers in time.
+QUERY_RETRY = retries.Retry(
+    predicate=retries.if_exception_type(gexc.DeadlineExceeded, gexc.ServiceUnavailable, gexc.InternalServerError),
+    initial=0.1, maximum=5.0, timeout=REQUEST_TIMEOUT_SECONDS,
+)
 _NAME = "__name__"
 
 
@@ -312,7 +320,7 @@ class CampaignStore:
             created_at, after_id = decode_cursor(cursor)
             query = query.start_after({"created_at": created_at, _NAME: campaign_ref(self.db, after_id)})
         as_of = self.as_of()
-        snapshots = query.limit(limit + 1).stream(timeout=REQUEST_TIMEOUT_SECONDS)
+        snapshots = query.limit(limit + 1).stream(retry=QUERY_RETRY, timeout=REQUEST_TIMEOUT_SECONDS)
         campaigns = [self._campaign(int(s.id), data_of(s), as_of) for s in snapshots]
         if len(campaigns) <= limit:
             return CampaignPage(campaigns, None)
@@ -323,11 +331,12 @@ class CampaignStore:
         """Every campaign of :meth:`list_page`'s order and filter, each as Firestore sends it: memory stays flat.
 
         Nothing is read before the first campaign is asked for; then ``as_of``
-        and the first documents are. The whole stream shares one deadline,
-        ``REQUEST_TIMEOUT_SECONDS``.
+        and the first documents are. A list read for longer than
+        ``REQUEST_TIMEOUT_SECONDS`` is read in parts (see ``QUERY_RETRY``), each
+        consistent in itself.
         """
         as_of = self.as_of()
-        for snapshot in self._newest_first(platforms).stream(timeout=REQUEST_TIMEOUT_SECONDS):
+        for snapshot in self._newest_first(platforms).stream(retry=QUERY_RETRY, timeout=REQUEST_TIMEOUT_SECONDS):
             yield self._campaign(int(snapshot.id), data_of(snapshot), as_of)
 
     def _newest_first(self, platforms: Sequence[str]) -> firestore.Query:

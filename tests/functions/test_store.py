@@ -7,6 +7,7 @@ Reads are counted at the Firestore client's transport (bench/reads.py), as Fires
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -17,12 +18,13 @@ from legacy_counting import LegacyFolder
 from upkeep import TotalsRefresher, advance_as_of
 
 from bench.reads import ReadCounter
+from shared import store as store_module
 from shared.config import Settings
 from shared.counting import Applier, Delivery, Journal, hour_of
 from shared.errors import BadRequest, NotFound
 from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
-from shared.store import CampaignStore, campaign_ref, deletion_ref
+from shared.store import CampaignStore, campaign_ref, deletion_ref, new_campaign_document
 
 SHARDS = Settings().counter_shards
 NOW = datetime.now(timezone.utc)
@@ -135,6 +137,27 @@ def test_a_page_costs_a_read_per_campaign_and_one_campaign_two(db: Any, store: C
     assert len(list(store.stream([]))) == 40 and counter.take() == 40 + 1
     store.get(ids[0])
     assert counter.take() == 2
+
+
+def test_every_campaign_streams_in_order_though_reading_it_outlasts_a_call_deadline(
+    db: Any, store: CampaignStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(timezone.utc)
+    batch = db.batch()
+    for n in range(400):  # some 3 MB: more than the client takes in before it is read
+        values = {"redirect_url": f"https://e.example/{n}?" + "q" * 2000, "platforms": ALL,
+                  "platform_urls": {p: f"https://{p}.example/?" + "q" * 2000 for p in ALL}}
+        batch.set(campaign_ref(db, 1_000_000 + n), new_campaign_document(values, now - timedelta(seconds=n)))
+        if n % 100 == 99:
+            batch.commit()
+            batch = db.batch()
+    monkeypatch.setattr(store_module, "REQUEST_TIMEOUT_SECONDS", 1.0)
+    streamed = []
+    for campaign in store.stream([]):
+        if not streamed:
+            time.sleep(2)  # a slow reader: the call's deadline passes while the rest waits
+        streamed.append(campaign.id)
+    assert streamed == [1_000_000 + n for n in range(400)]
 
 
 # --- totals, as_of -----------------------------------------------------------------------------
