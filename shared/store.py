@@ -403,8 +403,8 @@ class CampaignStore:
                 raise NotFound(f"campaign {campaign_id} not found")
             current = self._campaign(campaign_id, data_of(snapshot), None).version
             if current not in versions:
-                raise PreconditionFailed(f"campaign {campaign_id} has changed since it was read (If-Match); "
-                                         "read it again, then make the change")
+                raise PreconditionFailed(f"campaign {campaign_id} is not at a version If-Match names: it has changed "
+                                         "since it was read; read it again, then make the change")
             try:
                 write(self.db.write_option(last_update_time=snapshot.update_time))
                 return

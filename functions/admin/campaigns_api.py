@@ -324,11 +324,11 @@ def if_match(request: flask.Request) -> frozenset[str] | None:
 
     Each tag's version part is compared, not the digest of the answer it came
     with, which changes as clicks are counted. Weak tags never match: If-Match
-    compares strongly.
+    compares strongly. An empty tag (``""``), which werkzeug reads as None, names nothing.
     """
     if "If-Match" not in request.headers or request.if_match.star_tag:
         return None
-    return frozenset(tag.partition(".")[0] for tag in request.if_match.as_set())
+    return frozenset(tag.partition(".")[0] for tag in request.if_match.as_set() if tag)
 
 
 def platforms_filter(raw: str | None) -> list[str]:

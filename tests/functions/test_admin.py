@@ -1116,6 +1116,15 @@ def test_if_match_on_put_and_delete_answers_412_when_stale_and_writes_nothing(
     assert_error(client.put(path, json={"forward_query": False}, headers={**auth, "If-Match": "*"}), 404, "not found")
 
 
+@pytest.mark.parametrize("tags", ['"", "3@f2#9"', '""', "", ",", "W/", "garbage"])
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_an_if_match_naming_no_version_answers_412(client: Any, auth: dict[str, str], tags: str, method: str) -> None:
+    path = client.post("/admin/campaigns", json=CAMPAIGN, headers=auth).headers["Location"]
+    answer = client.open(path, method=method, json={"forward_query": True} if method == "PUT" else None,
+                         headers={**auth, "If-Match": tags})
+    assert_error(answer, 412, "has changed since it was read")
+
+
 def test_counted_clicks_never_make_an_if_match_stale(client: Any, auth: dict[str, str], count_clicks: Any) -> None:
     created = client.post("/admin/campaigns", json=CAMPAIGN, headers=auth)
     path, read = created.headers["Location"], created.headers["ETag"]
