@@ -56,7 +56,7 @@ class UnprocessableContent(AppError):
 
 
 class RetryLater(AppError):
-    """An error that passes: the caller is told when to try again."""
+    """A passing condition: the answer says when to try again (Retry-After)."""
 
     def __init__(self, msg: str, retry_after_seconds: int) -> None:
         super().__init__(msg, {"Retry-After": str(retry_after_seconds)})

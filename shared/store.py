@@ -71,8 +71,8 @@ EXPIRE_AT = "expire_at"
 IDEMPOTENCY_TTL = timedelta(hours=24)
 _CREATE_ATTEMPTS = 5
 # The aggregator adds to a campaign's counters in its document: a conditional edit that
-# loses the race to such a commit compares again. Commits touch a campaign a few times
-# a minute, so the last of these attempts is for a campaign in a long burst of them.
+# loses the race to such a commit compares again. Commits touch a campaign a few times a
+# minute; this many lost races in a row take a long burst of them.
 _CONDITIONAL_WRITE_ATTEMPTS = 20
 # Deadline of each Firestore call the admin's requests make.
 REQUEST_TIMEOUT_SECONDS = 30.0
