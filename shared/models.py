@@ -21,6 +21,8 @@ _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 # What the API shows but never takes: ignored in a body, so that what was read can be sent back.
 READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", "as_of", "tracking_links", *COUNTER_FIELDS})
 _WRITABLE_FIELDS = ("redirect_url", "platforms", "platform_urls", "forward_query")
+# What the aggregator changes: never part of a campaign's version.
+_COUNTED_FIELDS = frozenset({*COUNTER_FIELDS, "as_of"})
 IDEMPOTENCY_KEY = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 IDEMPOTENCY_KEY_PATTERN = f"^[ -~]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}$"  # printable ASCII, spaces included
@@ -62,14 +64,14 @@ class Campaign:
 
     @property
     def version(self) -> str:
-        """Names the campaign's settings as last written: any edit changes it, counted clicks never do.
+        """Names the campaign as last written: any edit changes it, counted clicks never do.
 
-        ``updated_at`` is in it, so an edit that writes back the same values
-        is a new version too: whoever read before it has not seen it.
+        It hashes every field shown but the counted ones, so a field added to
+        the campaign is in it. ``updated_at`` is too, so an edit that writes back
+        the same values is a new version: whoever read before it has not seen it.
         """
-        settings = [self.id, self.redirect_url, self.platforms, self.platform_urls, self.forward_query,
-                    rfc3339(self.updated_at)]
-        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        written = {name: value for name, value in self.to_json().items() if name not in _COUNTED_FIELDS}
+        return hashlib.sha256(json.dumps(written, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
         """The original o7tracker's shape, plus ``platform_urls``, ``forward_query``, ``bot_click_count`` and
