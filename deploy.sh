@@ -400,9 +400,10 @@ ensure_ttl_on() {
   esac
 }
 
-# The admin's platform filter (targets.<Platform> == true, newest first) needs
-# one composite index per platform; Firestore merges them for several platforms.
-# Keep the list in step with shared/platforms.py (tests/test_deploy.py checks).
+# The admin's list filters (targets.<Platform> == true, status in [...], newest
+# first) need a composite index for each platform, with and without status, and
+# one for status alone; Firestore merges them for several platforms. Keep the
+# list in step with shared/platforms.py (tests/test_deploy.py checks).
 FILTER_PLATFORMS="Android IPhone WindowsPhone"
 
 ensure_firestore_indexes() {
@@ -410,13 +411,24 @@ ensure_firestore_indexes() {
   local existing platform
   gc_capture existing '' firestore indexes composite list --format='value(collectionGroup,fields[].fieldPath)' ||
     existing=''
+  ensure_list_index "$existing" status
   for platform in $FILTER_PLATFORMS; do
-    if ! grep -q "^campaigns[[:space:]]*targets\.$platform;created_at" <<<"$existing"; then
-      gc firestore indexes composite create --collection-group=campaigns --query-scope=COLLECTION \
-        --field-config="field-path=targets.$platform,order=ascending" \
-        --field-config=field-path=created_at,order=descending --async
-    fi
+    ensure_list_index "$existing" "targets.$platform"
+    ensure_list_index "$existing" status "targets.$platform"
   done
+}
+
+# ensure_list_index EXISTING FIELD...: an index on the equality FIELDs, then created_at descending,
+# unless EXISTING (the listing of composite indexes) has it.
+ensure_list_index() {
+  local existing="$1" joined field
+  shift
+  joined=$(IFS=';'; echo "$*")
+  grep -q "^campaigns[[:space:]]*${joined//./\\.};created_at" <<<"$existing" && return
+  local configs=()
+  for field in "$@"; do configs+=("--field-config=field-path=$field,order=ascending"); done
+  gc firestore indexes composite create --collection-group=campaigns --query-scope=COLLECTION \
+    "${configs[@]}" --field-config=field-path=created_at,order=descending --async
 }
 
 ensure_service_account() {
@@ -716,10 +728,12 @@ main() {
   if [ "$AGGREGATE_MODE" != event ]; then ensure_subscription; fi
   ensure_admin_secret
   ensure_campaign_id_key
-  deploy_track
-  deploy_admin
+  # Readers of click events before their writer: an event field a new track function adds
+  # (inactive, say) is then never read by an aggregator that would ignore it.
   if [ "$AGGREGATE_MODE" != scheduled ]; then deploy_aggregate_event; fi
   deploy_aggregate_http
+  deploy_track
+  deploy_admin
   ensure_scheduler_job
   remove_unused_path
   retire_shared_account

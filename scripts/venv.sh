@@ -2,7 +2,9 @@
 # It uses Python 3.12, the functions' deploy runtime, when this machine has it
 # (on the PATH or installed by pyenv), else python3 if it is 3.11 or newer;
 # PYTHON=/path/to/python overrides. .venv is made afresh when its Python
-# version is not the chosen one, and reinstalled when a requirements file changed.
+# version is not the chosen one, and reinstalled when the development lock
+# (requirements-dev.txt, see scripts/lock.sh) changed: every distribution at its
+# locked version, each file checked against its locked hashes.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -47,10 +49,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.requirements.sha256"
-wanted="$(cat "$ROOT"/requirements-dev.txt "$ROOT"/functions/*/requirements.txt | sha256sum | cut -d' ' -f1)"
+wanted="$(sha256sum < "$ROOT/requirements-dev.txt" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "installing Python dependencies into .venv" >&2
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements-dev.txt"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$ROOT/requirements-dev.txt"
   echo "$wanted" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -44,7 +44,7 @@ import secrets
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, TypeVar
@@ -55,7 +55,7 @@ from google.cloud import firestore
 from shared.errors import InvalidEvent
 from shared.events import ClickEvent
 from shared.logs import get_logger
-from shared.platforms import BOT_FIELD, PLATFORM_FIELDS, TOTAL_FIELD
+from shared.platforms import BOT_FIELD, INACTIVE_FIELD, INACTIVE_PLATFORM_FIELDS, PLATFORM_FIELDS, TOTAL_FIELD
 from shared.store import COUNTS, JOURNAL, campaign_ref, click_ref, day_hour_field, day_ref, producer_ref
 
 log = get_logger("counting")
@@ -125,18 +125,32 @@ class Received:
         self.written += other.written
 
 
-def footprint(events: Iterable[ClickEvent]) -> int:
-    """The writes applying these events may take besides the entry's delete: a campaign, a
-    campaign day and a producer each, and a record per schema 1 event."""
-    campaigns, days, producers, legacy = set(), set(), set(), 0
-    for event in events:
-        campaigns.add(event.campaign_id)
-        days.add((event.campaign_id, event.ts.date()))
-        if event.producer:
-            producers.add(event.producer)
-        else:
-            legacy += 1
-    return len(campaigns) + len(days) + len(producers) + legacy
+def touches(campaign_id: int, ts: int, producer: str, click_id: str) -> tuple[Hashable, ...]:
+    """The documents counting one click writes: its campaign, the campaign's day, and its producer's
+    ledger (or, for a schema 1 event, its dedup record). A document is written once per commit
+    however many of the commit's clicks touch it."""
+    return (("campaign", campaign_id), ("day", campaign_id, ts // 86400),
+            ("producer", producer) if producer else ("record", click_id))
+
+
+def grouped_by_writes(items: Iterable[T], touched: Callable[[T], Iterable[Hashable]], per_item: int,
+                      per_group: int) -> list[list[T]]:
+    """Consecutive items in groups that each fit one commit: the distinct documents the group's
+    items touch, plus ``per_item`` writes each and ``per_group`` for the group."""
+    groups: list[list[T]] = []
+    current: list[T] = []
+    seen: set[Hashable] = set()
+    for item in items:
+        keys = set(touched(item))
+        if current and len(seen) + len(keys - seen) + per_item * (len(current) + 1) + per_group \
+                > MAX_WRITES_PER_COMMIT:
+            groups.append(current)
+            current, seen = [], set()
+        current.append(item)
+        seen |= keys
+    if current:
+        groups.append(current)
+    return groups
 
 
 class Journal:
@@ -166,8 +180,7 @@ class Journal:
         ref = self.db.collection(JOURNAL).document(new_entry_id())
         try:
             events = [event for _, event in entry]
-            ref.create({"events": pack(events), "count": len(events), "footprint": footprint(events)},
-                       timeout=self.timeout)
+            ref.create({"events": pack(events), "count": len(events)}, timeout=self.timeout)
         except gexc.GoogleAPIError as exc:
             # A timed-out create may still land: the events then come back from Pub/Sub and are
             # journaled again, which the apply step absorbs.
@@ -179,29 +192,9 @@ class Journal:
 
 def _entries(events: list[tuple[str, ClickEvent]]) -> list[list[tuple[str, ClickEvent]]]:
     """Split so that each entry's apply fits one commit beside the entry's own delete."""
-    entries: list[list[tuple[str, ClickEvent]]] = []
-    current: list[tuple[str, ClickEvent]] = []
-    campaigns: set[int] = set()
-    days: set[tuple[int, Any]] = set()
-    producers: set[str] = set()
-    legacy = 0
-    for message_id, event in events:
-        day = (event.campaign_id, event.ts.date())
-        grows = ((event.campaign_id not in campaigns) + (day not in days)
-                 + (bool(event.producer) and event.producer not in producers) + (not event.producer))
-        if current and len(campaigns) + len(days) + len(producers) + legacy + grows >= MAX_WRITES_PER_COMMIT:
-            entries.append(current)
-            current, campaigns, days, producers, legacy = [], set(), set(), set(), 0
-        current.append((message_id, event))
-        campaigns.add(event.campaign_id)
-        days.add(day)
-        if event.producer:
-            producers.add(event.producer)
-        else:
-            legacy += 1
-    if current:
-        entries.append(current)
-    return entries
+    return grouped_by_writes(
+        events, lambda item: touches(item[1].campaign_id, int(item[1].ts.timestamp()), item[1].producer,
+                                     item[1].click_id), per_item=0, per_group=1)
 
 
 def new_entry_id() -> str:
@@ -212,7 +205,7 @@ def new_entry_id() -> str:
 def pack(events: Sequence[ClickEvent]) -> bytes:
     """What the apply step needs of each event, compressed: a few bytes a click."""
     rows = [[e.producer, e.seq, "" if e.producer else e.click_id, e.campaign_id, e.platform, e.bot,
-             int(e.ts.timestamp())] for e in events]
+             int(e.ts.timestamp()), e.inactive] for e in events]
     return zlib.compress(json.dumps(rows, separators=(",", ":")).encode())
 
 
@@ -226,12 +219,21 @@ class Row(NamedTuple):
     platform: str | None
     bot: bool
     ts: int
+    inactive: bool = False  # rows journaled before it existed end with ts, and were all active
+
+    def touches(self) -> tuple[Hashable, ...]:
+        return touches(self.campaign_id, self.ts, self.producer, self.click_id)
 
     def counters(self) -> tuple[str, ...]:
-        """The counters this click adds one to; bots count apart from the totals."""
+        """The counters this click adds one to; bots, and clicks the campaign could not count, count apart
+        from the totals (a bot stays a bot, active or not)."""
         if self.bot:
             return (BOT_FIELD,)
-        return (TOTAL_FIELD, PLATFORM_FIELDS[self.platform]) if self.platform is not None else ()
+        if self.platform is None:
+            return ()
+        if self.inactive:
+            return (INACTIVE_FIELD, INACTIVE_PLATFORM_FIELDS[self.platform])
+        return (TOTAL_FIELD, PLATFORM_FIELDS[self.platform])
 
 
 def unpack(data: bytes) -> list[Row]:
@@ -325,8 +327,12 @@ class Applier:
         self.horizon = horizon
         self.clock = clock
 
-    def apply(self, deadline: float) -> Applied:
-        """Apply journal entries, oldest first, until none is left or ``deadline`` (monotonic) passes."""
+    def apply(self, deadline: float, at_least: int = 1) -> Applied:
+        """Apply journal entries, oldest first, until none is left or ``deadline`` (monotonic) passes.
+
+        With ``at_least``, stop (incomplete) rather than apply fewer entries than that: a commit
+        writes each campaign, day and ledger it touches once, so fewer, larger commits cost less.
+        """
         result = Applied()
         while time.monotonic() < deadline:
             query = self.db.collection(JOURNAL).order_by("__name__").limit(_ENTRIES_PER_PAGE)
@@ -334,18 +340,26 @@ class Applier:
             if not entries:
                 result.complete = True
                 return result
-            for group in _commit_groups(entries):
+            if len(entries) < at_least:
+                return result
+            rows = {entry.id: unpack(entry.get("events")) for entry in entries}
+            # Entries of one stretch of time touch mostly the same campaigns, days and producers,
+            # so a commit holds many: each document is written once for all of them.
+            touched = [(entry, {key for row in rows[entry.id] for key in row.touches()}) for entry in entries]
+            for group in grouped_by_writes(touched, lambda pair: pair[1], per_item=1, per_group=0):
                 if time.monotonic() >= deadline:
                     break
-                result.merge(self.apply_entries(group))
+                result.merge(self.apply_entries([entry for entry, _ in group], rows))
         log.warning("journal apply ran out of time; the next run goes on", extra={"entries": result.entries})
         return result
 
-    def apply_entries(self, entries: Sequence[Any]) -> Applied:
-        """Apply these entries (snapshots of ``journal/*``) in one commit, re-reading on conflict."""
+    def apply_entries(self, entries: Sequence[Any], rows: dict[str, list[Row]] | None = None) -> Applied:
+        """Apply these entries (snapshots of ``journal/*``; ``rows``: what is already unpacked of
+        them, by entry id) in one commit, re-reading on conflict."""
+        rows = {} if rows is None else rows
         for _ in range(_CONFLICT_RETRIES):
             try:
-                return self._commit(entries)
+                return self._commit(entries, rows)
             except Conflict:
                 refs = [entry.reference for entry in entries]
                 entries = [s for s in self.db.get_all(refs, timeout=CALL_TIMEOUT_SECONDS) if s.exists]
@@ -355,8 +369,11 @@ class Applier:
                   extra={"entries": [entry.id for entry in entries]})
         return Applied()
 
-    def _commit(self, entries: Sequence[Any]) -> Applied:
-        events = [row for entry in entries for row in unpack(entry.get("events"))]
+    def _commit(self, entries: Sequence[Any], rows: dict[str, list[Row]]) -> Applied:
+        for entry in entries:
+            if entry.id not in rows:
+                rows[entry.id] = unpack(entry.get("events"))
+        events = [row for entry in entries for row in rows[entry.id]]
         ledgers, ledger_times = self._ledgers({e.producer for e in events if e.producer})
         recorded = self._recorded({e.click_id for e in events if not e.producer})
         live = self._live({e.campaign_id for e in events})
@@ -449,12 +466,6 @@ class Applier:
         refs = [campaign_ref(self.db, i) for i in campaign_ids]
         snapshots = self.db.get_all(refs, field_paths=[], timeout=CALL_TIMEOUT_SECONDS) if refs else ()
         return {int(s.id) for s in snapshots if s.exists}
-
-
-def _commit_groups(entries: Sequence[Any]) -> list[list[Any]]:
-    """Entries grouped so that each group's apply fits one commit: an entry's footprint and its delete."""
-    return grouped_by_size(entries, lambda entry: 1 + int(entry.get("footprint") or MAX_WRITES_PER_COMMIT - 1),
-                           MAX_WRITES_PER_COMMIT)
 
 
 def grouped_by_size(items: Iterable[T], size: Callable[[T], int], limit: int) -> list[list[T]]:

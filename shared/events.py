@@ -6,6 +6,11 @@ pair names the click for exactly-once counting (see shared/counting.py): a
 redelivered, republished or replayed event carries the same pair, and the
 aggregator keeps per producer the numbers it counted as a few merged ranges.
 Events of schema version 1, from before producers, carry only ``click_id``.
+
+A click its campaign could not count (paused, outside its dates, capped, or on a
+platform it does not target) is an event too, marked ``inactive``, so that it is
+counted apart. Only such events carry the field: an active click's event is as
+it was before the field existed.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ class ClickEvent:
     """The producer's id; empty only in a schema 1 event."""
     seq: int = 0
     """The producer's number for this event, from 1; 0 only in a schema 1 event."""
+    inactive: bool = False
+    """The campaign could not count the click: it counts apart, in the inactive counters."""
 
     @classmethod
     def new(
@@ -55,6 +62,7 @@ class ClickEvent:
         user_agent: str = "",
         referrer: str = "",
         bot: bool = False,
+        inactive: bool = False,
         now: datetime | None = None,
     ) -> ClickEvent:
         return cls(
@@ -67,6 +75,7 @@ class ClickEvent:
             bot=bot,
             producer=producer.id,
             seq=producer.next_seq(),
+            inactive=inactive,
         )
 
     def fields(self) -> dict[str, Any]:
@@ -75,7 +84,7 @@ class ClickEvent:
         Spelled out rather than ``dataclasses.asdict``, which deep-copies and
         cost several percent of a click's CPU (python -m bench.hotpath).
         """
-        return {
+        fields: dict[str, Any] = {
             "click_id": self.click_id,
             "campaign_id": self.campaign_id,
             "platform": self.platform,
@@ -83,10 +92,14 @@ class ClickEvent:
             "user_agent": self.user_agent,
             "referrer": self.referrer,
             "bot": self.bot,
-            "producer": self.producer,
-            "seq": self.seq,
-            "v": SCHEMA_VERSION,
+            "v": 1,
         }
+        if self.producer:
+            fields |= {"producer": self.producer, "seq": self.seq, "v": SCHEMA_VERSION}
+        # else a schema 1 event, logged before producers and replayed now: it stays what it was
+        if self.inactive:
+            fields["inactive"] = True
+        return fields
 
     def encode(self) -> bytes:
         return _COMPACT.encode(self.fields()).encode()
@@ -115,9 +128,11 @@ class ClickEvent:
         campaign_id = raw.get("campaign_id")
         if type(campaign_id) is not int or not 0 < campaign_id <= MAX_CAMPAIGN_ID:
             raise InvalidEvent("campaign_id must be a positive integer")
-        platform, bot = raw.get("platform"), raw.get("bot", False)
+        platform, bot, inactive = raw.get("platform"), raw.get("bot", False), raw.get("inactive", False)
         if not isinstance(bot, bool):
             raise InvalidEvent("bot must be a boolean")
+        if not isinstance(inactive, bool):
+            raise InvalidEvent("inactive must be a boolean")
         if not is_platform(platform) and not (bot and platform is None):
             raise InvalidEvent(f"unsupported platform {platform!r}")
         try:
@@ -139,7 +154,7 @@ class ClickEvent:
                 raise InvalidEvent("producer must be 16 lowercase hex digits")
             if type(seq) is not int or not 0 < seq <= MAX_SEQ:
                 raise InvalidEvent("seq must be a positive integer")
-        return cls(click_id, campaign_id, platform, ts, user_agent, referrer, bot, producer, seq)
+        return cls(click_id, campaign_id, platform, ts, user_agent, referrer, bot, producer, seq, inactive)
 
 
 class Producer:

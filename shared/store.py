@@ -2,7 +2,7 @@
 
 Layout::
 
-    campaigns/{id}                           the campaign as the admin wrote it, plus
+    campaigns/{id}                           the campaign as the admin wrote it (.status filtered on), plus
         .targets   {Platform: true}          its platforms as a map, so Firestore filters on them
         .counts    {counter: n}              exact click totals, added to by the aggregator
     campaigns/{id}/days/{YYYYMMDD}           .counts.hHH: the hour's counts; what stats read
@@ -47,8 +47,19 @@ from google.cloud import firestore
 
 from shared.errors import BadRequest, NotFound, PreconditionFailed, ServiceUnavailable, UnprocessableContent
 from shared.ids import CampaignIds
-from shared.models import Campaign, Counters, Route, zero_counters
-from shared.platforms import COUNTER_FIELDS
+from shared.models import (
+    ACTIVE,
+    LISTED_BY_DEFAULT,
+    NEVER,
+    SINCE_EVER,
+    STATUSES,
+    Campaign,
+    Counters,
+    Route,
+    check_window,
+    zero_counters,
+)
+from shared.platforms import COUNTER_FIELDS, TOTAL_FIELD
 
 CAMPAIGNS = "campaigns"
 COUNTER_SHARDS = "counter_shards"
@@ -60,6 +71,7 @@ DIRTY = "dirty"
 DELETIONS = "deletions"
 CLICKS = "clicks"
 TARGETS = "targets"
+STATUS = "status"
 TOTALS = "totals"
 COUNTS = "counts"
 JOURNAL = "journal"
@@ -166,21 +178,42 @@ def targets_of(platforms: Iterable[str]) -> dict[str, bool]:
     return dict.fromkeys(platforms, True)
 
 
+def clicks_counted(data: Mapping[str, Any]) -> int:
+    """A campaign document's human clicks, as readers show them: the previous version's totals and the
+    journal's counts."""
+    return sum(int((data.get(part) or {}).get(TOTAL_FIELD, 0)) for part in (TOTALS, COUNTS))
+
+
+def _epoch(moment: Any, unset: float) -> float:
+    return unset if moment is None else float(moment.timestamp())
+
+
 def route_from_document(data: dict[str, Any]) -> Route:
+    max_clicks = data.get("max_clicks")
+    # Campaigns written before the lifecycle fields existed have none of them: active, without dates.
+    counting = data.get(STATUS, ACTIVE) == ACTIVE and (max_clicks is None or clicks_counted(data) < max_clicks)
     return Route(
         redirect_url=data["redirect_url"],
         platforms=_platform_set(tuple(sorted(data.get("platforms", ())))),
         platform_urls=dict(data["platform_urls"]) if data.get("platform_urls") else _NO_PLATFORM_URLS,
         forward_query=data.get("forward_query") is True,  # absent from campaigns written before it existed
+        fallback_url=data.get("fallback_url"),
+        counts_from=_epoch(data.get("starts_at"), SINCE_EVER) if counting else NEVER,
+        counts_until=_epoch(data.get("ends_at"), NEVER),
     )
 
 
 def new_campaign_document(values: dict[str, Any], now: datetime) -> dict[str, Any]:
     """A new campaign's document from its validated writable fields."""
     return {
+        "platform_urls": {},
+        "forward_query": False,
+        STATUS: ACTIVE,  # always stored: the list filters on it
+        "starts_at": None,
+        "ends_at": None,
+        "max_clicks": None,
+        "fallback_url": None,
         **values,
-        "platform_urls": values.get("platform_urls", {}),
-        "forward_query": values.get("forward_query", False),
         TARGETS: targets_of(values["platforms"]),
         "created_at": now,
         "updated_at": now,
@@ -305,17 +338,20 @@ class CampaignStore:
         snapshot = campaign_ref(self.db, campaign_id).get()
         return route_from_document(data_of(snapshot)) if snapshot.exists else None
 
-    def list_page(self, platforms: Sequence[str], limit: int, cursor: str | None) -> CampaignPage:
-        """Newest first, keeping campaigns that target every platform in ``platforms``.
+    def list_page(self, platforms: Sequence[str], limit: int, cursor: str | None,
+                  statuses: Sequence[str] = LISTED_BY_DEFAULT) -> CampaignPage:
+        """Newest first, keeping campaigns that target every platform in ``platforms`` and have one of
+        ``statuses``.
 
         Costs one document read per campaign returned, plus one for ``as_of``
-        and one to learn whether a next page exists; the filter runs in
-        Firestore (equality on ``targets.<Platform>``, one composite index per
-        platform, merged by Firestore for several).
+        and one to learn whether a next page exists; the filters run in
+        Firestore (``status`` in the statuses, equality on ``targets.<Platform>``;
+        the composite indexes deploy.sh creates, merged by Firestore for several
+        platforms). Asked for every status, the list does not filter on it.
         """
         if limit < 1:
             raise BadRequest("limit must be at least 1")
-        query = self._newest_first(platforms)
+        query = self._newest_first(platforms, statuses)
         if cursor is not None:
             created_at, after_id = decode_cursor(cursor)
             query = query.start_after({"created_at": created_at, _NAME: campaign_ref(self.db, after_id)})
@@ -327,8 +363,8 @@ class CampaignStore:
         last = campaigns[limit - 1]
         return CampaignPage(campaigns[:limit], encode_cursor(last.created_at, last.id))
 
-    def stream(self, platforms: Sequence[str]) -> Iterator[Campaign]:
-        """Every campaign of :meth:`list_page`'s order and filter, each as Firestore sends it: memory stays flat.
+    def stream(self, platforms: Sequence[str], statuses: Sequence[str] = LISTED_BY_DEFAULT) -> Iterator[Campaign]:
+        """Every campaign of :meth:`list_page`'s order and filters, each as Firestore sends it: memory stays flat.
 
         Nothing is read before the first campaign is asked for; then ``as_of``
         and the first documents are. A list read for longer than
@@ -336,19 +372,27 @@ class CampaignStore:
         consistent in itself.
         """
         as_of = self.as_of()
-        for snapshot in self._newest_first(platforms).stream(retry=QUERY_RETRY, timeout=REQUEST_TIMEOUT_SECONDS):
+        query = self._newest_first(platforms, statuses)
+        for snapshot in query.stream(retry=QUERY_RETRY, timeout=REQUEST_TIMEOUT_SECONDS):
             yield self._campaign(int(snapshot.id), data_of(snapshot), as_of)
 
-    def _newest_first(self, platforms: Sequence[str]) -> firestore.Query:
+    def _newest_first(self, platforms: Sequence[str], statuses: Sequence[str]) -> firestore.Query:
         query = self.db.collection(CAMPAIGNS).order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
             _NAME, direction=firestore.Query.DESCENDING
         )
         for platform in dict.fromkeys(platforms):
             query = query.where(filter=firestore.FieldFilter(f"{TARGETS}.{platform}", "==", True))
+        if set(statuses) != set(STATUSES):
+            query = query.where(filter=firestore.FieldFilter(STATUS, "in", list(dict.fromkeys(statuses))))
         return query
 
     def update(self, campaign_id: int, values: dict[str, Any], versions: Collection[str] | None = None) -> Campaign:
-        """Change the campaign's settings; with ``versions``, only while its :attr:`Campaign.version` is one of them."""
+        """Change the campaign's settings; with ``versions``, only while its :attr:`Campaign.version` is one of them.
+
+        When one of the dates changes, it is checked against the other as
+        stored, on condition that the campaign is still as read, so that two
+        edits at once cannot leave the end before the start.
+        """
         changes = {**values, "updated_at": datetime.now(timezone.utc)}
         if "platforms" in values:
             changes[TARGETS] = targets_of(values["platforms"])
@@ -359,7 +403,11 @@ class CampaignStore:
             except gexc.NotFound:
                 raise NotFound(f"campaign {campaign_id} not found") from None
 
-        self._write(campaign_id, versions, write)
+        def check_window_as_stored(stored: dict[str, Any]) -> None:
+            check_window(values.get("starts_at", stored.get("starts_at")), values.get("ends_at", stored.get("ends_at")))
+
+        one_date = ("starts_at" in values) != ("ends_at" in values)
+        self._write(campaign_id, versions, write, check_window_as_stored if one_date else None)
         return self.get(campaign_id)
 
     def delete(self, campaign_id: int, versions: Collection[str] | None = None) -> None:
@@ -384,9 +432,11 @@ class CampaignStore:
     def _write(
         self, campaign_id: int, versions: Collection[str] | None,
         write: Callable[[firestore.WriteOption | None], None],
+        check: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        """Call ``write`` with the condition to write the campaign on: that it exists (None) without ``versions``,
-        else that it is still as read when its version was one of them (an HTTP If-Match).
+        """Call ``write`` with the condition to write the campaign on: that it exists (None) without ``versions``
+        or ``check``, else that it is still as read when its version was one of ``versions`` (an HTTP If-Match)
+        and ``check`` passed on its stored fields.
 
         The version is compared with the document as read, and the write made on
         condition that the document is still as read. The aggregator's commits
@@ -394,17 +444,19 @@ class CampaignStore:
         changing the version; so a failed condition means reading and comparing
         again, and only a changed version answers 412.
         """
-        if versions is None:
+        if versions is None and check is None:
             write(None)
             return
         for _ in range(_CONDITIONAL_WRITE_ATTEMPTS):
             snapshot = self._read_for_write(campaign_id)
             if not snapshot.exists:
                 raise NotFound(f"campaign {campaign_id} not found")
-            current = self._campaign(campaign_id, data_of(snapshot), None).version
-            if current not in versions:
+            stored = data_of(snapshot)
+            if versions is not None and self._campaign(campaign_id, stored, None).version not in versions:
                 raise PreconditionFailed(f"campaign {campaign_id} is not at a version If-Match names: it has changed "
                                          "since it was read; read it again, then make the change")
+            if check is not None:
+                check(stored)
             try:
                 write(self.db.write_option(last_update_time=snapshot.update_time))
                 return
@@ -464,6 +516,11 @@ class CampaignStore:
             updated_at=data["updated_at"],
             platform_urls=dict(data.get("platform_urls") or {}),
             forward_query=data.get("forward_query") is True,
+            status=data.get(STATUS, ACTIVE),
+            starts_at=_moment(data.get("starts_at")),
+            ends_at=_moment(data.get("ends_at")),
+            max_clicks=data.get("max_clicks"),
+            fallback_url=data.get("fallback_url"),
             counters=counters,
             as_of=as_of,
         )
@@ -480,6 +537,11 @@ def sum_shards(
     return totals
 
 
+def _moment(value: Any) -> datetime | None:
+    """A stored timestamp as a plain UTC datetime (Firestore's own type carries nanoseconds)."""
+    return None if value is None else datetime.fromtimestamp(value.timestamp(), timezone.utc)
+
+
 def _utc(moment: datetime) -> datetime:
     """A moment in UTC; a naive one is taken to be UTC already."""
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
@@ -490,5 +552,4 @@ def read_as_of(db: firestore.Client) -> datetime | None:
 
 
 def _as_of(snapshot: firestore.DocumentSnapshot[Any]) -> datetime | None:
-    value = data_of(snapshot).get(AS_OF) if snapshot.exists else None
-    return datetime.fromtimestamp(value.timestamp(), timezone.utc) if value is not None else None
+    return _moment(data_of(snapshot).get(AS_OF)) if snapshot.exists else None

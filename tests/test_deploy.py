@@ -289,6 +289,9 @@ def test_real_run_pipes_the_password_and_wires_the_scheduler(fake_gcloud, tmp_pa
     assert index("secrets create o7tracker-admin-password ") < index("functions deploy admin ")
     assert index("secrets create o7tracker-campaign-id-key ") < index("functions deploy track ")
     assert index("functions deploy aggregate-http ") < index("scheduler jobs create http ")
+    # what reads click events is deployed before what writes them, so that no reader ignores a new field
+    assert index("functions deploy aggregate-event ") < index("functions deploy aggregate-http ") < \
+        index("functions deploy track ")
     url = "https://aggregate-http-abc123-ew.a.run.app"
     job = calls[index("scheduler jobs create http ")].split()
     assert f"--uri={url}" in job and f"--oidc-token-audience={url}" in job
@@ -446,13 +449,17 @@ def test_track_deploys_for_its_async_stack_with_the_click_path_settings(fake_gcl
     assert {"uvloop", "httptools"} <= {line.partition("==")[0] for line in requirements}
 
 
-def test_every_platform_filter_has_its_composite_index(dry_run):
+def test_every_list_filter_has_its_composite_index(dry_run):
     result, _ = dry_run
     creates = find(commands(result.stdout), "firestore", "indexes", "composite", "create")
-    assert len(creates) == len(PLATFORMS)
-    for platform, create in zip(PLATFORMS, creates, strict=True):
-        assert {"--collection-group=campaigns", f"--field-config=field-path=targets.{platform},order=ascending",
-                "--field-config=field-path=created_at,order=descending"} <= set(create)
+    fields = {tuple(word.removeprefix("--field-config=field-path=") for word in create
+                    if word.startswith("--field-config=")) for create in creates}
+    newest_first = "created_at,order=descending"
+    # status alone, each platform alone and each with status, as CampaignStore.list_page filters
+    assert fields == {("status,order=ascending", newest_first),
+                      *[(f"targets.{p},order=ascending", newest_first) for p in PLATFORMS],
+                      *[("status,order=ascending", f"targets.{p},order=ascending", newest_first) for p in PLATFORMS]}
+    assert all("--collection-group=campaigns" in create for create in creates)
 
 
 # Settings the platform gives every function; deploy.sh never sets them.

@@ -33,6 +33,8 @@ from shared.ids import keyed_ids
 from shared.login_limiter import LoginLimiter, login_limiter
 from shared.models import (
     IDEMPOTENCY_KEY,
+    LISTED_BY_DEFAULT,
+    STATUSES,
     Campaign,
     check_track_base_url,
     parse_campaign_fields,
@@ -71,9 +73,11 @@ ROUTES = Map(
     redirect_defaults=False,
 )
 
+LIFECYCLE_FIELDS = ("status", "starts_at", "ends_at", "max_clicks", "fallback_url")
 CAMPAIGN_CSV_HEADER = (
     "id", "redirect_url", "platforms", "created_at", "updated_at", "as_of", *COUNTER_FIELDS,
     *[f"{p.lower()}_url" for p in PLATFORMS], *[f"{p.lower()}_tracking_link" for p in PLATFORMS], "forward_query",
+    *LIFECYCLE_FIELDS,
 )
 STATS_CSV_HEADER = ("start", "end", *COUNTER_FIELDS)
 
@@ -176,14 +180,15 @@ class AdminApi:
     def list_campaigns(self, call: Call) -> flask.Response:
         request = call.request
         platforms = platforms_filter(request.args.get("platforms"))
+        statuses = statuses_filter(request.args.get("status"))
         limit = whole_number(request.args, "limit", 1, MAX_PAGE_SIZE)
         cursor = request.args.get("cursor") or None
         if cursor is not None and limit is None:
             raise BadRequest("'cursor' needs 'limit'; send the 'next' link of the previous page")
         as_csv = wants_csv(request)
         if limit is None:
-            return self._every_campaign(request, platforms, as_csv)
-        page = self.store.list_page(platforms, limit, cursor)
+            return self._every_campaign(request, platforms, statuses, as_csv)
+        page = self.store.list_page(platforms, limit, cursor, statuses)
         campaigns = [self.campaign_json(c, request) for c in page.campaigns]
         headers = {}
         if page.next_cursor is not None:
@@ -192,9 +197,11 @@ class AdminApi:
             return csv_response("campaigns.csv", CAMPAIGN_CSV_HEADER, map(campaign_row, campaigns), headers)
         return json_response({"campaigns": campaigns, "next": page.next_cursor}, headers=headers)
 
-    def _every_campaign(self, request: flask.Request, platforms: list[str], as_csv: bool) -> flask.Response:
+    def _every_campaign(
+        self, request: flask.Request, platforms: list[str], statuses: tuple[str, ...], as_csv: bool
+    ) -> flask.Response:
         """The whole list, written as Firestore sends it (see ``streamed_response``)."""
-        campaigns = (self.campaign_json(c, request) for c in self.store.stream(platforms))
+        campaigns = (self.campaign_json(c, request) for c in self.store.stream(platforms, statuses))
         if as_csv:
             return csv_response("campaigns.csv", CAMPAIGN_CSV_HEADER, map(campaign_row, campaigns))
         return json_array_response(campaigns)
@@ -342,6 +349,17 @@ def platforms_filter(raw: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def statuses_filter(raw: str | None) -> tuple[str, ...]:
+    """``paused,archived`` as a tuple; without it, every campaign but the archived ones."""
+    if raw is None:
+        return LISTED_BY_DEFAULT
+    names = [name.strip() for name in raw.split(",")]
+    unknown = [name for name in names if name not in STATUSES]
+    if unknown:
+        raise BadRequest(f"unknown status(es) {unknown!r} in 'status'; known: {list(STATUSES)}")
+    return tuple(dict.fromkeys(names))
+
+
 def whole_number(args: Mapping[str, str], name: str, low: int, high: int) -> int | None:
     """The query parameter ``name`` as a whole number from ``low`` to ``high``; None when it is absent."""
     raw = args.get(name)
@@ -377,6 +395,7 @@ def campaign_row(campaign: dict[str, Any]) -> list[Any]:
         *[campaign["platform_urls"].get(p, "") for p in PLATFORMS],
         *[campaign["tracking_links"].get(p, "") for p in PLATFORMS],
         "true" if campaign["forward_query"] else "false",
+        *["" if campaign[name] is None else campaign[name] for name in LIFECYCLE_FIELDS],
     ]
 
 

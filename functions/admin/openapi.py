@@ -15,8 +15,19 @@ from typing import Any
 import buckets
 import qr_codes
 
-from shared.models import IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_PATTERN, MAX_CAMPAIGN_ID, MAX_URL_LENGTH, READ_ONLY_FIELDS
-from shared.platforms import COUNTER_FIELDS, PLATFORMS
+from shared.models import (
+    ACTIVE,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENCY_KEY_PATTERN,
+    LISTED_BY_DEFAULT,
+    MAX_CAMPAIGN_ID,
+    MAX_EXACT_INTEGER,
+    MAX_URL_LENGTH,
+    READ_ONLY_FIELDS,
+    RFC3339_PATTERN,
+    STATUSES,
+)
+from shared.platforms import COUNTER_FIELDS, INACTIVE_FIELD, PLATFORMS
 
 JsonObject = dict[str, Any]
 
@@ -30,7 +41,9 @@ def _ref(name: str) -> JsonObject:
 
 
 def _counters() -> JsonObject:
-    return {name: {"type": "integer", "minimum": 0} for name in COUNTER_FIELDS}
+    counters: JsonObject = {name: {"type": "integer", "minimum": 0} for name in COUNTER_FIELDS}
+    counters[INACTIVE_FIELD]["description"] = _INACTIVE
+    return counters
 
 
 def _url() -> JsonObject:
@@ -43,6 +56,26 @@ def _per_platform(value: JsonObject) -> JsonObject:
 
 _FORWARD_QUERY = ("Whether a click's query parameters (but `platform`) are added to the destination's, byte for "
                   "byte; the destination's own win a clash. Default false.")
+_CANNOT_COUNT = "paused, archived, before `starts_at`, from `ends_at` on, capped, or on a platform it does not target"
+_INACTIVE = (f"Clicks the campaign could not count ({_CANNOT_COUNT}); never in `click_count`. The "
+             "`<platform>_inactive_click_count` fields split them by platform.")
+# Each lifecycle field: its schema when written (null unsets it) and what it means.
+_LIFECYCLE: dict[str, tuple[JsonObject, str]] = {
+    "status": ({"type": "string", "enum": list(STATUSES)},
+               f"Only an `{ACTIVE}` campaign counts clicks. `archived` ones are left out of the list unless its "
+               f"`status` asks for them. Default `{ACTIVE}`."),
+    "starts_at": ({"type": ["string", "null"], "format": "date-time", "pattern": RFC3339_PATTERN},
+                  "RFC 3339, with an offset. Clicks made before it do not count; null: from the start."),
+    "ends_at": ({"type": ["string", "null"], "format": "date-time", "pattern": RFC3339_PATTERN},
+                "RFC 3339, with an offset, after `starts_at`. Clicks made at or after it do not count; "
+                "null: no end."),
+    "max_clicks": ({"type": ["integer", "null"], "minimum": 1, "maximum": MAX_EXACT_INTEGER},
+                   "A cap on `click_count`: once the counted clicks reach it, clicks do not count. It works from "
+                   "the counts as shown, so it may be passed by the clicks of about the `as_of` lag and "
+                   "CACHE_TTL_SECONDS. null: no cap."),
+    "fallback_url": ({"type": ["string", "null"], "maxLength": MAX_URL_LENGTH, "pattern": URL_PATTERN},
+                     f"Where clicks that cannot count go ({_CANNOT_COUNT}); null: the global FALLBACK_URL."),
+}
 
 
 def _schemas() -> JsonObject:
@@ -55,6 +88,9 @@ def _schemas() -> JsonObject:
         "platforms": {"type": "array", "items": _ref("Platform")},
         "platform_urls": _per_platform({"type": "string"}),
         "forward_query": {"type": "boolean"},
+        **{name: {"type": schema["type"], **({"format": "date-time"} if "format" in schema else {}),
+                  "description": text}
+           for name, (schema, text) in _LIFECYCLE.items()},
         **_counters(),
         "as_of": {"type": ["string", "null"], "format": "date-time",
                   "description": "Clicks up to this time are folded into the counters shown; null: none yet."},
@@ -65,6 +101,7 @@ def _schemas() -> JsonObject:
         "platforms": {"type": "array", "minItems": 1, "items": _ref("Platform")},
         "platform_urls": _per_platform(_url()),
         "forward_query": {"type": "boolean", "description": _FORWARD_QUERY},
+        **{name: {**schema, "description": text} for name, (schema, text) in _LIFECYCLE.items()},
     }
     ignored = {name: {"description": "Read-only: ignored, so that what was read can be sent back."}
                for name in sorted(READ_ONLY_FIELDS)}
@@ -130,8 +167,9 @@ _ERRORS: JsonObject = {
     "422": _error("This Idempotency-Key already created a campaign from another body. Nothing was written."),
     "429": _error("Too many failed logins from this client; even right credentials wait until Retry-After.",
                   {"Retry-After": _RETRY_AFTER}),
-    "503": _error("The campaign kept changing while the conditional write was tried (its counters being "
-                  "updated, in a long burst); nothing was written. Try again after Retry-After.",
+    "503": _error("The campaign kept changing while a conditional write was tried (one with If-Match, or one "
+                  "changing a single date, checked against the other as stored), its counters being updated in "
+                  "a long burst; nothing was written. Try again after Retry-After.",
                   {"Retry-After": _RETRY_AFTER}),
 }
 
@@ -233,6 +271,11 @@ def _operations() -> dict[str, dict[str, JsonObject]]:
                     _query("platforms", {"type": "array", "minItems": 1, "items": _ref("Platform")},
                            "Keep campaigns that target every listed platform, e.g. Android,IPhone.",
                            style="form", explode=False),
+                    _query("status", {"type": "array", "minItems": 1,
+                                      "items": {"type": "string", "enum": list(STATUSES)}},
+                           "Keep campaigns with one of these statuses, e.g. archived. Default: "
+                           f"{','.join(LISTED_BY_DEFAULT)} (archived campaigns are left out).",
+                           style="form", explode=False),
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size."),
                     _query("cursor", {"type": "string"}, "The `next` of the previous page (needs `limit`)."),
                     _FORMAT,
@@ -268,8 +311,10 @@ def _operations() -> dict[str, dict[str, JsonObject]]:
                                   "304": {"description": "Not modified: the answer would be the one with this ETag.",
                                           "headers": _ETAG},
                                   **_errors("404")}},
-            "PUT": {"summary": "Change a campaign's redirect_url, platforms, platform_urls or forward_query "
-                               "(never its counters)",
+            "PUT": {"summary": "Change any of a campaign's writable fields, such as its status, dates, cap or "
+                               "fallback (never its counters)",
+                    "description": "Fields left out stay as they are; null unsets `starts_at`, `ends_at`, "
+                                   "`max_clicks` or `fallback_url`. Track instances follow within CACHE_TTL_SECONDS.",
                     "parameters": [_ID, _IF_MATCH],
                     "requestBody": {"required": True, "content": _json(_ref("CampaignChanges"))},
                     "responses": {"200": campaign_answer,

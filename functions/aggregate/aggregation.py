@@ -5,14 +5,13 @@ Both entry points journal what they receive and apply the journal
 batch at a time (one journal write per batch), applies the journal, then does
 the upkeep of :mod:`upkeep`, all within ``AGGREGATE_MAX_SECONDS``. The
 event-triggered function journals and applies each pushed event alone: a
-click is counted within a second, at about eight Firestore operations a click
-(see the README's cost figures).
+click is counted within a second, at about seven Firestore operations a click
+(docs/counting.md, Cost).
 """
 
 from __future__ import annotations
 
 import base64
-import math
 import secrets
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import Any, Protocol
 from dead_letters import DeadLetterCheck, build_dead_letter_check
 from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
-from upkeep import DeletionSweeper, RefreshResult, SweepResult, TargetsBackfill, TotalsRefresher, advance_as_of
+from upkeep import CampaignBackfill, DeletionSweeper, RefreshResult, SweepResult, TotalsRefresher, advance_as_of
 
 from shared.config import AGGREGATE_MODE, PROJECT, ConfigError, Settings
 from shared.counting import CALL_TIMEOUT_SECONDS, Applied, Applier, Delivery, Journal, Received
@@ -40,8 +39,10 @@ AGGREGATE_MODES = ("scheduled", "event", "both")
 _PULL_WAIT_SECONDS = 2.0
 _PULLS_AT_ONCE = 4
 _PULL_MAX_MESSAGES = 1000  # Pub/Sub's limit for one pull
-# How long the apply step waits for the drain to journal more before it looks again.
-_APPLY_IDLE_SECONDS = 0.2
+# While the drain runs, the apply step waits for this many journal entries (each up to
+# AGGREGATE_BATCH_SIZE events), looking again this often.
+_APPLY_ENTRIES = 20
+_APPLY_IDLE_SECONDS = 0.5
 # Shares of a run's budget: the drain stops pulling at the first, the apply step at the second;
 # the rest is the upkeep's.
 _DRAIN_SHARE = 0.8
@@ -116,7 +117,7 @@ class Drainer:
         message is acked seconds after its delivery, well within its ack deadline.
         """
         drained = Drained()
-        while time.monotonic() < deadline:
+        while time.monotonic() + _PULL_WAIT_SECONDS <= deadline:
             messages = self._gather(deadline)
             if not messages:
                 drained.caught_up = self._answers()
@@ -138,29 +139,33 @@ class Drainer:
 
         A pull may return far fewer than asked (the emulator never more than
         100), and each is a round trip: one at a time, the drain would spend most
-        of its time waiting on them.
+        of its time waiting on them. No pull starts after the fill window, or
+        later than a whole pull wait before ``deadline`` (the caller sees to the
+        first), and each may wait its
+        whole ``_PULL_WAIT_SECONDS``: a pull cut short by its own timeout may
+        have been handed messages that then stay out of reach until their ack
+        deadline passes (and a pull answers at once when messages wait).
         """
         messages: list[Any] = []
         fill_until = time.monotonic() + self.fill_seconds
         while len(messages) < self.batch_size:
             now = time.monotonic()
-            wait = min(_PULL_WAIT_SECONDS, deadline - now, fill_until - now if messages else math.inf)
-            if wait <= 0:
+            if messages and (now >= fill_until or now + _PULL_WAIT_SECONDS > deadline):
                 break
             wanted = self.batch_size - len(messages)
             share = max(1, min(_PULL_MAX_MESSAGES, -(-wanted // _PULLS_AT_ONCE)))
             sizes = [min(share, wanted - i * share) for i in range(-(-wanted // share))][:_PULLS_AT_ONCE]
-            pulls = list(self._pulls.map(self._pull, sizes, [wait] * len(sizes)))
+            pulls = list(self._pulls.map(self._pull, sizes))
             messages += [m for pulled in pulls for m in pulled]
             if not all(pulls):
                 break  # a pull came back empty: nothing more is waiting now
         return messages
 
-    def _pull(self, max_messages: int, wait: float) -> list[Any]:
+    def _pull(self, max_messages: int) -> list[Any]:
         try:
             response = self.subscriber.pull(
                 request={"subscription": self.subscription_path, "max_messages": max_messages},
-                timeout=wait,
+                timeout=_PULL_WAIT_SECONDS,
                 retry=None,
             )
         except gexc.DeadlineExceeded:
@@ -239,7 +244,7 @@ class RunReport:
     refresh: RefreshResult
     sweep: SweepResult
     backfilled: int
-    """Campaigns given their ``targets`` map by this run."""
+    """Campaigns given the fields the list filters on (``targets``, ``status``) by this run."""
     as_of: datetime | None
     """``aggregator/state.as_of`` after this run; it moved to ``started`` if the run was complete."""
     seconds: float
@@ -261,7 +266,7 @@ class RunReport:
             "journal_entries_applied": self.applied.entries, "journal_complete": self.applied.complete,
             "totals_refreshed": self.refresh.campaigns, "totals_complete": self.refresh.complete,
             "deleted_documents": self.sweep.deleted, "deletions_done": len(self.sweep.campaigns),
-            "targets_backfilled": self.backfilled,
+            "campaigns_backfilled": self.backfilled,
             **self.dead_letters,
             "seconds": round(self.seconds, 3),
             "as_of": rfc3339(self.as_of) if self.as_of else None,
@@ -276,7 +281,7 @@ class ScheduledRun:
     applier: Applier
     refresher: TotalsRefresher
     sweeper: DeletionSweeper
-    backfill: TargetsBackfill
+    backfill: CampaignBackfill
     dead_letters: DeadLetterCheck
     max_seconds: float
 
@@ -300,24 +305,26 @@ class ScheduledRun:
         deadline = began + self.max_seconds
         refresh = self.refresher.refresh(deadline)
         sweep = self.sweeper.sweep(deadline)
-        backfilled = self.backfill.run() if time.monotonic() < deadline else 0
         complete = applied.complete and refresh.complete and (
             self.drainer is None or (drained is not None and drained.caught_up and not drained.received.failed))
         as_of = advance_as_of(db, started) if complete else read_as_of(db)
         dead_letters = self.dead_letters.check(deadline)
+        # Last: after an upgrade it may take what is left of the budget for a few runs.
+        backfilled = self.backfill.run(deadline) if time.monotonic() < deadline else 0
         return RunReport(started, drained, applied, refresh, sweep, backfilled, as_of, time.monotonic() - began,
                          dead_letters)
 
 
     def _apply_until_drained(self, drained: threading.Event, deadline: float) -> Applied:
-        """Apply the journal until the drain is over and one more pass has found it empty."""
+        """Apply the journal while the drain fills it, a commit per ``_APPLY_ENTRIES`` entries at
+        least, then all that is left once the drain is over."""
         total = Applied()
         while True:
             last_pass = drained.is_set()
-            applied = self.applier.apply(deadline)
+            applied = self.applier.apply(deadline, at_least=1 if last_pass else _APPLY_ENTRIES)
             total.merge(applied)
-            if not applied.complete or last_pass:
-                total.complete = applied.complete
+            if last_pass or time.monotonic() >= deadline:
+                total.complete = last_pass and applied.complete
                 return total
             drained.wait(_APPLY_IDLE_SECONDS)
 
@@ -347,7 +354,7 @@ def build_scheduled_run(settings: Settings, applier: Applier) -> ScheduledRun:
         applier,
         TotalsRefresher(db, settings.counter_shards),
         DeletionSweeper(db, timedelta(seconds=settings.delete_grace_seconds), settings.delete_max_documents),
-        TargetsBackfill(db),
+        CampaignBackfill(db),
         build_dead_letter_check(settings),
         settings.aggregate_max_seconds,
     )

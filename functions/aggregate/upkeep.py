@@ -31,8 +31,9 @@ tombstones older than a grace period are swept: a fold that checked the
 campaign just before the delete commits well within it, and its counters are
 swept with the rest.
 
-**Backfill.** Campaigns written before the ``targets`` map existed get it from
-:class:`TargetsBackfill`, a page per run, so the admin's platform filter finds them.
+**Backfill.** Campaigns written before the ``targets`` map or ``status`` existed
+get them from :class:`CampaignBackfill`, page after page while a run has time, so
+the admin's list filters find them.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from google.cloud import firestore
 
 from shared.counting import CALL_TIMEOUT_SECONDS, grouped_by_size
 from shared.logs import get_logger
-from shared.models import Counters, zero_counters
+from shared.models import ACTIVE, Counters, zero_counters
 from shared.platforms import COUNTER_FIELDS
 from shared.store import (
     AS_OF,
@@ -58,6 +59,7 @@ from shared.store import (
     DELETIONS,
     DIRTY,
     MARKED_HOURS,
+    STATUS,
     TARGETS,
     TOTALS,
     add_counts,
@@ -82,7 +84,9 @@ _WRITE_BATCH = 500  # Firestore's limit for one batched write
 _PRECONDITION_RETRIES = 3
 _TOMBSTONES_PER_QUERY = 20
 _BACKFILL_PAGE = 400  # with one write each, within a batch's 500
-_BACKFILL = "targets_backfill"
+# Its progress in aggregator/state; a deployment that went through the targets-only backfill
+# before ("targets_backfill") walks its campaigns once more, for status.
+_BACKFILL = "campaign_backfill"
 _NAME = "__name__"
 
 
@@ -358,40 +362,51 @@ class DeletionSweeper:
         result.deleted += len(refs)
 
 
-class TargetsBackfill:
-    """Gives campaigns written before ``targets`` existed their map, one page per run, once.
+class CampaignBackfill:
+    """Gives campaigns written before ``targets`` or ``status`` existed the fields the list filters on, once.
 
-    The admin's platform filter queries ``targets``; a campaign without it would
-    never match. Walks every campaign by name, its progress kept in
-    ``aggregator/state``; once through, it costs one read per run.
+    The admin's list queries ``status`` (archived campaigns are left out unless asked for) and the
+    platform filter ``targets``; a campaign without them would never match. Walks every campaign by
+    name, a page at a time until ``deadline``, its progress kept in ``aggregator/state``; once through,
+    it costs one read per run.
     """
 
     def __init__(self, db: firestore.Client, page_size: int = _BACKFILL_PAGE) -> None:
         self.db = db
         self.page_size = page_size
 
-    def run(self) -> int:
-        """Campaigns given ``targets`` in this run."""
+    def run(self, deadline: float) -> int:
+        """Campaigns given a missing field in this run."""
         progress = data_of(state_ref(self.db).get(timeout=CALL_TIMEOUT_SECONDS)).get(_BACKFILL) or {}
-        if progress.get("done"):
-            return 0
-        query = self.db.collection(CAMPAIGNS).order_by(_NAME).limit(self.page_size)
-        if progress.get("after"):
-            query = query.start_after({_NAME: self.db.collection(CAMPAIGNS).document(progress["after"])})
-        campaigns = list(query.stream(timeout=CALL_TIMEOUT_SECONDS))
-        batch, missing = self.db.batch(), 0
-        for campaign in campaigns:
-            data = data_of(campaign)
-            if TARGETS not in data:
-                option = self.db.write_option(last_update_time=campaign.update_time)
-                batch.update(campaign.reference, {TARGETS: targets_of(data.get("platforms", ()))}, option=option)
-                missing += 1
-        if missing:
-            try:
-                batch.commit(timeout=CALL_TIMEOUT_SECONDS)
-            except (gexc.FailedPrecondition, gexc.NotFound):
-                return 0  # one was edited or deleted meanwhile: this page again next run
-        done = len(campaigns) < self.page_size
-        state_ref(self.db).set({_BACKFILL: {"done": True} if done else {"after": campaigns[-1].id}}, merge=True,
-                               timeout=CALL_TIMEOUT_SECONDS)
-        return missing
+        backfilled = 0
+        while not progress.get("done") and time.monotonic() < deadline:
+            query = self.db.collection(CAMPAIGNS).order_by(_NAME).limit(self.page_size)
+            if progress.get("after"):
+                query = query.start_after({_NAME: self.db.collection(CAMPAIGNS).document(progress["after"])})
+            campaigns = list(query.stream(timeout=CALL_TIMEOUT_SECONDS))
+            batch, missing = self.db.batch(), 0
+            for campaign in campaigns:
+                fields = _missing_filter_fields(data_of(campaign))
+                if fields:
+                    option = self.db.write_option(last_update_time=campaign.update_time)
+                    batch.update(campaign.reference, fields, option=option)
+                    missing += 1
+            if missing:
+                try:
+                    batch.commit(timeout=CALL_TIMEOUT_SECONDS)
+                except (gexc.FailedPrecondition, gexc.NotFound):
+                    return backfilled  # one was edited or deleted meanwhile: this page again next run
+            backfilled += missing
+            progress = {"done": True} if len(campaigns) < self.page_size else {"after": campaigns[-1].id}
+            state_ref(self.db).set({_BACKFILL: progress}, merge=True, timeout=CALL_TIMEOUT_SECONDS)
+        return backfilled
+
+
+def _missing_filter_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """What a campaign lacks of the fields the list filters on, as the admin writes them."""
+    fields: dict[str, Any] = {}
+    if TARGETS not in data:
+        fields[TARGETS] = targets_of(data.get("platforms", ()))
+    if STATUS not in data:
+        fields[STATUS] = ACTIVE
+    return fields

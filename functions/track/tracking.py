@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from classify import detect_platform, is_bot
 from forwarding import merge_click_query
@@ -17,6 +18,7 @@ from shared.ids import CampaignIds, keyed_ids, may_exist
 from shared.legacy_ids import load_registry
 from shared.logs import get_logger
 from shared.models import Route, parse_campaign_id
+from shared.platforms import is_platform
 from shared.publishing import GroupPublisher
 from shared.store import CAMPAIGNS, route_from_document
 
@@ -61,7 +63,8 @@ class Tracker:
         self.producer = producer
 
     async def click(self, request: ClickRequest) -> str:
-        """The redirect target; every link that cannot be counted goes to the fallback.
+        """The redirect target; every link that cannot be counted goes to a fallback: its campaign's, when
+        the campaign is known and has one, else the global one.
 
         A lookup past its deadline is logged here without a traceback; any
         other failure (Firestore refusing a read on a cache miss, say)
@@ -90,20 +93,30 @@ class Tracker:
         # become an 8 KB key in each of the classifier's caches.
         user_agent = request.user_agent[:MAX_HEADER_CHARS]
         platform = request.platform or detect_platform(user_agent)
-        if platform not in route.platforms:
-            platform = None
-        # HEAD requests and crawlers are previews, not people: they see the
-        # campaign's destination but are counted apart, platform or not.
+        # HEAD requests and crawlers are previews, not people: they see where
+        # a person would go but are counted apart, platform or not.
         bot = request.method == "HEAD" or is_bot(user_agent)
-        if platform is None and not bot:
-            return self.fallback_url
-        event = ClickEvent.new(
-            campaign_id, platform, producer=self.producer, user_agent=user_agent, referrer=request.referrer, bot=bot
-        )
-        await self.publisher.publish(event)
-        if route.forward_query and request.query:
-            return merge_click_query(route.destination(platform), request.query)
-        return route.destination(platform)
+        # The click's own time decides its campaign's dates, and is the time its event carries.
+        now = datetime.now(timezone.utc)
+        targeted = platform in route.platforms
+        if route.counts_at(now.timestamp()) and (targeted or bot):
+            counted = platform if targeted else None
+            await self._publish(request, campaign_id, counted, user_agent, bot, now, inactive=False)
+            if route.forward_query and request.query:
+                return merge_click_query(route.destination(counted), request.query)
+            return route.destination(counted)
+        # Counted apart, so that traffic after a campaign's end still shows; a click that names no
+        # platform at all (a desktop, say) counts nowhere, as it never could.
+        known = platform if is_platform(platform) else None
+        if known is not None or bot:
+            await self._publish(request, campaign_id, known, user_agent, bot, now, inactive=True)
+        return route.fallback_url or self.fallback_url
+
+    async def _publish(self, request: ClickRequest, campaign_id: int, platform: str | None, user_agent: str,
+                       bot: bool, now: datetime, *, inactive: bool) -> None:
+        await self.publisher.publish(ClickEvent.new(
+            campaign_id, platform, producer=self.producer, user_agent=user_agent, referrer=request.referrer,
+            bot=bot, inactive=inactive, now=now))
 
 
 class CampaignReader:

@@ -13,10 +13,12 @@ import json
 import re
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -30,6 +32,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SCREENSHOT = ROOT / "screenshots" / "dashboard.png"
 TIMEZONE = "Europe/Ljubljana"  # not the machine's, so the page must pass the browser's own zone along
 ANDROID_RGB, IPHONE_RGB = (0x1F, 0x9D, 0x55), (0x25, 0x63, 0xEB)  # the series colours in app.js
+INACTIVE_RGB = (0x93, 0x33, 0xEA)
 FORWARD_QUERY = "Forward the click’s query parameters"
 
 
@@ -175,7 +178,8 @@ def test_create_click_drain_and_read_the_numbers_in_the_browser(page: Page, stac
     expect(row.locator('td[data-field="click_count"]')).to_have_text("5")
     expect(row.locator(".sparkline")).to_have_attribute("aria-label", re.compile(r"^5 clicks over the last 7 days"))
     expect(page.locator("#detail .as-of")).to_have_text(re.compile(r"^Counted up to \d"))
-    expect(page.locator("#detail [data-slot=range-totals]")).to_have_text(re.compile(r"^5 clicks and 0 bot clicks"))
+    expect(page.locator("#detail [data-slot=range-totals]")).to_have_text(
+        re.compile(r"^5 clicks, 0 bot clicks and 0 inactive"))
 
     # the chart is drawn: both platforms' lines are on the canvas, by day and by hour
     expect(page.locator("#detail .chart canvas")).to_be_visible()
@@ -272,6 +276,10 @@ def test_an_edit_or_delete_after_a_change_made_elsewhere_is_refused_and_the_page
     expect(page.locator("#detail [data-slot=delete-error]")).to_contain_text(
         "Not deleted: this campaign was changed elsewhere after you opened it.")
     assert requests.get(path, auth=AUTH, timeout=10).status_code == 200
+    page.get_by_role("button", name="Pause", exact=True).click()
+    expect(page.locator("#detail [data-slot=pause-error]")).to_contain_text(
+        "Not paused: this campaign was changed elsewhere after you opened it.")
+    assert requests.get(path, auth=AUTH, timeout=10).json()["status"] == "active"
 
     # Reloaded, the page shows their change, and an edit made on it is saved.
     edit_error.get_by_role("button", name="Reload the campaign").click()
@@ -284,6 +292,90 @@ def test_an_edit_or_delete_after_a_change_made_elsewhere_is_refused_and_the_page
     form.get_by_role("button", name="Save changes").click()
     expect(page.locator("#detail-body h2")).to_have_text("https://example.com/mine")
     assert requests.get(path, auth=AUTH, timeout=10).json()["redirect_url"] == "https://example.com/mine"
+
+
+def local_minute(moment: datetime) -> str:
+    """A moment as a datetime-local input takes it, in the browser's zone."""
+    return moment.astimezone(ZoneInfo(TIMEZONE)).strftime("%Y-%m-%dT%H:%M")
+
+
+def test_pause_resume_dates_cap_fallback_and_inactive_clicks_through_the_page(page: Page, stack: Stack) -> None:
+    page.goto("/admin/")
+    page.get_by_text("New campaign", exact=True).click()
+    form = page.locator("#create-form")
+    form.get_by_label("Redirect URL").fill("https://example.com/lifecycle")
+    form.get_by_label("iPhone", exact=True).uncheck()
+    form.get_by_label("Windows Phone", exact=True).uncheck()
+    form.get_by_text("Status, dates, cap and fallback (optional)").click()
+    form.get_by_label("Fallback URL", exact=True).fill("https://example.com/fallback")
+    form.get_by_role("button", name="Create campaign").click()
+    expect(page.locator("#detail-body h2")).to_have_text("https://example.com/lifecycle")
+    campaign_id = int(page.evaluate("location.hash").removeprefix("#campaign/"))
+    path = f"{stack.url}/admin/campaigns/{campaign_id}"
+    assert requests.get(path, auth=AUTH, timeout=10).json()["fallback_url"] == "https://example.com/fallback"
+    lifecycle = page.locator("#detail [data-slot=lifecycle]")
+    expect(lifecycle.locator(".badge")).to_have_text("Active")
+
+    # dates that end before they start, a cap that is no number: the server's message, nothing saved
+    page.get_by_text("Edit campaign", exact=True).click()
+    form = page.locator("#detail form")
+    start = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(days=1)
+    end = start + timedelta(days=400)
+    form.get_by_label("Start", exact=True).fill(local_minute(end))
+    form.get_by_label("End", exact=True).fill(local_minute(start))
+    form.get_by_role("button", name="Save changes").click()
+    expect(page.locator("#edit-error")).to_contain_text("'ends_at' must be after 'starts_at'")
+    form.get_by_label("Click cap", exact=True).fill("a thousand")
+    form.get_by_label("Start", exact=True).fill(local_minute(start))
+    form.get_by_label("End", exact=True).fill(local_minute(end))
+    form.get_by_role("button", name="Save changes").click()
+    expect(page.locator("#edit-error")).to_contain_text("'max_clicks' must be a whole number")
+    assert requests.get(path, auth=AUTH, timeout=10).json()["starts_at"] is None
+    form.get_by_label("Click cap", exact=True).fill("1000")
+    form.get_by_role("button", name="Save changes").click()
+    expect(lifecycle).to_contain_text("at most 1,000 clicks")
+    expect(lifecycle).to_contain_text("Clicks it cannot count go to https://example.com/fallback")
+    stored = requests.get(path, auth=AUTH, timeout=10).json()
+    assert (stored["starts_at"], stored["ends_at"], stored["max_clicks"], stored["status"]) == (
+        start.strftime("%Y-%m-%dT%H:%M:00.000000Z"), end.strftime("%Y-%m-%dT%H:%M:00.000000Z"), 1000, "active")
+
+    # paused with the button: its links go to its fallback, and the clicks show as inactive
+    page.get_by_role("button", name="Pause", exact=True).click()
+    expect(lifecycle.locator(".badge")).to_have_text("Paused")
+    expect(page.locator(f'#campaigns tr[data-id="{campaign_id}"] .badge.state')).to_have_text("Paused")
+    assert requests.get(path, auth=AUTH, timeout=10).json()["status"] == "paused"
+    link = page.locator("#link-Android").input_value()
+    for url in (link, link, link, link.replace("platform=Android", "platform=IPhone")):
+        answer = requests.get(url, allow_redirects=False, timeout=10)
+        assert answer.status_code == 307 and answer.headers["Location"] == "https://example.com/fallback"
+    assert requests.get(f"{stack.url}/tasks/update_stats", auth=AUTH, timeout=60).status_code == 200
+    page.reload()
+    tiles = page.locator("#detail .tiles")
+    expect(tiles.locator('dd[data-field="inactive_click_count"]')).to_have_text("4")
+    expect(tiles.locator('dd[data-field="click_count"]')).to_have_text("0")
+    expect(page.locator("#detail [data-slot=inactive-split]")).to_have_text(
+        "Inactive clicks by platform: Android 3, iPhone 1.")
+    expect(page.locator("#detail [data-slot=range-totals]")).to_have_text(
+        re.compile(r"^0 clicks, 0 bot clicks and 4 inactive"))
+    expect(page.locator("#detail .chart canvas")).to_be_visible()
+    assert count_pixels(page, INACTIVE_RGB) > 20  # the inactive clicks' own line
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT.with_name("dashboard-lifecycle.png")), full_page=True)
+
+    page.get_by_role("button", name="Resume", exact=True).click()
+    expect(lifecycle.locator(".badge")).to_have_text("Active")
+    assert requests.get(path, auth=AUTH, timeout=10).json()["status"] == "active"
+
+    # archived through the form: out of the list, until archived campaigns are asked for
+    page.get_by_text("Edit campaign", exact=True).click()
+    page.locator("#detail form").get_by_label("Status", exact=True).select_option("archived")
+    page.locator("#detail form").get_by_role("button", name="Save changes").click()
+    expect(lifecycle.locator(".badge")).to_have_text("Archived")
+    row = page.locator(f'#campaigns tr[data-id="{campaign_id}"]')
+    expect(row).to_have_count(0)
+    page.get_by_label("Show archived campaigns").check()
+    expect(row.locator(".badge.state")).to_have_text("Archived")
+    assert "status=active%2Cpaused%2Carchived" in (page.locator("#list-csv").get_attribute("href") or "")
 
 
 def test_the_list_pages_through_every_campaign_newest_first(page: Page, stack: Stack) -> None:

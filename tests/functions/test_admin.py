@@ -22,7 +22,8 @@ from google.cloud import firestore
 from helpers import publish, read_png, read_qr_codes
 
 from shared.events import ClickEvent, Producer
-from shared.store import COUNTS, CampaignStore, campaign_ref
+from shared.models import zero_counters
+from shared.store import COUNTS, CampaignStore, campaign_ref, new_campaign_document
 
 CAMPAIGN = {
     "redirect_url": "https://github.com/otobrglez/o7tracker",
@@ -159,6 +160,18 @@ def test_every_endpoint_needs_the_exact_credentials(
      "'forward_query' must be true or false"),
     (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "forward_query": null}',
      "'forward_query' must be true or false"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "status": "Paused"}',
+     "'status' must be one of active, paused, archived"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "starts_at": "tomorrow"}',
+     "'starts_at' must be an RFC 3339 date-time"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "ends_at": "2026-06-01T00:00:00"}',
+     "'ends_at' must be an RFC 3339 date-time with an offset"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "starts_at": "2026-06-02T00:00:00Z", '
+     b'"ends_at": "2026-06-01T00:00:00Z"}', "'ends_at' must be after 'starts_at'"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "max_clicks": -5}', "'max_clicks'"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "max_clicks": "100"}', "'max_clicks'"),
+    (b'{"redirect_url": "https://e.com", "platforms": ["Android"], "fallback_url": "/over"}',
+     "'fallback_url' must be an absolute http or https URL"),
 ])
 def test_bad_create_bodies_answer_400_and_write_nothing(
     client: Any, auth: dict[str, str], body: bytes, fragment: str
@@ -423,6 +436,63 @@ def test_forward_query_is_off_unless_set_on_create_or_put(client: Any, auth: dic
     # other changes leave it as it is
     client.put(path, headers=auth, json={"forward_query": True})
     assert client.put(path, headers=auth, json={"platforms": ["IPhone"]}).get_json()["forward_query"] is True
+
+
+LIFECYCLE = {"status": "paused", "starts_at": "2026-06-01T09:00:00+02:00", "ends_at": "2026-07-01T00:00:00Z",
+             "max_clicks": 1000, "fallback_url": "https://e.example/over"}
+
+
+def test_lifecycle_fields_are_kept_shown_everywhere_and_unset_by_null(client: Any, auth: dict[str, str]) -> None:
+    plain = create(client, auth)
+    assert {k: plain[k] for k in LIFECYCLE} == {"status": "active", "starts_at": None, "ends_at": None,
+                                               "max_clicks": None, "fallback_url": None}
+    created = create(client, auth, {**CAMPAIGN, **LIFECYCLE})
+    shown = {**LIFECYCLE, "starts_at": "2026-06-01T07:00:00.000000Z", "ends_at": "2026-07-01T00:00:00.000000Z"}
+    path = f"/admin/campaigns/{created['id']}"
+    assert {k: created[k] for k in LIFECYCLE} == shown
+    assert {k: get_json(client, auth, path)[k] for k in LIFECYCLE} == shown
+    [row] = read_csv(client.get("/admin/campaigns?format=csv&status=paused", headers=auth))
+    assert {k: row[k] for k in LIFECYCLE} == {**shown, "max_clicks": "1000"}
+    assert row["inactive_click_count"] == "0" and row["android_inactive_click_count"] == "0"
+    # a PUT changes what it names; null unsets; what was read can be sent back
+    resumed = client.put(path, headers=auth, json={"status": "active", "max_clicks": None}).get_json()
+    assert (resumed["status"], resumed["max_clicks"], resumed["ends_at"]) == ("active", None, shown["ends_at"])
+    sent_back = client.put(path, headers=auth, json=resumed).get_json()
+    assert {**sent_back, "updated_at": None} == {**resumed, "updated_at": None}
+    cleared = client.put(path, headers=auth, json={"starts_at": None, "ends_at": None, "fallback_url": None})
+    assert {k: cleared.get_json()[k] for k in ("starts_at", "ends_at", "fallback_url")} == dict.fromkeys(
+        ("starts_at", "ends_at", "fallback_url"))
+    [row] = [r for r in read_csv(client.get("/admin/campaigns?format=csv", headers=auth))
+             if r["id"] == str(created["id"])]
+    assert (row["starts_at"], row["max_clicks"], row["fallback_url"], row["status"]) == ("", "", "", "active")
+
+
+def test_an_end_before_the_stored_start_answers_400_and_changes_nothing(client: Any, auth: dict[str, str]) -> None:
+    created = create(client, auth, {**CAMPAIGN, "starts_at": "2026-06-01T00:00:00Z"})
+    path = f"/admin/campaigns/{created['id']}"
+    assert_error(client.put(path, headers=auth, json={"ends_at": "2026-05-01T00:00:00Z", "status": "paused"}), 400,
+                 "'ends_at' must be after 'starts_at' (2026-06-01T00:00:00.000000Z)")
+    assert get_json(client, auth, path) == created
+
+
+def test_the_list_leaves_archived_campaigns_out_unless_its_status_asks(client: Any, auth: dict[str, str]) -> None:
+    active = create(client, auth)
+    paused = create(client, auth, {**CAMPAIGN, "status": "paused"})
+    archived = create(client, auth, {**CAMPAIGN, "status": "archived"})
+
+    def ids(query: str) -> list[int]:
+        return [c["id"] for c in get_json(client, auth, f"/admin/campaigns{query}")]
+
+    assert ids("") == [paused["id"], active["id"]]
+    assert ids("?status=archived") == [archived["id"]]
+    assert ids("?status=active,archived&platforms=Android") == [archived["id"], active["id"]]
+    page = get_json(client, auth, "/admin/campaigns?status=archived,paused&limit=1")
+    assert [c["id"] for c in page["campaigns"]] == [archived["id"]]
+    client.put(f"/admin/campaigns/{archived['id']}", headers=auth, json={"status": "active"})
+    assert ids("") == [archived["id"], paused["id"], active["id"]]
+    assert_error(client.get("/admin/campaigns?status=deleted", headers=auth), 400,
+                 "unknown status(es) ['deleted'] in 'status'; known: ['active', 'paused', 'archived']")
+    assert_error(client.get("/admin/campaigns?status=", headers=auth), 400, "unknown status(es) ['']")
 
 
 def get_json(client: Any, auth: dict[str, str], path: str, **kwargs: Any) -> Any:
@@ -692,7 +762,7 @@ def test_stats_by_day_follow_the_time_zone_through_a_23_hour_day(
     assert [b["iphone_click_count"] for b in stats["buckets"]] == [0, 1, 1]
     assert [b["windowsphone_click_count"] for b in stats["buckets"]] == [0, 1, 0]
     assert [b["bot_click_count"] for b in stats["buckets"]] == [0, 1, 0]
-    assert stats["totals"] == {"click_count": 5, "android_click_count": 2, "iphone_click_count": 2,
+    assert stats["totals"] == {**zero_counters(), "click_count": 5, "android_click_count": 2, "iphone_click_count": 2,
                                "windowsphone_click_count": 1, "bot_click_count": 1}
     assert stats["as_of"] is not None and stats["as_of"].endswith("Z")
 
@@ -719,17 +789,23 @@ def test_stats_default_to_the_last_seven_utc_days_by_day(
 
 def test_stats_as_csv_one_row_per_bucket(client: Any, auth: dict[str, str], count_clicks: Any) -> None:
     cid = create(client, auth)["id"]
-    count_clicks([ClickEvent.new(cid, "IPhone", producer=P, now=at("2026-06-01T10:20:00+00:00"))])
+    count_clicks([ClickEvent.new(cid, "IPhone", producer=P, now=at("2026-06-01T10:20:00+00:00")),
+                  ClickEvent.new(cid, "Android", producer=P, now=at("2026-06-01T11:40:00+00:00"), inactive=True)])
     query = "from=2026-06-01T09:00Z&to=2026-06-01T12:00Z&granularity=hour&tz=Asia/Tokyo"
     for answer in (client.get(f"/admin/campaigns/{cid}/stats?{query}&format=csv", headers=auth),
                    client.get(f"/admin/campaigns/{cid}/stats?{query}", headers={**auth, "Accept": "text/csv"})):
         assert answer.headers["Content-Disposition"] == f'attachment; filename="campaign-{cid}-stats-hour.csv"'
         rows = read_csv(answer)
-        assert [(r["start"], r["iphone_click_count"]) for r in rows] == [
-            ("2026-06-01T18:00:00+09:00", "0"), ("2026-06-01T19:00:00+09:00", "1"),
-            ("2026-06-01T20:00:00+09:00", "0")]
+        assert [(r["start"], r["iphone_click_count"], r["inactive_click_count"], r["android_inactive_click_count"])
+                for r in rows] == [("2026-06-01T18:00:00+09:00", "0", "0", "0"),
+                                   ("2026-06-01T19:00:00+09:00", "1", "0", "0"),
+                                   ("2026-06-01T20:00:00+09:00", "0", "1", "1")]
         assert list(rows[0]) == ["start", "end", "click_count", "android_click_count", "iphone_click_count",
-                                 "windowsphone_click_count", "bot_click_count"]
+                                 "windowsphone_click_count", "bot_click_count", "inactive_click_count",
+                                 "android_inactive_click_count", "iphone_inactive_click_count",
+                                 "windowsphone_inactive_click_count"]
+    stats = get_json(client, auth, f"/admin/campaigns/{cid}/stats?{query}")
+    assert (stats["totals"]["click_count"], stats["totals"]["inactive_click_count"]) == (1, 1)
 
 
 @pytest.mark.parametrize("query, fragment", [
@@ -883,10 +959,14 @@ def test_real_answers_match_the_documented_schemas(
     client: Any, auth: dict[str, str], openapi_doc: dict[str, Any], count_clicks: Any
 ) -> None:
     created = create(client, auth, {**CAMPAIGN, "platform_urls": {"Android": "https://play.google.com/x"}})
-    count_clicks([ClickEvent.new(created["id"], "Android", producer=P)])
+    count_clicks([ClickEvent.new(created["id"], "Android", producer=P),
+                  ClickEvent.new(created["id"], "IPhone", producer=P, inactive=True)])
     campaign = get_json(client, auth, f"/admin/campaigns/{created['id']}")
-    for body in (created, campaign):
+    limited = create(client, auth, {**CAMPAIGN, **LIFECYCLE})
+    for body in (created, campaign, limited):
         validator(openapi_doc, "Campaign").validate(body)
+    validator(openapi_doc, "NewCampaign").validate({**CAMPAIGN, **LIFECYCLE})
+    validator(openapi_doc, "CampaignChanges").validate({"ends_at": None})
     validator(openapi_doc, "CampaignPage").validate(get_json(client, auth, "/admin/campaigns?limit=5"))
     validator(openapi_doc, "Stats").validate(get_json(client, auth, f"/admin/campaigns/{created['id']}/stats"))
     validator(openapi_doc, "Error").validate(client.get("/admin/campaigns/1", headers=auth).get_json())
@@ -1128,9 +1208,14 @@ def test_an_if_match_naming_no_version_answers_412(client: Any, auth: dict[str, 
 def test_counted_clicks_never_make_an_if_match_stale(client: Any, auth: dict[str, str], count_clicks: Any) -> None:
     created = client.post("/admin/campaigns", json=CAMPAIGN, headers=auth)
     path, read = created.headers["Location"], created.headers["ETag"]
-    count_clicks([ClickEvent.new(created.get_json()["id"], "IPhone", producer=P)])
+    campaign_id = created.get_json()["id"]
+    count_clicks([ClickEvent.new(campaign_id, "IPhone", producer=P),
+                  ClickEvent.new(campaign_id, "IPhone", producer=P, bot=True),
+                  ClickEvent.new(campaign_id, "Android", producer=P, inactive=True)])
     answer = client.put(path, json={"platforms": ["IPhone"]}, headers={**auth, "If-Match": read})
-    assert answer.status_code == 200 and answer.get_json()["iphone_click_count"] == 1
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    shown = answer.get_json()
+    assert (shown["iphone_click_count"], shown["bot_click_count"], shown["android_inactive_click_count"]) == (1, 1, 1)
 
 
 def write_after_each_read(monkeypatch: pytest.MonkeyPatch, db: Any, changes: dict[str, Any], times: int) -> None:
@@ -1201,13 +1286,16 @@ def many_campaigns(client: Any, auth: dict[str, str], count: int = 40) -> None:
 def test_the_whole_list_streams_what_a_page_of_it_holds_byte_for_byte(client: Any, auth: dict[str, str]) -> None:
     many_campaigns(client, auth)
     windows = create(client, auth, {"redirect_url": "https://w.example/", "platforms": ["WindowsPhone"]})
-    for query in ("", "?format=csv", "?platforms=Android", "?platforms=Android&format=csv"):
+    create(client, auth, {"redirect_url": "https://a.example/", "platforms": ["Android"], "status": "archived"})
+    for query in ("", "?format=csv", "?platforms=Android", "?platforms=Android&format=csv",
+                  "?status=archived,active&platforms=Android&format=csv"):
         whole = client.get(f"/admin/campaigns{query}", headers=auth)
         page = client.get(f"/admin/campaigns{query}{'&' if query else '?'}limit=1000", headers=auth)
         assert whole.status_code == 200 and "Content-Length" not in whole.headers  # sent as it was made
         expected = (page.get_data() if "csv" in query else
                     json.dumps(page.get_json()["campaigns"], separators=(",", ":")).encode())
         assert whole.get_data() == expected and len(expected) > 64 * 1024, query
+        assert (b"https://a.example/" in expected) == ("status" in query), query  # archived: listed when asked
     # A list that fits in one chunk goes whole, with its length.
     small = client.get("/admin/campaigns?platforms=WindowsPhone", headers=auth)
     assert small.headers["Content-Length"] == str(len(small.get_data()))
@@ -1217,8 +1305,9 @@ def test_the_whole_list_streams_what_a_page_of_it_holds_byte_for_byte(client: An
 
 def broken_campaign(db: Any, campaign_id: int, created_at: datetime) -> None:
     """A campaign document without its redirect_url, as no write of the admin leaves one: reading it fails."""
-    campaign_ref(db, campaign_id).set({"platforms": ["Android"], "targets": {"Android": True},
-                                       "created_at": created_at, "updated_at": created_at})
+    document = new_campaign_document({"redirect_url": "https://e.example/", "platforms": ["Android"]}, created_at)
+    del document["redirect_url"]
+    campaign_ref(db, campaign_id).set(document)
 
 
 @pytest.mark.parametrize("query", ["", "?format=csv"])

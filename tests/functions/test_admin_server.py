@@ -25,8 +25,10 @@ def test_a_list_that_fails_after_it_began_ends_short_and_no_client_takes_it_for_
         values = {"redirect_url": f"https://e.example/{n}?" + "q" * 2000, "platforms": ["Android"]}
         batch.set(campaign_ref(db, 1_000_000 + n), new_campaign_document(values, now - timedelta(seconds=n)))
     # The oldest, so listed last: a document no write of the admin leaves, without its redirect_url.
-    batch.set(campaign_ref(db, 1), {"platforms": ["Android"], "targets": {"Android": True},
-                                    "created_at": now - timedelta(days=1), "updated_at": now})
+    broken = new_campaign_document({"redirect_url": "https://e.example/", "platforms": ["Android"]},
+                                   now - timedelta(days=1))
+    del broken["redirect_url"]
+    batch.set(campaign_ref(db, 1), broken)
     batch.commit()
     server = start_server({"AUTH_USER": AUTH[0], "AUTH_PASSWORD": AUTH[1]}, tmp_path / "admin.log", function="admin")
     try:

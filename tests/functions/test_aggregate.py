@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -21,9 +22,10 @@ from helpers import publish, pull_all, push_cloud_event_headers, push_envelope
 
 from local import emulators
 from shared.config import Settings
-from shared.counting import Applier, Journal, hour_of
+from shared.counting import Applier, Journal, hour_of, new_entry_id
 from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
+from shared.models import zero_counters
 from shared.store import CampaignStore, read_as_of
 
 NOW = datetime.now(timezone.utc)
@@ -66,6 +68,12 @@ def scheduled_run() -> dict[str, Any]:
     body: dict[str, Any] = answer.get_json()
     assert answer.status_code in (200, 503), body
     return body
+
+
+@pytest.fixture
+def event_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduled run as deploy.sh sets it up with AGGREGATE_MODE=event: it applies, but does not drain."""
+    monkeypatch.setenv("AGGREGATE_MODE", "event")
 
 
 @pytest.fixture
@@ -156,12 +164,42 @@ def test_a_run_counts_good_duplicate_malformed_unknown_and_out_of_horizon_events
     assert (body["pulled"], body["journaled"], body["counted"], body["duplicates"], body["poison"]) == (
         258, 257, 251, 2, 5)
     counters = shown(store, campaign_id)
-    assert counters == {"click_count": 250, "android_click_count": 84, "iphone_click_count": 83,
+    assert counters == {**zero_counters(), "click_count": 250, "android_click_count": 84, "iphone_click_count": 83,
                         "windowsphone_click_count": 83, "bot_click_count": 1}
     hourly = store.hourly(campaign_id, T0 - timedelta(days=1), NOW + timedelta(days=1))
     assert hourly == {hour_of(T0): counters}  # one bucket, the clicks' own hour
     assert pull_all(project, subscription) == []  # everything acked
     assert list(db.collection("journal").stream()) == []
+
+
+def test_inactive_clicks_count_apart_per_platform_in_the_totals_and_the_hours(
+    store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str], producer: Producer,
+    push_client: Any,
+) -> None:
+    def inactive(platform: str | None, bot: bool = False) -> ClickEvent:
+        return ClickEvent.new(campaign_id, platform, producer=producer, now=T0, bot=bot, inactive=True)
+
+    events = [click(campaign_id, producer, "IPhone"), inactive("Android"), inactive("Android"),
+              inactive("WindowsPhone"), inactive("IPhone", bot=True), inactive(None, bot=True)]
+    publish(project, pubsub_names[0], [e.encode() for e in events])
+    assert scheduled_run()["counted"] == 6
+    assert push(push_client, inactive("IPhone").encode(), "m-inactive").status_code == 200  # the event path too
+    expected = {**zero_counters(), "click_count": 1, "iphone_click_count": 1, "bot_click_count": 2,
+                "inactive_click_count": 4, "android_inactive_click_count": 2,
+                "iphone_inactive_click_count": 1, "windowsphone_inactive_click_count": 1}
+    assert shown(store, campaign_id) == expected
+    assert store.hourly(campaign_id, T0 - timedelta(days=1), NOW + timedelta(days=1)) == {hour_of(T0): expected}
+
+
+def test_journal_entries_written_before_inactive_existed_are_applied_as_active_clicks(
+    db: Any, store: CampaignStore, campaign_id: int, producer: Producer, event_mode: None
+) -> None:
+    rows = [[producer.id, seq, "", campaign_id, "Android", False, int(T0.timestamp())] for seq in (1, 2, 3)]
+    db.collection("journal").document(new_entry_id()).create(
+        {"events": zlib.compress(json.dumps(rows).encode()), "count": 3})  # as pack wrote them
+    assert scheduled_run()["counted"] == 3
+    counters = shown(store, campaign_id)
+    assert (counters["android_click_count"], counters["inactive_click_count"]) == (3, 0)
 
 
 def vars_of(event: ClickEvent) -> dict[str, Any]:
@@ -270,14 +308,14 @@ def test_a_run_ends_within_its_budget_and_the_next_one_goes_on(
     store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str], producer: Producer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    backlog = 3000
+    backlog = 5000
     publish(project, pubsub_names[0], [click(campaign_id, producer).encode() for _ in range(backlog)])
-    monkeypatch.setenv("AGGREGATE_BATCH_SIZE", "10")  # 300 journal writes: many seconds of work
-    monkeypatch.setenv("AGGREGATE_MAX_SECONDS", "1")
+    monkeypatch.setenv("AGGREGATE_BATCH_SIZE", "10")  # 500 journal writes: many seconds of work
+    monkeypatch.setenv("AGGREGATE_MAX_SECONDS", "4")  # room for a 2 s pull, and not for the backlog
     before = read_as_of(store.db)
     first = scheduled_run()
     assert first["status"] == "Updated" and not first["caught_up"], first
-    assert first["seconds"] < 1 + 2  # its budget, and a journal write in flight with a generous margin
+    assert first["seconds"] < 4 + 2  # its budget, and a journal write in flight with a generous margin
     assert 0 < first["counted"] < backlog
     assert read_as_of(store.db) == before  # not caught up: as_of stays
     monkeypatch.setenv("AGGREGATE_MAX_SECONDS", "120")

@@ -24,6 +24,7 @@ from shared.counting import Applier, Delivery, Journal, hour_of
 from shared.errors import BadRequest, NotFound
 from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
+from shared.models import zero_counters
 from shared.store import CampaignStore, campaign_ref, deletion_ref, new_campaign_document
 
 SHARDS = Settings().counter_shards
@@ -33,6 +34,7 @@ HORIZON = timedelta(days=Settings().redelivery_horizon_days)
 ALL = ["Android", "IPhone", "WindowsPhone"]
 PRODUCER = Producer()
 LONG_AGO = 10**9  # a deadline (monotonic) a run never reaches
+LONG_BEFORE = datetime(2016, 4, 10, tzinfo=timezone.utc)  # a creation time older than any test's campaigns
 
 
 @pytest.fixture
@@ -120,6 +122,65 @@ def test_the_platform_filter_keeps_campaigns_targeting_every_listed_platform(sto
     assert ids(["IPhone"]) == [android, both]
 
 
+def test_the_list_leaves_archived_campaigns_out_unless_asked_and_pages_through_a_status(
+    db: Any, store: CampaignStore
+) -> None:
+    active, paused, archived, archived_ios = (new_campaign(store, p) for p in (ALL, ALL, ALL, ["IPhone"]))
+    store.update(paused, {"status": "paused"})
+    store.update(archived, {"status": "archived"})
+    store.update(archived_ios, {"status": "archived"})
+
+    def ids(platforms: list[str], *statuses: str) -> list[int]:
+        return [c.id for c in store.stream(platforms, *([statuses] if statuses else []))]
+
+    assert ids([]) == [paused, active]
+    assert ids([], "archived") == [archived_ios, archived]
+    assert ids([], "active", "archived") == [archived_ios, archived, active]
+    assert ids(["IPhone"], "archived") == [archived_ios, archived]
+    assert ids(["Android"], "archived", "paused") == [archived, paused]
+    counter = ReadCounter(db)
+    first = store.list_page([], 1, None, ["archived"])
+    assert [c.id for c in first.campaigns] == [archived_ios] and counter.take() == 1 + 2  # the filter runs in Firestore
+    assert [c.id for c in store.list_page([], 1, first.next_cursor, ["archived"]).campaigns] == [archived]
+    store.update(archived, {"status": "active"})
+    assert ids([]) == [archived, paused, active]
+
+
+def test_a_date_changed_alone_is_checked_against_the_other_as_stored(store: CampaignStore) -> None:
+    start, end = datetime(2026, 6, 1, tzinfo=timezone.utc), datetime(2026, 7, 1, tzinfo=timezone.utc)
+    campaign = store.create({"redirect_url": "https://e.com/", "platforms": ["Android"], "starts_at": start})
+    with pytest.raises(BadRequest, match="'ends_at' must be after 'starts_at' \\(2026-06-01T00:00:00.000000Z\\)"):
+        store.update(campaign.id, {"ends_at": start})
+    assert store.update(campaign.id, {"ends_at": end}).ends_at == end
+    before = store.get(campaign.id)
+    with pytest.raises(BadRequest, match="'ends_at' must be after 'starts_at'"):
+        store.update(campaign.id, {"starts_at": end + timedelta(seconds=1), "status": "paused"})
+    assert store.get(campaign.id) == before  # nothing written
+    moved = store.update(campaign.id, {"starts_at": None})
+    assert (moved.starts_at, moved.ends_at) == (None, end)
+    with pytest.raises(NotFound):
+        store.update(424242, {"ends_at": end})
+
+
+def test_a_date_changed_alone_while_the_other_changes_is_checked_against_the_other_as_written(
+    db: Any, store: CampaignStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    campaign = store.create({"redirect_url": "https://e.com/", "platforms": ["Android"]})
+    read = CampaignStore._read_for_write
+
+    def read_then_start_later(self: CampaignStore, campaign_id: int) -> Any:
+        """Another edit commits its start between this edit's read and its write."""
+        snapshot = read(self, campaign_id)
+        campaign_ref(db, campaign_id).update({"starts_at": start + timedelta(days=60)})
+        return snapshot
+
+    monkeypatch.setattr(CampaignStore, "_read_for_write", read_then_start_later)
+    with pytest.raises(BadRequest, match="'ends_at' must be after 'starts_at' \\(2026-07-31T00:00:00.000000Z\\)"):
+        store.update(campaign.id, {"ends_at": start + timedelta(days=30)})
+    assert store.get(campaign.id).ends_at is None
+
+
 @pytest.mark.parametrize("cursor", ["", "%%%", "bm90IGpzb24", "WzEsMl0", "WyJ4IiwgMV0", "WyIyMDI2LTAxLTAxIiwgMV0"])
 def test_a_malformed_cursor_is_a_bad_request(store: CampaignStore, cursor: str) -> None:
     with pytest.raises(BadRequest, match="cursor"):
@@ -178,8 +239,8 @@ def test_the_scheduled_run_adds_what_the_sharded_counters_left_and_moves_as_of_t
     after = datetime.now(timezone.utc)
     assert body["totals_refreshed"] == 1 and body["totals_complete"] is True
     campaign = store.get(campaign_id)
-    assert campaign.counters == {"click_count": 15, "android_click_count": 3, "iphone_click_count": 8,
-                                 "windowsphone_click_count": 4, "bot_click_count": 0}
+    assert campaign.counters == {**zero_counters(), "click_count": 15, "android_click_count": 3,
+                                 "iphone_click_count": 8, "windowsphone_click_count": 4, "bot_click_count": 0}
     assert campaign.as_of is not None and before <= campaign.as_of <= after
     assert campaign.to_json()["as_of"] == body["as_of"]
     assert store.stats_as_of(campaign_id) == campaign.as_of
@@ -404,7 +465,7 @@ def test_an_id_awaiting_cleanup_is_never_given_to_a_new_campaign(
     assert not campaign_ref(db, deleted).get().exists
 
 
-def test_campaigns_written_before_the_targets_map_are_backfilled_for_the_filter(
+def test_campaigns_written_before_the_filter_fields_are_backfilled_for_the_list(
     db: Any, store: CampaignStore, event_mode: None
 ) -> None:
     old = []
@@ -413,9 +474,21 @@ def test_campaigns_written_before_the_targets_map_are_backfilled_for_the_filter(
         now = datetime.now(timezone.utc)
         campaign_ref(db, old[-1]).set({"redirect_url": "https://e.com/", "platforms": platforms,
                                        "platform_urls": {}, "created_at": now, "updated_at": now})
+    # one that the targets-only backfill of the version before had given its map
+    campaign_ref(db, old[0]).update({"targets": {"Android": True}})
+    db.document("aggregator/state").set({"targets_backfill": {"done": True}})
     new = new_campaign(store, ["Android"])
-    assert [c.id for c in store.stream(["Android"])] == [new]
-    assert scheduled_run()["targets_backfilled"] == 3
+    assert [c.id for c in store.stream([])] == [new]
+    assert [c.id for c in store.stream([], ["active", "paused", "archived"])] == \
+        [new, *old[::-1]]  # asked for every status, the list does not filter on it
+    batch = db.batch()
+    for filler in range(20_000, 20_400):  # so that one run walks two pages
+        batch.set(campaign_ref(db, filler), {"redirect_url": "https://e.com/", "platforms": ["IPhone"],
+                                             "created_at": LONG_BEFORE, "updated_at": LONG_BEFORE})
+    batch.commit()
+    assert scheduled_run()["campaigns_backfilled"] == 403
+    assert [c.id for c in store.stream([])][:4] == [new, *old[::-1]]
     assert [c.id for c in store.stream(["Android"])] == [new, old[1], old[0]]
-    assert [c.id for c in store.stream(["IPhone"])] == [old[2], old[1]]
-    assert scheduled_run()["targets_backfilled"] == 0  # done once
+    assert [c.id for c in store.stream(["IPhone"])][:2] == [old[2], old[1]]
+    assert {store.get(i).status for i in old} == {"active"}
+    assert scheduled_run()["campaigns_backfilled"] == 0  # done once

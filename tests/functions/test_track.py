@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -113,7 +113,7 @@ def test_every_click_is_a_separate_event(
 
 @pytest.mark.parametrize("path", [
     "/", "/track", "/track/", "/track/{id}", "/track/{id}?platform=", "/track/{id}?platform=android",
-    "/track/{id}?platform=BlackBerry", "/track/{id}?platform=WindowsPhone", "/track/abc?platform=Android",
+    "/track/{id}?platform=BlackBerry", "/track/abc?platform=Android",
     "/track/-5?platform=Android", "/track/0?platform=Android", "/track/9007199254740992?platform=Android",
     "/track/123?platform=Android", "/track/{id}/extra?platform=Android", "/elsewhere?platform=Android",
     "/robots.txt", "/favicon.ico", "/track/{id}%0A?platform=Android", "/track/1%0A2?platform=Android",
@@ -435,3 +435,137 @@ def test_without_a_campaign_id_key_the_function_refuses_to_start(monkeypatch: py
     monkeypatch.delenv("CAMPAIGN_ID_KEY")
     with pytest.raises(ConfigError, match="CAMPAIGN_ID_KEY"), serve_track():
         pass
+
+
+# -- lifecycle: status, dates, the cap, the fallback ----------------------------------------------
+
+OVER = "https://campaign.example/over"  # a campaign's own fallback
+DESTINATION = "https://github.com/otobrglez/o7tracker"
+
+
+def lifecycle_campaign(store: CampaignStore, **values: Any) -> Any:
+    return store.create({"redirect_url": DESTINATION, "platforms": ["Android", "IPhone"], **values})
+
+
+def scheduled_run() -> dict[str, Any]:
+    body: dict[str, Any] = function_app("aggregate", "aggregate_http").test_client().post("/").get_json()
+    return body
+
+
+def test_a_paused_campaigns_clicks_go_to_its_fallback_and_count_apart_per_platform(
+    track: Track, store: CampaignStore
+) -> None:
+    paused = lifecycle_campaign(store, status="paused", fallback_url=OVER)
+    for query, headers in (("?platform=Android", {}), ("?platform=Android", {}), ("?platform=WindowsPhone", {}),
+                           ("?platform=BlackBerry", {}), ("", {"User-Agent": IPAD_UA}), ("", {"User-Agent": SLACK_UA}),
+                           ("?platform=IPhone", {"User-Agent": SLACK_UA})):
+        answer = track.click(f"/track/{paused.id}{query}", **headers)
+        assert (answer.status_code, answer.headers["Location"]) == (307, OVER), (query, headers)
+    assert scheduled_run()["counted"] == 5
+    # a click naming no platform (a desktop, an iPad, an unknown name) counts nowhere, as before; a bot stays a bot
+    assert {k: v for k, v in store.get(paused.id).counters.items() if v} == {
+        "inactive_click_count": 3, "android_inactive_click_count": 2, "windowsphone_inactive_click_count": 1,
+        "bot_click_count": 2}
+
+
+def test_without_a_fallback_of_its_own_a_campaign_that_cannot_count_sends_to_the_global_one(
+    track: Track, store: CampaignStore
+) -> None:
+    archived = lifecycle_campaign(store, status="archived")
+    assert track.click(f"/track/{archived.id}?platform=Android").headers["Location"] == FALLBACK
+    active = lifecycle_campaign(store, fallback_url=OVER)
+    assert track.click(f"/track/{active.id}?platform=WindowsPhone").headers["Location"] == OVER  # untargeted
+    assert track.click(f"/track/{active.id}", **{"User-Agent": IPAD_UA}).headers["Location"] == OVER
+    assert track.click(f"/track/{active.id}?platform=Android").headers["Location"] == DESTINATION
+
+
+def test_a_click_on_a_platform_the_campaign_does_not_target_counts_as_inactive(
+    track: Track, campaign: Any, store: CampaignStore, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    assert track.click(f"/track/{campaign.id}?platform=WindowsPhone").headers["Location"] == FALLBACK
+    [event] = pulled_events(project, pubsub_names[1])
+    assert (event.platform, event.bot, event.inactive) == ("WindowsPhone", False, True)
+
+
+def test_a_campaigns_dates_are_decided_by_each_clicks_own_time(
+    track: Track, store: CampaignStore, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    starts_at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=2)
+    ends_at = starts_at + timedelta(seconds=1)
+    dated = lifecycle_campaign(store, starts_at=starts_at, ends_at=ends_at, fallback_url=OVER)
+    reads = track.count_reads()
+    locations = []
+    while datetime.now(timezone.utc) < ends_at + timedelta(seconds=0.5):
+        locations.append(track.click(f"/track/{dated.id}?platform=Android").headers["Location"])
+        time.sleep(0.05)
+    assert reads == [dated.id]  # one route, read once: each click decides by its own time
+    events = sorted(pulled_events(project, pubsub_names[1]), key=lambda e: e.seq)
+    assert len(events) == len(locations)
+    for event, location in zip(events, locations, strict=True):
+        counts = starts_at <= event.ts < ends_at
+        assert (event.inactive, location) == (not counts, DESTINATION if counts else OVER), event.ts
+    assert [e.inactive for e in events].count(False) > 0 and events[0].inactive and events[-1].inactive
+
+
+def test_a_pause_and_a_resume_reach_the_track_function_within_the_cache_ttl(
+    store: CampaignStore, pubsub_names: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FALLBACK_URL", FALLBACK)
+    monkeypatch.setenv("CACHE_TTL_SECONDS", "0.5")
+    campaign = lifecycle_campaign(store, fallback_url=OVER)
+    path = f"/track/{campaign.id}?platform=Android"
+    with serve_track() as track:
+        assert track.click(path).headers["Location"] == DESTINATION
+        store.update(campaign.id, {"status": "paused"})
+        assert track.click(path).headers["Location"] == DESTINATION  # stale, by design
+        time.sleep(0.6)
+        assert track.click(path).headers["Location"] == OVER
+        store.update(campaign.id, {"status": "active"})
+        time.sleep(0.6)
+        assert track.click(path).headers["Location"] == DESTINATION
+
+
+def test_the_cap_overshoots_by_at_most_the_clicks_before_the_run_counts_it_and_within_the_cache_ttl(
+    store: CampaignStore, pubsub_names: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ttl = 2.0
+    monkeypatch.setenv("FALLBACK_URL", FALLBACK)
+    monkeypatch.setenv("PUBLISH_WAIT_SECONDS", "10")
+    monkeypatch.setenv("CACHE_TTL_SECONDS", str(ttl))
+    capped = lifecycle_campaign(store, max_clicks=3, fallback_url=OVER)
+    path = f"/track/{capped.id}?platform=Android"
+    with serve_track() as track:
+        # Until a run has counted them the counts do not show them (the as_of lag): every click counts.
+        assert [track.click(path).headers["Location"] for _ in range(5)] == [DESTINATION] * 5
+        assert scheduled_run()["counted"] == 5
+        counted_at = time.monotonic()
+        # The instance keeps the route it read for the TTL; then it reads the counts, and stops counting.
+        within_ttl = 0
+        while track.click(path).headers["Location"] == DESTINATION:
+            within_ttl += 1
+            assert time.monotonic() - counted_at < ttl + 1.0, "still counting past the cache TTL"
+            time.sleep(0.05)
+        assert [track.click(path).headers["Location"] for _ in range(3)] == [OVER] * 3
+    assert scheduled_run()["counted"] == within_ttl + 4
+    counters = store.get(capped.id).counters
+    overshoot = counters["click_count"] - 3
+    assert overshoot == 2 + within_ttl  # the clicks before the run counted the cap, and those within the TTL
+    assert counters["inactive_click_count"] == counters["android_inactive_click_count"] == 4
+
+
+def test_a_paused_ended_capped_or_unstarted_campaign_costs_no_more_reads_per_click_than_an_active_one(
+    track: Track, store: CampaignStore, pubsub_names: tuple[str, str]
+) -> None:
+    now = datetime.now(timezone.utc)
+    capped = lifecycle_campaign(store, max_clicks=1, fallback_url=OVER)
+    with serve_track() as other:
+        other.click(f"/track/{capped.id}?platform=Android")
+    assert scheduled_run()["counted"] == 1
+    campaigns = [lifecycle_campaign(store), lifecycle_campaign(store, status="paused", fallback_url=OVER),
+                 lifecycle_campaign(store, ends_at=now - timedelta(days=1), fallback_url=OVER),
+                 lifecycle_campaign(store, starts_at=now + timedelta(days=1), fallback_url=OVER), capped]
+    reads = track.count_reads()
+    for campaign in campaigns:
+        locations = {track.click(f"/track/{campaign.id}?platform=Android").headers["Location"] for _ in range(5)}
+        assert locations == {DESTINATION if campaign is campaigns[0] else OVER}  # known, cached, not counting
+    assert sorted(reads) == sorted(c.id for c in campaigns)  # one read each, whatever its state

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import random
+import zlib
 from datetime import datetime, timedelta, timezone
 
-from shared.counting import MAX_WRITES_PER_COMMIT, Ledger, Row, _entries, footprint, pack, unpack
+from shared.counting import Ledger, Row, _entries, grouped_by_writes, pack, unpack
 from shared.events import ClickEvent, Producer
 
 T = 1_800_000_000  # an epoch second
@@ -71,10 +73,30 @@ def test_journal_rows_keep_what_counting_needs() -> None:
               ClickEvent.new(8, None, producer=producer, bot=True, now=at),
               ClickEvent("c" * 32, 9, "Android", at)]  # schema 1: no producer
     rows = unpack(pack(events))
-    assert rows == [Row(producer.id, 1, "", 7, "IPhone", False, T), Row(producer.id, 2, "", 8, None, True, T),
-                    Row("", 0, "c" * 32, 9, "Android", False, T)]
+    assert rows == [Row(producer.id, 1, "", 7, "IPhone", False, T, False),
+                    Row(producer.id, 2, "", 8, None, True, T, False),
+                    Row("", 0, "c" * 32, 9, "Android", False, T, False)]
     assert [row.counters() for row in rows] == [("click_count", "iphone_click_count"), ("bot_click_count",),
                                                 ("click_count", "android_click_count")]
+
+
+def test_an_inactive_click_counts_apart_per_platform_and_a_bot_stays_a_bot() -> None:
+    producer = Producer()
+    at = datetime.fromtimestamp(T, timezone.utc)
+    events = [ClickEvent.new(7, "WindowsPhone", producer=producer, now=at, inactive=True),
+              ClickEvent.new(7, "Android", producer=producer, now=at, bot=True, inactive=True),
+              ClickEvent.new(7, None, producer=producer, now=at, bot=True, inactive=True)]
+    rows = unpack(pack(events))
+    assert [row.inactive for row in rows] == [True, True, True]
+    assert [row.counters() for row in rows] == [
+        ("inactive_click_count", "windowsphone_inactive_click_count"), ("bot_click_count",), ("bot_click_count",)]
+
+
+def test_rows_journaled_before_inactive_existed_still_unpack_as_active_clicks() -> None:
+    before = zlib.compress(json.dumps([["a" * 16, 3, "", 7, "IPhone", False, T]]).encode())  # as pack wrote them
+    [row] = unpack(before)
+    assert row == Row("a" * 16, 3, "", 7, "IPhone", False, T, False)
+    assert row.counters() == ("click_count", "iphone_click_count")
 
 
 def test_a_batch_is_cut_into_entries_each_applied_in_one_commit() -> None:
@@ -84,7 +106,16 @@ def test_a_batch_is_cut_into_entries_each_applied_in_one_commit() -> None:
     events = [(str(i), ClickEvent.new(i + 1, "Android", producer=producer, now=at)) for i in range(1000)]
     entries = _entries(events)
     assert [message_id for entry in entries for message_id, _ in entry] == [str(i) for i in range(1000)]
-    assert len(entries) == 5
-    assert all(footprint([e for _, e in entry]) + 1 <= MAX_WRITES_PER_COMMIT for entry in entries)
+    assert len(entries) == 5  # 249 campaigns, their 249 days, the producer and the entry's delete: 500
+    assert [len(entry) for entry in entries] == [249, 249, 249, 249, 4]
     one_campaign = [(str(i), ClickEvent.new(1, "Android", producer=producer, now=at)) for i in range(1000)]
     assert len(_entries(one_campaign)) == 1
+
+
+def test_a_group_counts_each_document_once_however_many_items_touch_it() -> None:
+    shared = [("campaign", 1), ("day", 1, 20000), ("producer", "p")]
+    items = [shared + [("record", str(i))] for i in range(600)]  # three documents in common, one of their own
+    groups = grouped_by_writes(items, lambda keys: keys, per_item=1, per_group=0)
+    # 3 shared + 248 records + 248 entry deletes = 499; one more item would make 501
+    assert [len(group) for group in groups] == [248, 248, 104]
+    assert grouped_by_writes([], lambda keys: keys, per_item=1, per_group=0) == []

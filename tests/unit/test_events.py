@@ -46,6 +46,9 @@ def test_the_good_event_decodes() -> None:
     json.dumps({**GOOD, "ts": "2026-01-01T00:00:00"}).encode(),
     json.dumps({k: v for k, v in GOOD.items() if k != "ts"}).encode(),
     json.dumps({**GOOD, "bot": "yes"}).encode(),
+    json.dumps({**GOOD, "inactive": "true"}).encode(),
+    json.dumps({**GOOD, "inactive": 1}).encode(),
+    json.dumps({**GOOD, "inactive": None}).encode(),
 ])
 def test_malformed_events_are_refused(payload: bytes) -> None:
     with pytest.raises(InvalidEvent):
@@ -55,13 +58,24 @@ def test_malformed_events_are_refused(payload: bytes) -> None:
 def test_only_a_bot_click_may_lack_a_platform() -> None:
     bot = ClickEvent.new(1, None, producer=PRODUCER, bot=True)
     assert ClickEvent.decode(bot.encode()) == bot
-    with pytest.raises(InvalidEvent, match="platform"):
-        ClickEvent.decode(ClickEvent.new(1, None, producer=PRODUCER).encode())
+    for inactive in (False, True):
+        with pytest.raises(InvalidEvent, match="platform"):
+            ClickEvent.decode(ClickEvent.new(1, None, producer=PRODUCER, inactive=inactive).encode())
 
 
 def test_the_wire_format_names_every_field() -> None:
-    event = ClickEvent.new(3, "Android", producer=PRODUCER, user_agent="UA", bot=True)
+    event = ClickEvent.new(3, "Android", producer=PRODUCER, user_agent="UA", bot=True, inactive=True)
     assert set(event.fields()) == {f.name for f in dataclasses.fields(ClickEvent)} | {"v"}
+    assert event.fields()["v"] == 2
+
+
+def test_an_inactive_click_says_so_and_an_active_ones_event_is_as_before() -> None:
+    inactive = ClickEvent.new(3, "Android", producer=PRODUCER, inactive=True)
+    assert inactive.fields()["inactive"] is True and ClickEvent.decode(inactive.encode()) == inactive
+    active = ClickEvent.new(3, "Android", producer=PRODUCER)
+    assert "inactive" not in active.fields()  # an aggregator of the version before reads it right
+    assert ClickEvent.decode(active.encode()).inactive is False
+    assert ClickEvent.decode(json.dumps({**GOOD, "inactive": False}).encode()).inactive is False
 
 
 @pytest.mark.parametrize("payload", [
@@ -91,3 +105,4 @@ def test_an_event_of_schema_1_still_decodes_without_a_producer() -> None:
     schema_1 = {k: v for k, v in GOOD.items() if k not in ("producer", "seq")} | {"v": 1}
     event = ClickEvent.decode(json.dumps(schema_1).encode())
     assert (event.producer, event.seq, event.click_id) == ("", 0, "a" * 32)
+    assert ClickEvent.decode(event.encode()) == event  # replayed from an old log, it is still schema 1

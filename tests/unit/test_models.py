@@ -1,9 +1,11 @@
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from shared.errors import BadRequest
 from shared.models import Campaign, parse_campaign_fields, parse_campaign_id, rfc3339, validate_url
+from shared.platforms import COUNTER_FIELDS
 
 
 @pytest.mark.parametrize("url", [
@@ -91,3 +93,71 @@ def test_json_has_the_original_fields() -> None:
                   "iphone_click_count", "windowsphone_click_count"):
         assert field in body
     assert body["click_count"] == 0
+
+
+def test_lifecycle_fields_are_optional_and_null_unsets_them() -> None:
+    body = {"status": "paused", "starts_at": "2026-06-01T09:00:00+02:00", "ends_at": "2026-07-01t00:00:00.5z",
+            "max_clicks": 1000, "fallback_url": "https://e.com/over"}
+    assert parse_campaign_fields(body, partial=True) == {
+        "status": "paused", "starts_at": datetime(2026, 6, 1, 7, tzinfo=timezone.utc),
+        "ends_at": datetime(2026, 7, 1, 0, 0, 0, 500000, tzinfo=timezone.utc), "max_clicks": 1000,
+        "fallback_url": "https://e.com/over"}
+    unset = {"starts_at": None, "ends_at": None, "max_clicks": None, "fallback_url": None}
+    assert parse_campaign_fields(unset, partial=True) == unset
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("status", "stopped", "'status' must be one of active, paused, archived"),
+    ("status", None, "'status' must be one of"),
+    ("status", ["active"], "'status' must be one of"),
+    ("starts_at", "2026-06-01", "'starts_at' must be an RFC 3339 date-time with an offset"),
+    ("starts_at", "2026-06-01T09:00:00", "'starts_at' must be an RFC 3339 date-time with an offset"),
+    ("starts_at", "2026-06-01 09:00:00Z", "'starts_at' must be an RFC 3339"),
+    ("ends_at", "2026-02-30T00:00:00Z", "'ends_at' is not a date-time that exists"),
+    ("ends_at", "0001-01-01T00:00:00+01:00", "'ends_at' is not a date-time that exists"),  # before year 1 in UTC
+    ("ends_at", 1780000000, "'ends_at' must be an RFC 3339"),
+    ("max_clicks", 0, "'max_clicks' must be a whole number from 1 to 9007199254740991, or null"),
+    ("max_clicks", True, "'max_clicks' must be a whole number"),
+    ("max_clicks", 2.0, "'max_clicks' must be a whole number"),
+    ("max_clicks", "10", "'max_clicks' must be a whole number"),
+    ("max_clicks", 2**53, "'max_clicks' must be a whole number"),
+    ("fallback_url", "javascript:alert(1)", "'fallback_url' must be an absolute http or https URL"),
+    ("fallback_url", "https://u:p@e.com/", "'fallback_url' must not contain user info"),
+    ("fallback_url", "", "'fallback_url' must be a non-empty string"),
+])
+def test_bad_lifecycle_fields_answer_a_400_naming_the_field(field: str, value: object, message: str) -> None:
+    with pytest.raises(BadRequest) as raised:
+        parse_campaign_fields({field: value}, partial=True)
+    assert message in raised.value.msg
+
+
+def test_ends_at_must_come_after_starts_at() -> None:
+    for ends_at in ("2026-06-01T09:00:00Z", "2026-06-01T11:00:00+02:00", "2026-05-31T00:00:00Z"):
+        with pytest.raises(BadRequest, match="'ends_at' must be after 'starts_at' \\(2026-06-01T09:00:00.000000Z\\)"):
+            parse_campaign_fields({"starts_at": "2026-06-01T09:00:00Z", "ends_at": ends_at}, partial=True)
+    assert parse_campaign_fields({"starts_at": "2026-06-01T09:00:00Z", "ends_at": "2026-06-01T09:00:01Z"},
+                                 partial=True)
+
+
+def test_the_json_shows_every_lifecycle_field_null_when_unset() -> None:
+    moment = datetime(2016, 4, 10, 21, 47, 44, 519184, tzinfo=timezone.utc)
+    body = Campaign(7, "https://e.com", ["Android"], moment, moment).to_json()
+    assert {k: body[k] for k in ("status", "starts_at", "ends_at", "max_clicks", "fallback_url")} == {
+        "status": "active", "starts_at": None, "ends_at": None, "max_clicks": None, "fallback_url": None}
+    dated = Campaign(7, "https://e.com", ["Android"], moment, moment, starts_at=moment, ends_at=moment).to_json()
+    assert dated["starts_at"] == dated["ends_at"] == "2016-04-10T21:47:44.519184Z"
+    assert body["inactive_click_count"] == body["android_inactive_click_count"] == 0
+
+
+def test_a_campaign_version_changes_with_every_field_written_and_never_with_the_counted_ones() -> None:
+    moment = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    read = Campaign(7, "https://e.com", ["Android"], moment, moment)
+    counted = replace(read, counters=dict.fromkeys(COUNTER_FIELDS, 3), as_of=moment)
+    assert counted.version == read.version
+    for field in COUNTER_FIELDS:  # the inactive counters too: only the aggregator changes any of them
+        assert replace(read, counters={field: 1}).version == read.version, field
+    written = {"redirect_url": "https://f.com", "platforms": ["IPhone"], "updated_at": moment + timedelta(seconds=1),
+               "platform_urls": {"Android": "https://a.com"}, "forward_query": True, "status": "paused",
+               "starts_at": moment, "ends_at": moment, "max_clicks": 5, "fallback_url": "https://f.com/over"}
+    for field, value in written.items():
+        assert replace(read, **{field: value}).version != read.version, field

@@ -32,7 +32,7 @@ def test_an_operation_without_a_route_is_an_error() -> None:
 
 
 def test_the_router_takes_exactly_the_documented_query_parameters() -> None:
-    assert openapi.query_parameters("campaigns", "GET") == {"platforms", "limit", "cursor", "format"}
+    assert openapi.query_parameters("campaigns", "GET") == {"platforms", "status", "limit", "cursor", "format"}
     assert openapi.query_parameters("stats", "HEAD") == {"from", "to", "granularity", "tz", "format"}
     assert openapi.query_parameters("campaign", "DELETE") == frozenset()
 
@@ -41,6 +41,20 @@ def test_every_routed_method_has_a_view() -> None:
     answered = {(endpoint, "GET" if method == "HEAD" else method) for _, method, endpoint in ROUTES}
     assert answered == set(VIEWS)
     assert all(callable(getattr(AdminApi, name)) for name in VIEWS.values())
+
+
+def test_every_lifecycle_field_and_counter_is_described() -> None:
+    schemas = openapi.document("/admin", ROUTES, ALIAS)["components"]["schemas"]
+    lifecycle = ("status", "starts_at", "ends_at", "max_clicks", "fallback_url")
+    for name in lifecycle:
+        for schema in ("NewCampaign", "CampaignChanges", "Campaign"):
+            assert schemas[schema]["properties"][name]["description"], (schema, name)
+        assert {"required": [name]} in schemas["CampaignChanges"]["anyOf"]  # a PUT may change it alone
+    assert set(lifecycle) <= set(schemas["Campaign"]["required"])
+    assert schemas["NewCampaign"]["required"] == ["redirect_url", "platforms"]  # every new field is optional
+    assert schemas["NewCampaign"]["properties"]["status"]["enum"] == ["active", "paused", "archived"]
+    for name in ("inactive_click_count", "android_inactive_click_count"):
+        assert name in schemas["Counters"]["required"] and name in schemas["Bucket"]["required"]
 
 
 def test_every_state_change_documents_what_browser_safety_and_the_body_limit_answer() -> None:

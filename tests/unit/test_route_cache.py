@@ -1,11 +1,13 @@
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from route_cache import LookupTimeout, RouteCache
 
 from shared.models import Route
+from shared.store import route_from_document
 
 ROUTE = Route("https://e.com", frozenset({"Android"}), {})
 EDITED = Route("https://edited.com", frozenset({"Android"}), {})
@@ -159,3 +161,42 @@ def test_size_stays_bounded() -> None:
 
     run(clicks)
     assert len(cache) <= 100  # 50 known plus 50 unknown at most
+
+
+# -- what a route keeps of a campaign's lifecycle (shared.store.route_from_document) ----------------
+
+START, END = datetime(2026, 6, 1, tzinfo=timezone.utc), datetime(2026, 7, 1, tzinfo=timezone.utc)
+STORED = {"redirect_url": "https://e.com/", "platforms": ["Android"], "platform_urls": {}, "forward_query": False,
+          "status": "active", "starts_at": None, "ends_at": None, "max_clicks": None, "fallback_url": None}
+
+
+def counts(document: dict[str, Any], *moments: datetime) -> list[bool]:
+    route = route_from_document(document)
+    return [route.counts_at(moment.timestamp()) for moment in moments]
+
+
+def test_a_route_counts_clicks_from_starts_at_until_just_before_ends_at() -> None:
+    dated = {**STORED, "starts_at": START, "ends_at": END}
+    just_before, last = START - timedelta(microseconds=1), END - timedelta(microseconds=1)
+    assert counts(dated, just_before, START, last, END) == [False, True, True, False]
+    assert counts({**dated, "starts_at": None}, datetime(1990, 1, 1, tzinfo=timezone.utc), last, END) == \
+        [True, True, False]
+    assert counts({**dated, "ends_at": None}, just_before, datetime(2999, 1, 1, tzinfo=timezone.utc)) == [False, True]
+
+
+def test_a_paused_archived_or_capped_route_counts_nothing_and_a_campaign_from_before_counts_all() -> None:
+    inside = START + timedelta(days=1)
+    for stopped in ({"status": "paused"}, {"status": "archived"}, {"max_clicks": 5, "counts": {"click_count": 5}},
+                    {"max_clicks": 5, "counts": {"click_count": 2}, "totals": {"click_count": 3}}):
+        assert counts({**STORED, **stopped}, START, inside) == [False, False], stopped
+    assert counts({**STORED, "max_clicks": 5, "counts": {"click_count": 4, "bot_click_count": 9,
+                                                          "inactive_click_count": 9}}, inside) == [True]
+    before_lifecycle = {"redirect_url": "https://e.com/", "platforms": ["Android"]}
+    assert counts(before_lifecycle, datetime(1990, 1, 1, tzinfo=timezone.utc), inside) == [True, True]
+    assert route_from_document(before_lifecycle).fallback_url is None
+    assert route_from_document({**STORED, "fallback_url": "https://e.com/over"}).fallback_url == "https://e.com/over"
+
+
+def test_a_route_without_dates_shares_its_bounds_rather_than_holding_floats_of_its_own() -> None:
+    first, second = route_from_document(dict(STORED)), route_from_document(dict(STORED))
+    assert first.counts_from is second.counts_from and first.counts_until is second.counts_until

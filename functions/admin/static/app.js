@@ -12,6 +12,12 @@ const PLATFORMS = [
   { name: "WindowsPhone", field: "windowsphone_click_count", label: "Windows Phone", color: "#d97706" },
 ];
 const BOTS = { field: "bot_click_count", label: "Bots", color: "#6b7280" };
+const INACTIVE = { field: "inactive_click_count", label: "Inactive", color: "#9333ea" };
+const STATUSES = [
+  { value: "active", label: "Active" },
+  { value: "paused", label: "Paused" },
+  { value: "archived", label: "Archived" },
+];
 
 const numberFormat = new Intl.NumberFormat();
 const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short", timeZone: TZ });
@@ -23,6 +29,7 @@ const tickHour = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "
 const state = {
   campaigns: new Map(), // id -> campaign, in list order
   next: null,
+  showArchived: false,
   selected: null, // id of the campaign shown in the detail panel
   range: { days: 7, granularity: "day" },
   chart: null,
@@ -109,6 +116,26 @@ function showChangedElsewhere(element, notDone, campaignId, { reopenEdit = false
   reload.focus();
 }
 
+// Whether the campaign counts its clicks now, as its counts show; the server decides each click by its own time.
+function lifecycleState(campaign, now = Date.now()) {
+  if (campaign.status === "archived") return { key: "archived", label: "Archived" };
+  if (campaign.status === "paused") return { key: "paused", label: "Paused" };
+  if (campaign.starts_at && Date.parse(campaign.starts_at) > now) return { key: "scheduled", label: "Not started" };
+  if (campaign.ends_at && Date.parse(campaign.ends_at) <= now) return { key: "ended", label: "Ended" };
+  if (campaign.max_clicks !== null && campaign.click_count >= campaign.max_clicks) return { key: "capped", label: "Capped" };
+  return { key: "active", label: "Active" };
+}
+
+function lifecycleText(campaign) {
+  const parts = [];
+  if (campaign.starts_at) parts.push(`from ${dateTimeFormat.format(new Date(campaign.starts_at))}`);
+  if (campaign.ends_at) parts.push(`until ${dateTimeFormat.format(new Date(campaign.ends_at))}`);
+  const dates = parts.length ? `Counts clicks ${parts.join(" ")}` : "Counts clicks with no start or end";
+  const cap = campaign.max_clicks === null ? "no cap" : `at most ${formatCount(campaign.max_clicks)} clicks`;
+  const fallback = campaign.fallback_url ?? "the global fallback";
+  return `${dates}, ${cap}. Clicks it cannot count go to ${fallback} and count as inactive.`;
+}
+
 // ---- campaign list ------------------------------------------------------
 
 async function loadList({ reset }) {
@@ -118,7 +145,7 @@ async function loadList({ reset }) {
     state.campaigns.clear();
     state.next = null;
   }
-  const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  const params = new URLSearchParams({ limit: String(PAGE_SIZE), ...listFilter() });
   if (state.next) params.set("cursor", state.next);
   status.textContent = "Loading campaigns…";
   more.disabled = true;
@@ -133,6 +160,15 @@ async function loadList({ reset }) {
     more.disabled = false;
   }
   renderList();
+}
+
+// Without a status the list leaves archived campaigns out.
+function listFilter() {
+  return state.showArchived ? { status: STATUSES.map((s) => s.value).join(",") } : {};
+}
+
+function listed(campaign) {
+  return state.showArchived || campaign.status !== "archived";
 }
 
 function renderList() {
@@ -167,6 +203,13 @@ function campaignRow(campaign) {
     badge.className = `badge ${platform.name.toLowerCase()}`;
     badge.textContent = platform.label;
     badges.append(badge);
+  }
+  const lifecycle = lifecycleState(campaign);
+  if (lifecycle.key !== "active") {
+    const badge = document.createElement("span");
+    badge.className = `badge state ${lifecycle.key}`;
+    badge.textContent = lifecycle.label;
+    badges.prepend(badge);
   }
   name.append(link, badges);
 
@@ -281,6 +324,88 @@ function fillPlatformFields(form, prefix, campaign) {
   }
 }
 
+// A moment as a datetime-local input shows it: wall-clock time in the page's zone, to the minute.
+function localInputValue(iso) {
+  if (!iso) return "";
+  const parts = Object.fromEntries(
+    new Intl.DateTimeFormat("en-CA", {
+      timeZone: TZ, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+      hourCycle: "h23",
+    }).formatToParts(new Date(iso)).map((p) => [p.type, p.value]),
+  );
+  return `${parts.year}-${parts.month}-${parts.day}T${parts.hour}:${parts.minute}`;
+}
+
+function labelled(id, text, input, hint) {
+  const field = document.createElement("div");
+  field.className = "field";
+  const label = document.createElement("label");
+  label.htmlFor = id;
+  label.textContent = text;
+  input.id = id;
+  field.append(label, input);
+  if (hint) {
+    const note = document.createElement("p");
+    note.className = "hint";
+    note.id = `${id}-hint`;
+    note.textContent = hint;
+    input.setAttribute("aria-describedby", note.id);
+    field.append(note);
+  }
+  return field;
+}
+
+function fillLifecycleFields(form, prefix, campaign) {
+  const holder = $("[data-lifecycle-fields]", form);
+  const status = document.createElement("select");
+  status.name = "status";
+  for (const option of STATUSES) status.add(new Option(option.label, option.value));
+  status.value = campaign?.status ?? "active";
+  const moment = (name, iso) => {
+    const input = document.createElement("input");
+    input.type = "datetime-local";
+    input.name = name;
+    input.value = localInputValue(iso);
+    // sent back as stored unless edited, so that a time with seconds is not cut to the minute
+    input.dataset.stored = iso ?? "";
+    input.dataset.shown = input.value;
+    return input;
+  };
+  const cap = document.createElement("input");
+  cap.type = "text";
+  cap.inputMode = "numeric";
+  cap.name = "max_clicks";
+  cap.autocomplete = "off";
+  cap.placeholder = "No cap";
+  cap.value = campaign?.max_clicks ?? "";
+  const fallback = document.createElement("input");
+  fallback.type = "url";
+  fallback.inputMode = "url";
+  fallback.name = "fallback_url";
+  fallback.autocomplete = "off";
+  fallback.placeholder = "The global fallback";
+  fallback.value = campaign?.fallback_url ?? "";
+  const row = document.createElement("div");
+  row.className = "field-row";
+  row.append(
+    labelled(`${prefix}-starts_at`, "Start", moment("starts_at", campaign?.starts_at), `Empty: no start. Times in ${TZ}.`),
+    labelled(`${prefix}-ends_at`, "End", moment("ends_at", campaign?.ends_at), "Empty: no end."),
+  );
+  holder.replaceChildren(
+    labelled(`${prefix}-status`, "Status", status, "Only an active campaign counts its clicks."),
+    row,
+    labelled(`${prefix}-max_clicks`, "Click cap", cap,
+      "Stops counting once this many clicks are counted (it may run over by the clicks of a minute or two)."),
+    labelled(`${prefix}-fallback_url`, "Fallback URL", fallback,
+      "Where clicks that cannot count go: paused, outside the dates, over the cap, other platforms."),
+  );
+}
+
+function momentValue(input) {
+  if (input.value === input.dataset.shown) return input.dataset.stored || null;
+  return input.value ? new Date(input.value).toISOString() : null;
+}
+
 // What the form says, sent as typed: the server validates and its message is shown.
 function formBody(form) {
   const data = new FormData(form);
@@ -290,11 +415,18 @@ function formBody(form) {
     const url = String(data.get(`url-${platform}`) ?? "").trim();
     if (url) platformUrls[platform] = url;
   }
+  const cap = String(data.get("max_clicks") ?? "").trim();
+  const fallback = String(data.get("fallback_url") ?? "").trim();
   return {
     redirect_url: String(data.get("redirect_url") ?? "").trim(),
     platforms,
     platform_urls: platformUrls,
     forward_query: form.elements.forward_query.checked,
+    status: data.get("status"),
+    starts_at: momentValue(form.elements.starts_at),
+    ends_at: momentValue(form.elements.ends_at),
+    max_clicks: cap === "" ? null : /^\d+$/.test(cap) ? Number(cap) : cap,
+    fallback_url: fallback || null,
   };
 }
 
@@ -317,6 +449,7 @@ async function submitForm(form, errorBox, send, explain = (error) => showError(e
 function setUpCreateForm() {
   const form = $("#create-form");
   fillPlatformFields(form, "create", null);
+  fillLifecycleFields(form, "create", null);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const created = await submitForm(form, $("#create-error"), (body) =>
@@ -324,8 +457,9 @@ function setUpCreateForm() {
     );
     if (!created) return;
     form.reset();
+    fillLifecycleFields(form, "create", null);
     $("#create-panel").open = false;
-    state.campaigns = new Map([[created.id, created], ...state.campaigns]);
+    if (listed(created)) state.campaigns = new Map([[created.id, created], ...state.campaigns]);
     renderList();
     location.hash = `#campaign/${created.id}`;
   });
@@ -384,7 +518,15 @@ function renderDetail(campaign, etag) {
   title.replaceChildren(link);
   slot("id").textContent = `#${campaign.id}`;
   slot("created").textContent = dateFormat.format(new Date(campaign.created_at));
+  const lifecycle = lifecycleState(campaign);
+  const stateBadge = document.createElement("span");
+  stateBadge.className = `badge state ${lifecycle.key}`;
+  stateBadge.textContent = lifecycle.label;
+  slot("lifecycle").replaceChildren(stateBadge, ` ${lifecycleText(campaign)}`);
   for (const dd of body.querySelectorAll(".tiles dd")) dd.textContent = formatCount(campaign[dd.dataset.field]);
+  const inactiveSplit = PLATFORMS.filter((p) => campaign[inactiveField(p)] > 0)
+    .map((p) => `${p.label} ${formatCount(campaign[inactiveField(p)])}`);
+  slot("inactive-split").textContent = inactiveSplit.length ? `Inactive clicks by platform: ${inactiveSplit.join(", ")}.` : "";
   for (const platform of PLATFORMS) {
     const tile = $(`.tile.${platform.name.toLowerCase()}`, body);
     tile.classList.toggle("untargeted", !campaign.platforms.includes(platform.name));
@@ -404,8 +546,51 @@ function renderDetail(campaign, etag) {
     ? "A click’s query parameters are forwarded to the destination."
     : "";
   renderLinks(slot("links"), slot("copy-status"), campaign);
+  setUpPause(body, campaign, etag);
   setUpEditForm(body, campaign, etag);
   setUpDelete(body, campaign, etag);
+}
+
+function inactiveField(platform) {
+  return `${platform.name.toLowerCase()}_inactive_click_count`;
+}
+
+// A changed campaign in the list (or out of it, once archived and archived ones are hidden) and in the detail.
+function showChanged(updated, etag) {
+  if (listed(updated)) state.campaigns.set(updated.id, updated);
+  else state.campaigns.delete(updated.id);
+  renderList();
+  renderDetail(updated, etag);
+  loadStats(updated);
+}
+
+const TOGGLES = {
+  active: { action: "Pause", notDone: "Not paused" },
+  paused: { action: "Resume", notDone: "Not resumed" },
+  archived: { action: "Restore", notDone: "Not restored" },
+};
+
+function setUpPause(body, campaign, etag) {
+  const button = $('[data-action="toggle-pause"]', body);
+  const errorBox = $('[data-slot="pause-error"]', body);
+  const next = campaign.status === "active" ? "paused" : "active";
+  const toggle = TOGGLES[campaign.status];
+  button.textContent = toggle.action;
+  button.setAttribute("aria-describedby", "campaign-title");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const answer = await request(`campaigns/${campaign.id}`, {
+        method: "PUT", body: { status: next }, ifMatch: etag,
+      });
+      showChanged(answer.payload, answer.etag);
+      $('[data-action="toggle-pause"]', $("#detail-body")).focus();
+    } catch (error) {
+      if (error.status === 412) showChangedElsewhere(errorBox, toggle.notDone, campaign.id);
+      else showError(errorBox, error.message);
+      button.disabled = false;
+    }
+  });
 }
 
 function renderLinks(list, status, campaign) {
@@ -503,6 +688,7 @@ function setUpEditForm(body, campaign, etag) {
   const status = $('[data-slot="edit-status"]', body);
   const errorBox = $("#edit-error", body);
   fillPlatformFields(form, "edit", campaign);
+  fillLifecycleFields(form, "edit", campaign);
   form.elements.redirect_url.value = campaign.redirect_url;
   form.elements.forward_query.checked = campaign.forward_query;
   form.addEventListener("submit", async (event) => {
@@ -518,11 +704,7 @@ function setUpEditForm(body, campaign, etag) {
           : showError(errorBox, error.message),
     );
     if (!answer) return;
-    const updated = answer.payload;
-    state.campaigns.set(updated.id, updated);
-    renderList();
-    renderDetail(updated, answer.etag);
-    loadStats(updated);
+    showChanged(answer.payload, answer.etag);
     const saved = $('[data-slot="edit-status"]', $("#detail-body"));
     $('[data-slot="edit"]', $("#detail-body")).open = true;
     saved.textContent = "Saved.";
@@ -609,7 +791,8 @@ async function loadStats(campaign) {
   slot("as-of").textContent = asOfText(stats.as_of);
   const totals = stats.totals;
   slot("range-totals").textContent =
-    `${formatCount(totals.click_count)} clicks and ${formatCount(totals.bot_click_count)} bot clicks, ` +
+    `${formatCount(totals.click_count)} clicks, ${formatCount(totals.bot_click_count)} bot clicks and ` +
+    `${formatCount(totals.inactive_click_count)} inactive, ` +
     (range.granularity === "day"
       ? dateFormat.formatRange(new Date(stats.from), new Date(Date.parse(stats.to) - 1)) // to is exclusive
       : dateTimeFormat.formatRange(new Date(stats.from), new Date(stats.to)));
@@ -628,6 +811,8 @@ function drawChart(holder, stats, campaign) {
   const hourly = stats.granularity === "hour";
   const xs = stats.buckets.map((b) => Date.parse(b.start) / 1000);
   const shown = PLATFORMS.filter((p) => campaign.platforms.includes(p.name) || stats.totals[p.field] > 0);
+  // bots always; inactive clicks once there are any, or when the campaign does not count now
+  const apart = [BOTS, ...(stats.totals[INACTIVE.field] > 0 || lifecycleState(campaign).key !== "active" ? [INACTIVE] : [])];
   const series = [
     {},
     ...shown.map((p) => ({
@@ -637,15 +822,15 @@ function drawChart(holder, stats, campaign) {
       width: 2,
       points: { show: !hourly, size: 6 },
     })),
-    {
-      label: `${BOTS.label} (not in clicks)`,
-      stroke: BOTS.color,
+    ...apart.map((series) => ({
+      label: `${series.label} (not in clicks)`,
+      stroke: series.color,
       width: 1.5,
       dash: [6, 4],
       points: { show: !hourly, size: 5 },
-    },
+    })),
   ];
-  const data = [xs, ...shown.map((p) => stats.buckets.map((b) => b[p.field])), stats.buckets.map((b) => b[BOTS.field])];
+  const data = [xs, ...[...shown, ...apart].map((p) => stats.buckets.map((b) => b[p.field]))];
   const max = Math.max(4, ...data.slice(1).flat());
   const options = {
     width: Math.max(280, holder.clientWidth),
@@ -681,7 +866,8 @@ function drawChart(holder, stats, campaign) {
   const summary = shown.map((p) => `${p.label} ${formatCount(stats.totals[p.field])}`).join(", ");
   holder.setAttribute(
     "aria-label",
-    `Chart of clicks by ${hourly ? "hour" : "day"}: ${summary}; bots ${formatCount(stats.totals.bot_click_count)}`,
+    `Chart of clicks by ${hourly ? "hour" : "day"}: ${summary}; bots ${formatCount(stats.totals.bot_click_count)}; ` +
+      `inactive ${formatCount(stats.totals.inactive_click_count)}`,
   );
 }
 
@@ -701,6 +887,11 @@ function selectedFromHash() {
 function start() {
   $("#tz-name").textContent = TZ;
   $("#list-csv").href = new URL("campaigns?format=csv", API).href;
+  $("#show-archived").addEventListener("change", (event) => {
+    state.showArchived = event.target.checked;
+    $("#list-csv").href = new URL(`campaigns?${new URLSearchParams({ format: "csv", ...listFilter() })}`, API).href;
+    loadList({ reset: true });
+  });
   setUpCreateForm();
   $("#load-more").addEventListener("click", () => loadList({ reset: false }));
   $("#create-panel").addEventListener("toggle", (event) => {
