@@ -56,6 +56,7 @@ from shared.models import zero_counters  # noqa: E402
 from shared.platforms import COUNTER_FIELDS, PLATFORMS  # noqa: E402
 from shared.store import (  # noqa: E402
     DAY_HOURS,
+    MAX_WRITES_PER_COMMIT,
     TOTALS,
     CampaignStore,
     campaign_ref,
@@ -64,9 +65,9 @@ from shared.store import (  # noqa: E402
     shard_ref,
     state_ref,
 )
+from shared.utc import hour_of  # noqa: E402
 
 SHARDS = config.Settings().counter_shards
-BATCH = 500  # Firestore's limit for one batched write
 PLATFORM_SETS = [list(s) for size in range(len(PLATFORMS), 0, -1) for s in combinations(PLATFORMS, size)]
 STATS_DAYS = 30
 FIRST_ID = 1_000_000_000
@@ -92,7 +93,7 @@ def write_all(db: firestore.Client, writes: Iterator[tuple[firestore.DocumentRef
     for ref, document in writes:
         batch.set(ref, document)
         pending += 1
-        if pending == BATCH:
+        if pending == MAX_WRITES_PER_COMMIT:
             batch.commit()
             total += pending
             batch, pending = db.batch(), 0
@@ -254,11 +255,11 @@ def main(argv: list[str] | None = None) -> int:
             deep, pages = store.list_page([], 100, deep.next_cursor), pages + 1
         wanted = ["Android", "IPhone"]
         hot = ids[0]
-        start = (now - timedelta(days=STATS_DAYS)).replace(minute=0, second=0, microsecond=0)
+        start = hour_of(now - timedelta(days=STATS_DAYS))
 
         def stats() -> None:
             by_day(store.hourly(hot, start, now))
-            store.stats_as_of(hot)
+            store.as_of()
 
         print(f"calls ({args.campaigns} campaigns, {SHARDS} counter shards, Firestore emulator):", flush=True)
         page, _ = measure("page of 100, newest", lambda: store.list_page([], 100, None), counter, args.repeat)

@@ -24,8 +24,9 @@ after case in every round, so that the machine's noise falls on all alike:
 Firestore reads are counted on the wire (:mod:`bench.rpc_count`), nothing of
 the bench runs inside a server. Every wrk run sends its own ``Referer``, which
 the click event keeps, so each answered click is traced to its run: published
-(pulled from the server's subscription at the end) or in the replay log (the
-server's ERROR lines, read with :mod:`tools.replay`); ``lost`` counts the rest.
+(pulled from the server's subscription after each run and at the end, until
+every answered click is traced or none has come for 30 s) or in the replay log
+(the server's ERROR lines, read with :mod:`tools.replay`); ``lost`` counts the rest.
 The last line sums it up at 64 connections: each case's median rate and p99
 over the rounds, and ratios as the median of the per-round ratios (the cases of
 a round ran back to back). wrk is required (``apt-get install wrk``).
@@ -92,6 +93,12 @@ UNKNOWN_PATHS = 60_000
 UNKNOWN_IDS = range(10**14, 10**15)
 RUN_REFERRER = "https://bench.example/run/{}"  # one per wrk run; the click event keeps it
 STALL_STARTS_AFTER_S = 1.0
+# Pulls in flight at once when draining a subscription: the emulator answers at most 100 messages a pull.
+PULLERS = 4
+PULL_TIMEOUT_S = 30.0  # each pull is answered at once: only a hung emulator makes one wait for this
+# At the end, how long a click not yet traced may take to arrive after the last one that did
+# before it counts as lost.
+SETTLE_PATIENCE_S = 30.0
 
 
 class Stop(Exception):
@@ -126,8 +133,8 @@ class Server:
     listening_seconds: float = 0.0  # process start to accepting a connection
     cold_start_seconds: float = 0.0  # process start to the first redirect to a campaign
 
-    def stop(self) -> None:
-        emulators.stop_process_group(self.process)
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        emulators.stop_process_group(self.process, grace_seconds)
         if self.proxy:
             self.proxy.close()
 
@@ -203,8 +210,7 @@ def start_server(spec: ServerSpec, base_env: dict[str, str], probe_path: str, lo
     log_path = log_dir / f"{spec.name}.log"
     with log_path.open("wb") as log:
         started = time.monotonic()
-        process = subprocess.Popen(command, env=env, cwd=spec.source.parent, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = emulators.start_session(command, env=env, cwd=spec.source.parent, log=log)
     server = Server(spec, port, process, log_path, proxy)
     try:
         listening = _wait_first_redirect(server, probe_path)
@@ -278,7 +284,8 @@ def cold_starts(
             try:
                 seconds[spec.name].append(ColdStart(server.listening_seconds, server.cold_start_seconds))
             finally:
-                server.stop()
+                # Killed at once: nothing of it is kept, and a graceful exit takes a worker up to a second.
+                server.stop(grace_seconds=0.0)
     return seconds
 
 
@@ -379,15 +386,34 @@ class Bench:
         self.drain(server)
         return run
 
-    def drain(self, server: Server) -> None:
+    def drain(self, server: Server) -> list[ClickEvent]:
         """Pull what a track server published, between runs, as the aggregator would keep doing.
 
         Left to pile up, a whole benchmark's clicks (hundreds of thousands)
         would sit in the Pub/Sub emulator's memory, and its garbage collector's
         pauses would show in the Publish round trips every click waits for.
+        Only what waits now is pulled: a click still on its way is pulled by the
+        next drain, or by :meth:`settle`.
         """
+        arrived: list[ClickEvent] = []
         if server.spec.topic is not None and server.spec.track:
-            self.published += drain(self.project, server.spec.topic + "-sub")
+            arrived = pull_waiting(self.project, server.spec.topic + "-sub")
+            self.published += arrived
+        return arrived
+
+    def settle(self) -> Accounting:
+        """Every track run's clicks accounted for: the subscriptions drained until each answered
+        click is traced, or until none has arrived for ``SETTLE_PATIENCE_S``; what is missing then is lost."""
+        track_servers = [server for server in self.servers.values() if server.spec.track]
+        last_arrival = time.monotonic()
+        while True:
+            arrived = [event for server in track_servers for event in self.drain(server)]
+            if arrived:
+                last_arrival = time.monotonic()
+            accounting = account(self.runs, self.published, [e for s in track_servers for e in logged(s)])
+            if accounting.lost == 0 or time.monotonic() - last_arrival > SETTLE_PATIENCE_S:
+                return accounting
+            time.sleep(0.5)
 
     def _wrk(self, server: Server, case: Case, connections: int, seconds: float, referrer: str) -> wrk.WrkResult:
         return wrk.run_wrk(server.port, case.paths(self.campaign_ids), [case.expected_location], connections,
@@ -416,27 +442,37 @@ class Bench:
 # --- clicks answered against clicks published or logged -----------------------------------------
 
 
-def drain(project: str, subscription: str) -> list[ClickEvent]:
-    """Pull and ack until empty: every event published."""
+def pull_waiting(project: str, subscription: str) -> list[ClickEvent]:
+    """Pull and ack what waits on the subscription now, ``PULLERS`` pulls at a time, each puller
+    until the emulator answers it empty.
+
+    Each pull asks for an answer at once (``return_immediately``, deprecated
+    for production pulls): an open pull on an empty subscription is answered
+    only a second before its deadline, which made every drain end on seconds
+    of waiting; what is still on its way is for the next pull to take.
+    """
     from google.cloud import pubsub_v1
 
     subscriber = pubsub_v1.SubscriberClient()
     path = subscriber.subscription_path(project, subscription)
-    events: list[ClickEvent] = []
-    empty_pulls = 0
-    try:
-        while empty_pulls < 3:  # an empty answer can come early; three in a row means empty
-            answer = subscriber.pull(subscription=path, max_messages=1000, timeout=10)
+    request = {"subscription": path, "max_messages": 1000, "return_immediately": True}
+
+    def until_empty() -> list[ClickEvent]:
+        events: list[ClickEvent] = []
+        while True:
+            answer = subscriber.pull(request=request, timeout=PULL_TIMEOUT_S)
             if not answer.received_messages:
-                empty_pulls += 1
-                continue
-            empty_pulls = 0
+                return events
             # The bench's own subscriptions: anything but a valid click is a bug worth stopping for.
             events += [ClickEvent.decode(received.message.data) for received in answer.received_messages]
             subscriber.acknowledge(subscription=path, ack_ids=[r.ack_id for r in answer.received_messages])
+
+    try:
+        with ThreadPoolExecutor(PULLERS) as pool:
+            pulled = [pool.submit(until_empty) for _ in range(PULLERS)]
+            return [event for puller in pulled for event in puller.result()]
     finally:
         subscriber.close()
-    return events
 
 
 def logged(server: Server) -> list[ClickEvent]:
@@ -494,7 +530,9 @@ def create_campaigns(count: int) -> list[int]:
     # A fresh database has no ids from before ids were keyed: with its (empty)
     # registry written, as on a deployment, the track function checks every id.
     save_registry(store.db, [])
-    return [store.create({"redirect_url": LOCATION, "platforms": ["Android", "IPhone"]}).id for _ in range(count)]
+    with ThreadPoolExecutor(8) as pool:  # each create is a round trip to the emulator
+        return list(pool.map(lambda _: store.create({"redirect_url": LOCATION, "platforms": ["Android", "IPhone"]}).id,
+                             range(count)))
 
 
 def check_async_stack() -> None:
@@ -772,10 +810,7 @@ def run(args: argparse.Namespace) -> int:
                               f"p99 {result.load.p99_ms:.1f} ms", flush=True)
             profiles = [profile(bench, case, args.seconds) for case in args.profiled_cases]
             rss = {name: server.rss_mib() for name, server in servers.items()}
-            track_servers = [s for s in servers.values() if s.spec.track]
-            for server in track_servers:
-                bench.drain(server)
-            accounting = account(bench.runs, bench.published, [e for s in track_servers for e in logged(s)])
+            accounting = bench.settle()
         for profiled in profiles:
             print()
             print_profile(profiled)
@@ -808,6 +843,8 @@ def report(
         f"{server}/{base} {statistics.median(values):.2f}x ({', '.join(f'{r:.2f}' for r in values)})"
         for (server, base), values in cold_ratios.items()))
     floor = statistics.median(cold_ratios[("clients_aio", "bare_aio")])
+    # The bound is against the floor any function using the official clients has: clients_aio.
+    cold_vs_floor = statistics.median(cold_ratios[("track", "clients_aio")])
     print("worker RSS after the load: " + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in rss.items()))
     unknown = table[("unknown", SUMMARY_CONNECTIONS)]
     print(f"unknown ids: {unknown.reads_per_request:.3f} Firestore reads per request at {SUMMARY_CONNECTIONS} "
@@ -829,15 +866,16 @@ def report(
         (f"p99_track {track.p99_ms:.1f} <= 2 x p99_bare_aio {aio.p99_ms:.1f}", track.p99_ms <= 2 * aio.p99_ms),
         (f"stalled_p99 {stall.p99_ms:.1f} <= {wait_ms + 100:.0f} ms", stall.p99_ms <= wait_ms + 100),
         (f"lost {a.lost} = 0", a.lost == 0),
-        (f"cold start track/bare_aio {cold_ratio:.1f} <= 2 (importing the official clients alone: {floor:.1f})",
-         cold_ratio <= 2),
+        (f"cold start track/clients_aio {cold_vs_floor:.2f} <= 1.25 (track/bare_aio {cold_ratio:.1f}; importing "
+         f"the official clients alone: {floor:.1f})", cold_vs_floor <= 1.25),
     ]
     print("targets: " + "; ".join(f"{text} {'met' if ok else 'MISSED'}" for text, ok in targets))
     load1, load5, _ = os.getloadavg()
     print(f"machine load average at the end: {load1:.2f} / {load5:.2f}")
     print(f"hotpath: bare_flask_rps={flask.rps:.0f} bare_aio_rps={aio.rps:.0f} track_rps={track.rps:.0f} "
           f"ratio_flask={ratio_flask:.2f} ratio_aio={ratio_aio:.2f} p99_bare_aio_ms={aio.p99_ms:.1f} "
-          f"p99_track_ms={track.p99_ms:.1f} stalled_p99_ms={stall.p99_ms:.1f} lost={a.lost}")
+          f"p99_track_ms={track.p99_ms:.1f} stalled_p99_ms={stall.p99_ms:.1f} lost={a.lost} "
+          f"cold_vs_floor={cold_vs_floor:.2f}")
     return 1 if a.lost else 0
 
 

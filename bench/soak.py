@@ -68,6 +68,7 @@ from shared.events import ClickEvent, Producer  # noqa: E402
 from shared.ids import keyed_ids  # noqa: E402
 from shared.platforms import PLATFORMS  # noqa: E402
 from shared.store import CLICKS, PRODUCERS, CampaignStore  # noqa: E402
+from shared.utc import hour_of  # noqa: E402
 
 TRACK_SERVER_THREADS = 32
 # Not a real host, so a redirect to it is never mistaken for a counted click.
@@ -108,8 +109,7 @@ class GroundTruth:
     def add(self, campaign_id: int, platform: str | None, bot: bool, ts: datetime) -> None:
         if platform is None and not bot:
             raise ValueError("only a bot click may come without a platform")
-        utc = ts.astimezone(timezone.utc)
-        hour = datetime(utc.year, utc.month, utc.day, utc.hour, tzinfo=timezone.utc)
+        hour = hour_of(ts)
         for bucket in (self._totals[campaign_id], self._hourly[campaign_id][hour]):
             # A bot click counts only as a bot click, platform or not: not in the total, not per platform.
             if bot:
@@ -363,14 +363,9 @@ def read_state(store: CampaignStore, campaigns: Sequence[CampaignSpec]) -> State
     start, end = now - timedelta(days=30), now + timedelta(days=1)
     return {
         c.id: (dict(store.get(c.id).counters),
-               {_plain(hour): dict(counts) for hour, counts in store.hourly(c.id, start, end).items()})
+               {hour: dict(counts) for hour, counts in store.hourly(c.id, start, end).items()})
         for c in campaigns
     }
-
-
-def _plain(moment: datetime) -> datetime:
-    """Firestore's timestamp type as a plain UTC datetime, not rounded: a bucket off the hour must show."""
-    return datetime.fromtimestamp(moment.timestamp(), timezone.utc)
 
 
 def settled_state(

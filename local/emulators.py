@@ -2,7 +2,9 @@
 
 Each emulator is a JVM under gcloud's wrapper scripts, so each is started in
 a session of its own and stopped by process group; killing only the wrapper
-would orphan the JVM, which keeps its port.
+would orphan the JVM, which keeps its port. Every such session is also listed
+with this process's watchdog (:mod:`local.watchdog`), which stops it should
+this process end without doing so, SIGKILL included.
 
 ``python -m local.emulators -- CMD ...`` runs CMD with both emulators up on
 free ports and the client variables set, then stops them: the test command.
@@ -20,13 +22,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 DEFAULT_PROJECT = "demo-o7tracker"
 INSTALL_HINT = """\
@@ -94,8 +98,60 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+class _Watchdog:
+    """This process's watchdog, started with its first session: told each session's process group
+    over a pipe whose write end no other process holds (it is not inherited across exec)."""
+
+    def __init__(self) -> None:
+        read_end, self._write_end = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(Path(__file__).with_name("watchdog.py")), str(read_end)],
+                pass_fds=(read_end,), stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            os.close(read_end)
+
+    def tell(self, change: str, group: int) -> None:
+        # If the watchdog was killed, sessions are still stopped here, only no longer after a crash.
+        with suppress(BrokenPipeError):
+            os.write(self._write_end, f"{change}{group}\n".encode())  # below PIPE_BUF: never interleaved
+
+
+_watchdog: _Watchdog | None = None
+_watchdog_lock = threading.Lock()
+
+
+def start_session(
+    command: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None,
+    log: IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``command`` in a session of its own, its output to ``log`` (else this process's), to be stopped
+    with :func:`stop_process_group`; should this process end first, its watchdog stops it.
+
+    A session of its own keeps a Ctrl-C in this terminal from reaching it before this process
+    has stopped what depends on it.
+    """
+    global _watchdog
+    with _watchdog_lock:
+        if _watchdog is None:
+            _watchdog = _Watchdog()
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT if log else None, start_new_session=True)
+        _watchdog.tell("+", process.pid)
+    return process
+
+
 def stop_process_group(process: subprocess.Popen[bytes], grace_seconds: float = 10.0) -> None:
-    """Stop a process started with ``start_new_session=True`` and everything it spawned."""
+    """Stop a process started in a session of its own (:func:`start_session`) and everything it spawned."""
+    try:
+        _stop_group(process, grace_seconds)
+    finally:
+        if _watchdog is not None:
+            _watchdog.tell("-", process.pid)
+
+
+def _stop_group(process: subprocess.Popen[bytes], grace_seconds: float) -> None:
     if process.poll() is not None:
         return
     for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 5.0)):
@@ -280,10 +336,7 @@ def launch(name: str, port: int, project: str, log_dir: Path) -> Emulator:
         raise EmulatorError(f"port {port} for the {name} emulator is already in use, {found}")
     log_path = log_dir / f"{name}-emulator.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            _command(name, port, project), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        process = start_session(_command(name, port, project), log=log)
     return Emulator(name, port, process, log_path)
 
 

@@ -2,7 +2,8 @@
 
 Starts the Firestore and Pub/Sub emulators, creates the click topic and
 subscription, and serves the three functions behind :mod:`local.gateway` on
-``PORT``. On Ctrl-C (or SIGTERM) it stops everything it started.
+``PORT``. On Ctrl-C (or SIGTERM) it stops everything it started; killed by any
+other signal, SIGKILL included, its watchdog (:mod:`local.watchdog`) does.
 """
 
 from __future__ import annotations
@@ -139,13 +140,13 @@ def main() -> int:
             # An empty database holds no id from before ids were keyed: an empty
             # registry makes the track function check every id, as deployed.
             save_registry(firestore.Client(project=project), [])
-            server = subprocess.Popen(
+            server = emulators.start_session(
                 # One worker, on the track function's stack: uvicorn with uvloop and httptools.
                 [sys.executable, "-m", "uvicorn", "--factory", "local.gateway:create_gateway",
                  "--host", host, "--port", str(port), "--workers", "1",
                  "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
                  "--app-dir", str(ROOT)],
-                env=env, start_new_session=True,
+                env=env,
             )
             wait_serving(port, server)
             print(f"o7tracker running on http://127.0.0.1:{port}  (track: /track/<id>?platform=Android, "

@@ -56,13 +56,23 @@ from shared.errors import InvalidEvent
 from shared.events import ClickEvent
 from shared.logs import get_logger
 from shared.platforms import BOT_FIELD, INACTIVE_FIELD, INACTIVE_PLATFORM_FIELDS, PLATFORM_FIELDS, TOTAL_FIELD
-from shared.store import COUNTS, JOURNAL, campaign_ref, click_ref, day_hour_field, day_ref, producer_ref
+from shared.store import (
+    COUNTS,
+    DOCUMENT_NAME,
+    JOURNAL,
+    MAX_WRITES_PER_COMMIT,
+    campaign_ref,
+    click_ref,
+    day_hour_field,
+    day_ref,
+    producer_ref,
+)
+from shared.utc import from_epoch_seconds
 
 log = get_logger("counting")
 
 T = TypeVar("T")
 
-MAX_WRITES_PER_COMMIT = 500  # Firestore's limit for one commit
 # How far ahead of the aggregator's clock a producer's clock may run; also how far behind
 # the horizon a producer's clock may have stepped back between two of its events.
 CLOCK_SKEW = timedelta(hours=1)
@@ -91,10 +101,6 @@ def counter_deltas(events: Iterable[ClickEvent]) -> Counter[str]:
             deltas[TOTAL_FIELD] += 1
             deltas[PLATFORM_FIELDS[event.platform]] += 1
     return deltas
-
-
-def hour_of(moment: datetime) -> datetime:
-    return moment.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
 def utc_now() -> datetime:
@@ -262,7 +268,7 @@ class Ledger:
         return cls([flat[i:i + 3] for i in range(0, len(flat), 3)], int(data.get("newest", 0)))
 
     def document(self, horizon: timedelta) -> dict[str, Any]:
-        expire_at = datetime.fromtimestamp(self.newest, timezone.utc) + horizon + timedelta(days=1)
+        expire_at = from_epoch_seconds(self.newest) + horizon + timedelta(days=1)
         return {"ranges": [n for r in self.ranges for n in r], "newest": self.newest, "expire_at": expire_at}
 
     def __contains__(self, seq: int) -> bool:
@@ -335,7 +341,7 @@ class Applier:
         """
         result = Applied()
         while time.monotonic() < deadline:
-            query = self.db.collection(JOURNAL).order_by("__name__").limit(_ENTRIES_PER_PAGE)
+            query = self.db.collection(JOURNAL).order_by(DOCUMENT_NAME).limit(_ENTRIES_PER_PAGE)
             entries = list(query.stream(timeout=CALL_TIMEOUT_SECONDS))
             if not entries:
                 result.complete = True
@@ -440,10 +446,10 @@ class Applier:
                          {f"{COUNTS}.{name}": firestore.Increment(n) for name, n in deltas.items()})
         days: defaultdict[tuple[int, int], dict[str, dict[str, firestore.Increment]]] = defaultdict(dict)
         for (campaign_id, hour, name), n in hours.items():
-            field_name = day_hour_field(datetime.fromtimestamp(hour, timezone.utc))
+            field_name = day_hour_field(from_epoch_seconds(hour))
             days[(campaign_id, hour - hour % 86400)].setdefault(field_name, {})[name] = firestore.Increment(n)
         for (campaign_id, day), counts in days.items():
-            moment = datetime.fromtimestamp(day, timezone.utc)
+            moment = from_epoch_seconds(day)
             batch.set(day_ref(self.db, campaign_id, moment), {"day": moment, COUNTS: counts}, merge=True)
 
     def _ledgers(self, producers: set[str]) -> tuple[dict[str, Ledger], dict[str, Any]]:

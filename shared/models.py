@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from shared.config import TRACK_BASE_URL, ConfigError
 from shared.errors import BadRequest
 from shared.platforms import COUNTER_FIELDS, PLATFORMS, is_platform
+from shared.utc import as_utc
 
 MAX_EXACT_INTEGER = 2**53 - 1  # the largest integer a JavaScript client keeps exact
 MAX_CAMPAIGN_ID = MAX_EXACT_INTEGER
@@ -129,7 +130,7 @@ class Campaign:
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return as_utc(moment).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_campaign_id(raw: str | None) -> int | None:

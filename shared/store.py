@@ -18,7 +18,7 @@ Readers see counts the aggregator adds in one commit per batch of clicks: one
 read per campaign shown, one document per UTC day of hourly counts.
 
 Left by the version that counted into sharded counters (schema 1 events), read
-and still refreshed until none is left (functions/aggregate/upkeep.py):
+and still refreshed until none is left (functions/aggregate/legacy_totals.py):
 
     campaigns/{id}.totals                    the shards' sum; readers add it to .counts
     campaigns/{id}/counter_shards/{k}        click totals, spread over k shards
@@ -60,6 +60,7 @@ from shared.models import (
     zero_counters,
 )
 from shared.platforms import COUNTER_FIELDS, TOTAL_FIELD
+from shared.utc import as_utc
 
 CAMPAIGNS = "campaigns"
 COUNTER_SHARDS = "counter_shards"
@@ -79,6 +80,10 @@ PRODUCERS = "producers"
 IDEMPOTENCY = "idempotency"
 AS_OF = "as_of"
 EXPIRE_AT = "expire_at"
+# Orders and filters documents by their name, as Firestore knows the id field.
+DOCUMENT_NAME = "__name__"
+
+MAX_WRITES_PER_COMMIT = 500  # Firestore's limit for one commit or batched write
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 _CREATE_ATTEMPTS = 5
@@ -96,7 +101,6 @@ QUERY_RETRY = retries.Retry(
     predicate=retries.if_exception_type(gexc.DeadlineExceeded, gexc.ServiceUnavailable, gexc.InternalServerError),
     initial=0.1, maximum=5.0, timeout=REQUEST_TIMEOUT_SECONDS,
 )
-_NAME = "__name__"
 
 
 def campaign_ref(db: firestore.Client, campaign_id: int) -> firestore.DocumentReference:
@@ -247,7 +251,7 @@ class CampaignPage:
 
 
 def encode_cursor(created_at: datetime, campaign_id: int) -> str:
-    raw = json.dumps([created_at.astimezone(timezone.utc).isoformat(timespec="microseconds"), campaign_id])
+    raw = json.dumps([as_utc(created_at).isoformat(timespec="microseconds"), campaign_id])
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -334,10 +338,6 @@ class CampaignStore:
             raise NotFound(f"campaign {campaign_id} not found")
         return self._campaign(campaign_id, data_of(snapshot), _as_of(snapshots[state_ref(self.db).path]))
 
-    def get_route(self, campaign_id: int) -> Route | None:
-        snapshot = campaign_ref(self.db, campaign_id).get()
-        return route_from_document(data_of(snapshot)) if snapshot.exists else None
-
     def list_page(self, platforms: Sequence[str], limit: int, cursor: str | None,
                   statuses: Sequence[str] = LISTED_BY_DEFAULT) -> CampaignPage:
         """Newest first, keeping campaigns that target every platform in ``platforms`` and have one of
@@ -354,7 +354,7 @@ class CampaignStore:
         query = self._newest_first(platforms, statuses)
         if cursor is not None:
             created_at, after_id = decode_cursor(cursor)
-            query = query.start_after({"created_at": created_at, _NAME: campaign_ref(self.db, after_id)})
+            query = query.start_after({"created_at": created_at, DOCUMENT_NAME: campaign_ref(self.db, after_id)})
         as_of = self.as_of()
         snapshots = query.limit(limit + 1).stream(retry=QUERY_RETRY, timeout=REQUEST_TIMEOUT_SECONDS)
         campaigns = [self._campaign(int(s.id), data_of(s), as_of) for s in snapshots]
@@ -378,7 +378,7 @@ class CampaignStore:
 
     def _newest_first(self, platforms: Sequence[str], statuses: Sequence[str]) -> firestore.Query:
         query = self.db.collection(CAMPAIGNS).order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
-            _NAME, direction=firestore.Query.DESCENDING
+            DOCUMENT_NAME, direction=firestore.Query.DESCENDING
         )
         for platform in dict.fromkeys(platforms):
             query = query.where(filter=firestore.FieldFilter(f"{TARGETS}.{platform}", "==", True))
@@ -474,7 +474,7 @@ class CampaignStore:
         """
         if not campaign_ref(self.db, campaign_id).get(field_paths=[], timeout=REQUEST_TIMEOUT_SECONDS).exists:
             raise NotFound(f"campaign {campaign_id} not found")
-        start, end = _utc(start), _utc(end)
+        start, end = as_utc(start), as_utc(end)
         first_day = start.replace(hour=0, minute=0, second=0, microsecond=0)
         query = (
             campaign_ref(self.db, campaign_id).collection(DAYS)
@@ -485,7 +485,7 @@ class CampaignStore:
         series: dict[datetime, Counters] = {}
         for snapshot in query.stream(timeout=REQUEST_TIMEOUT_SECONDS):
             data = data_of(snapshot)
-            day = datetime.fromtimestamp(data["day"].timestamp(), timezone.utc)
+            day = as_utc(data["day"])
             for hours in (data.get(DAY_HOURS, {}), data.get(COUNTS, {})):
                 for field_name, counts in hours.items():
                     hour = day.replace(hour=int(field_name[1:]))
@@ -493,15 +493,8 @@ class CampaignStore:
                         add_counts(series.setdefault(hour, zero_counters()), counts)
         return dict(sorted(series.items()))
 
-    def stats_as_of(self, campaign_id: int) -> datetime | None:
-        """How far the hourly counts are folded: the totals' ``as_of``, as one refresh writes both.
-
-        One ``as_of`` serves every campaign.
-        """
-        del campaign_id  # one moment for all campaigns; the parameter keeps callers per campaign
-        return self.as_of()
-
     def as_of(self) -> datetime | None:
+        """How far the counts, totals and hourly alike, are folded: one moment for every campaign."""
         return read_as_of(self.db)
 
     def _campaign(self, campaign_id: int, data: dict[str, Any], as_of: datetime | None) -> Campaign:
@@ -538,13 +531,8 @@ def sum_shards(
 
 
 def _moment(value: Any) -> datetime | None:
-    """A stored timestamp as a plain UTC datetime (Firestore's own type carries nanoseconds)."""
-    return None if value is None else datetime.fromtimestamp(value.timestamp(), timezone.utc)
-
-
-def _utc(moment: datetime) -> datetime:
-    """A moment in UTC; a naive one is taken to be UTC already."""
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    """A stored timestamp, or None, as a plain UTC datetime."""
+    return None if value is None else as_utc(value)
 
 
 def read_as_of(db: firestore.Client) -> datetime | None:

@@ -1,6 +1,6 @@
 """What the version before the journal left in Firestore: sharded counters, hourly buckets and dirty
 markers, written here as that version's commits wrote them, so that the refresh that finishes its
-work after an upgrade (functions/aggregate/upkeep.py) is tested on the layout it must read."""
+work after an upgrade (functions/aggregate/legacy_totals.py) is tested on the layout it must read."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 
 from google.cloud import firestore
 
-from shared.counting import counter_deltas, hour_of
+from shared.counting import counter_deltas
 from shared.events import ClickEvent
 from shared.store import MARKED_HOURS, dirty_ref, hour_key, hourly_ref, shard_ref
+from shared.utc import hour_of
 
 
 class LegacyFolder:

@@ -20,12 +20,13 @@ import zoneinfo
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from functools import cache
 
 from shared.errors import BadRequest
 from shared.models import Counters, zero_counters
 from shared.platforms import COUNTER_FIELDS
+from shared.utc import as_utc, hour_of
 
 HOUR = "hour"
 DAY = "day"
@@ -104,14 +105,9 @@ def parse_moment(raw: str, tz: zoneinfo.ZoneInfo, name: str) -> datetime:
     return moment.replace(tzinfo=tz) if moment.tzinfo is None else moment
 
 
-def _utc_hour(moment: datetime) -> datetime:
-    """The start of the UTC hour holding ``moment``."""
-    return moment.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
-
-
 def _day_start(day: date, tz: zoneinfo.ZoneInfo) -> datetime:
     """The first whole UTC hour of a local day (where midnight does not exist, the day starts later)."""
-    return _utc_hour(datetime.combine(day, time(), tz))
+    return hour_of(datetime.combine(day, time(), tz))
 
 
 def _day_of(moment: datetime, tz: zoneinfo.ZoneInfo) -> date:
@@ -128,7 +124,7 @@ def _midnight(moment: datetime, tz: zoneinfo.ZoneInfo) -> date | None:
 
 def _floor(moment: datetime, granularity: str, tz: zoneinfo.ZoneInfo) -> datetime:
     if granularity == HOUR:
-        return _utc_hour(moment)
+        return hour_of(moment)
     return _day_start(_midnight(moment, tz) or _day_of(moment, tz), tz)
 
 
@@ -190,7 +186,7 @@ def fold(stats_range: StatsRange, hourly: Mapping[datetime, Counters]) -> list[C
     starts = [bucket.start for bucket in stats_range.buckets]
     folded = [zero_counters() for _ in starts]
     for hour, counters in hourly.items():
-        index = bisect_right(starts, hour.astimezone(timezone.utc)) - 1
+        index = bisect_right(starts, as_utc(hour)) - 1
         if index >= 0 and hour < stats_range.buckets[index].end:
             for name in COUNTER_FIELDS:
                 folded[index][name] += counters.get(name, 0)

@@ -235,7 +235,7 @@ class AdminApi:
         stats_range = buckets.parse_range(call.request.args, datetime.now(timezone.utc))
         as_csv = wants_csv(call.request)
         # Read before the buckets, so the answer holds at least every click folded before as_of.
-        as_of = self.store.stats_as_of(target)
+        as_of = self.store.as_of()
         series = buckets.fold(stats_range, self.store.hourly(target, stats_range.start, stats_range.end))
         rows = [
             {"start": stats_range.local(b.start).isoformat(), "end": stats_range.local(b.end).isoformat(), **c}

@@ -3,7 +3,9 @@
 Both entry points journal what they receive and apply the journal
 (:mod:`shared.counting`). The scheduled run drains the pull subscription a
 batch at a time (one journal write per batch), applies the journal, then does
-the upkeep of :mod:`upkeep`, all within ``AGGREGATE_MAX_SECONDS``. The
+the upkeep (:mod:`legacy_totals`, :mod:`deletions`, :mod:`backfill`, the
+dead-letter check of :mod:`dead_letters`) and moves ``as_of``, all within
+``AGGREGATE_MAX_SECONDS``. The
 event-triggered function journals and applies each pushed event alone: a
 click is counted within a second, at about seven Firestore operations a click
 (docs/counting.md, Cost).
@@ -20,16 +22,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
+from backfill import CampaignBackfill
 from dead_letters import DeadLetterCheck, build_dead_letter_check
+from deletions import DeletionSweeper, SweepResult
 from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
-from upkeep import CampaignBackfill, DeletionSweeper, RefreshResult, SweepResult, TotalsRefresher, advance_as_of
+from legacy_totals import RefreshResult, TotalsRefresher
 
 from shared.config import AGGREGATE_MODE, PROJECT, ConfigError, Settings
 from shared.counting import CALL_TIMEOUT_SECONDS, Applied, Applier, Delivery, Journal, Received
 from shared.logs import get_logger
 from shared.models import rfc3339
-from shared.store import data_of, read_as_of
+from shared.store import AS_OF, data_of, read_as_of, state_ref
+from shared.utc import as_utc
 
 log = get_logger("aggregate")
 
@@ -50,6 +55,7 @@ _APPLY_SHARE = 0.9
 # A lease outlives its run by the subscription's ack deadline, so that whatever a crashed
 # run pulled is back on the subscription before another run may call the backlog empty.
 _ACK_DEADLINE_SECONDS = 60.0
+_AS_OF_ATTEMPTS = 3
 
 
 class Subscriber(Protocol):
@@ -235,6 +241,26 @@ class Lease:
         self._update_time = None
 
 
+def advance_as_of(db: firestore.Client, moment: datetime) -> datetime:
+    """Set ``aggregator/state.as_of`` to ``moment`` unless it is already later; returns what is stored."""
+    ref = state_ref(db)
+    for _ in range(_AS_OF_ATTEMPTS):
+        snapshot = ref.get(timeout=CALL_TIMEOUT_SECONDS)
+        stored = data_of(snapshot).get(AS_OF) if snapshot.exists else None
+        if stored is not None and stored >= moment:
+            return as_utc(stored)
+        try:
+            if snapshot.exists:
+                ref.update({AS_OF: moment}, option=db.write_option(last_update_time=snapshot.update_time),
+                           timeout=CALL_TIMEOUT_SECONDS)
+            else:
+                ref.create({AS_OF: moment}, timeout=CALL_TIMEOUT_SECONDS)
+        except (gexc.FailedPrecondition, gexc.AlreadyExists):
+            continue  # another run moved it meanwhile; read again
+        return moment
+    raise RuntimeError("as_of kept changing under this run")
+
+
 @dataclass
 class RunReport:
     started: datetime
@@ -313,7 +339,6 @@ class ScheduledRun:
         backfilled = self.backfill.run(deadline) if time.monotonic() < deadline else 0
         return RunReport(started, drained, applied, refresh, sweep, backfilled, as_of, time.monotonic() - began,
                          dead_letters)
-
 
     def _apply_until_drained(self, drained: threading.Event, deadline: float) -> Applied:
         """Apply the journal while the drain fills it, a commit per ``_APPLY_ENTRIES`` entries at

@@ -29,7 +29,7 @@ class Stack:
 
     def stop(self) -> None:
         """Ctrl-C, as a user stops it: the stack then stops the emulators and the server it started,
-        each in a process group of its own that a kill of the stack's group would leave running."""
+        each in a session of its own."""
         if self.process.poll() is not None:
             return
         os.killpg(self.process.pid, signal.SIGINT)
@@ -257,9 +257,63 @@ def test_bad_settings_stop_run_sh_with_one_line_naming_the_variable(settings: di
 
 
 def test_ctrl_c_stops_everything_it_started(stack: Stack) -> None:
+    started = processes_under(stack.process.pid)
     os.killpg(stack.process.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
     assert stack.process.wait(timeout=60) == 0
     deadline = time.monotonic() + 15
-    while any(port_in_use(p) for p in stack.ports.values()) and time.monotonic() < deadline:
+    while (still_running(started) or any(port_in_use(p) for p in stack.ports.values())) \
+            and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert still_running(started) == []  # its watchdog too, with nothing left to stop
+    assert not any(port_in_use(p) for p in stack.ports.values())
+
+
+def processes_under(root: int) -> dict[int, tuple[str, str]]:
+    """Every process descending from ``root``: its start time, which tells a reused pid apart, and its command."""
+    parents: dict[int, int] = {}
+    started: dict[int, tuple[str, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue  # gone meanwhile
+            parents[int(entry.name)] = int(fields[1])
+            started[int(entry.name)] = (fields[19], command)
+    under, frontier = {}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent:
+                under[pid] = started[pid]
+                frontier.append(pid)
+    return under
+
+
+def still_running(processes: dict[int, tuple[str, str]]) -> list[str]:
+    """The commands of those processes that still run (a zombie, reaped any moment, holds nothing)."""
+    running = []
+    for pid, (start_time, command) in processes.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[19] == start_time and fields[0] != "Z":
+            running.append(f"{pid}: {command}")
+    return running
+
+
+def test_a_killed_run_sh_takes_everything_it_started_with_it(tmp_path: Path) -> None:
+    stack = start_stack(tmp_path / "run.log")
+    started = processes_under(stack.process.pid)
+    commands = " ".join(command for _, command in started.values())
+    assert commands.count("java ") == 2 and "local.gateway:create_gateway" in commands, commands
+    os.kill(stack.process.pid, signal.SIGKILL)  # no handler runs: nothing is stopped by the stack itself
+    stack.process.wait(timeout=10)
+    deadline = time.monotonic() + 30  # a SIGTERM, then a SIGKILL 10 s later for what did not go
+    while (still_running(started) or any(port_in_use(p) for p in stack.ports.values())) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert still_running(started) == []
     assert not any(port_in_use(p) for p in stack.ports.values())

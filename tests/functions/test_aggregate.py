@@ -22,11 +22,12 @@ from helpers import publish, pull_all, push_cloud_event_headers, push_envelope
 
 from local import emulators
 from shared.config import Settings
-from shared.counting import Applier, Journal, hour_of, new_entry_id
+from shared.counting import Applier, Journal, new_entry_id
 from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
 from shared.models import zero_counters
 from shared.store import CampaignStore, read_as_of
+from shared.utc import hour_of
 
 NOW = datetime.now(timezone.utc)
 T0 = hour_of(NOW) - timedelta(hours=2) + timedelta(minutes=15)

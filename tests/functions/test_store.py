@@ -12,20 +12,22 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from aggregation import advance_as_of
 from conftest import function_app
 from helpers import push_cloud_event_headers, push_envelope
 from legacy_counting import LegacyFolder
-from upkeep import TotalsRefresher, advance_as_of
+from legacy_totals import TotalsRefresher
 
 from bench.reads import ReadCounter
 from shared import store as store_module
 from shared.config import Settings
-from shared.counting import Applier, Delivery, Journal, hour_of
+from shared.counting import Applier, Delivery, Journal
 from shared.errors import BadRequest, NotFound
 from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
 from shared.models import zero_counters
 from shared.store import CampaignStore, campaign_ref, deletion_ref, new_campaign_document
+from shared.utc import hour_of
 
 SHARDS = Settings().counter_shards
 NOW = datetime.now(timezone.utc)
@@ -243,7 +245,7 @@ def test_the_scheduled_run_adds_what_the_sharded_counters_left_and_moves_as_of_t
                                  "iphone_click_count": 8, "windowsphone_click_count": 4, "bot_click_count": 0}
     assert campaign.as_of is not None and before <= campaign.as_of <= after
     assert campaign.to_json()["as_of"] == body["as_of"]
-    assert store.stats_as_of(campaign_id) == campaign.as_of
+    assert store.as_of() == campaign.as_of
     assert markers(db, campaign_id) == []
     assert scheduled_run()["totals_refreshed"] == 0  # nothing changed: nothing written
     assert sum(store.hourly(campaign_id, T0 - timedelta(hours=1), NOW).get(hour_of(T0), {}).values()) == 2 * 15

@@ -69,12 +69,12 @@ class Answer:
 def start_server(env: dict[str, str], log_path: Path, function: str = "track") -> Server:
     port = emulators.free_port()
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
+        process = emulators.start_session(
             ["functions-framework", "--target", function, "--source", str(ROOT / f"functions/{function}/main.py"),
              "--host", "127.0.0.1", "--port", str(port)],
             env={**os.environ, "PYTHONPATH": str(ROOT), "FALLBACK_URL": FALLBACK, "CAMPAIGN_ID_KEY": SERVER_ID_KEY,
                  **env},
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            log=log,
         )
     server = Server(process, port, log_path)
     try:
