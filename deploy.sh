@@ -372,13 +372,14 @@ ensure_firestore_database() {
 
 # Producers' ledgers (producers/{id}) expire through a TTL policy on expire_at,
 # a day after their newest click leaves the redelivery horizon; so do the dedup
-# records of schema 1 click events (clicks/{click_id}), and the admin's
-# Idempotency-Key records (idempotency/{hash}) 24 hours after their create. The
-# field is exempt from indexing: nothing queries it, and an index on it only
-# costs writes.
+# records of schema 1 click events (clicks/{click_id}), the visitor salts
+# (salts/{YYYYMMDD}) two days after their day starts, so that no visitor key can
+# be recomputed from an address after that, and the admin's Idempotency-Key
+# records (idempotency/{hash}) 24 hours after their create. The field is exempt
+# from indexing: nothing queries it, and an index on it only costs writes.
 ensure_firestore_ttl() {
   local group
-  for group in producers clicks idempotency; do
+  for group in producers clicks salts idempotency; do
     ensure_ttl_on "$group"
   done
 }
@@ -444,6 +445,8 @@ grant_project_role() {
 
 # Firestore's roles apply to the whole database; the narrower grants (topic,
 # subscription, secret, function) are made on the resource, where it is created.
+# Track, the function the internet reaches, only reads Firestore: the visitor
+# salts it reads are made ahead by the aggregate's scheduled run.
 ensure_service_accounts() {
   step "service accounts"
   ensure_service_account "$TRACK_SA" "o7tracker track (reads campaigns, publishes clicks)"

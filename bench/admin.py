@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         start = hour_of(now - timedelta(days=STATS_DAYS))
 
         def stats() -> None:
-            by_day(store.hourly(hot, start, now))
+            by_day(store.hourly(hot, start, now).counts)
             store.as_of()
 
         print(f"calls ({args.campaigns} campaigns, {SHARDS} counter shards, Firestore emulator):", flush=True)

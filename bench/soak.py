@@ -6,13 +6,16 @@ Starts its own Firestore and Pub/Sub emulators (or reuses the pair named by
 ``FIRESTORE_EMULATOR_HOST`` and ``PUBSUB_EMULATOR_HOST``, wiping Firestore
 first), creates campaigns, and publishes clicks from several producers (each
 numbering its events, as track workers do), with bots, duplicates, replays run
-twice, events of the schema before producers, and poison. The scheduled run,
+twice, events of the schema before producers, and poison; every click but a
+bot's carries the visitor key of one of a pool of visitors (about three clicks
+each). The scheduled run,
 built from the settings as deployed, is called every ``--every`` seconds while
 the clicks are published (all at once, or at a steady ``--rate``), until the
 backlog is counted. Then a second wave is counted by two aggregators at once.
 Every campaign's totals and hourly counts, as the admin shows them, are
 compared with a ground truth kept in memory, computed here independently of
-``shared.counting``. Every Firestore operation the aggregators make is counted
+``shared.counting``, and so are its distinct visitors (an estimate: the
+largest error is reported). Every Firestore operation the aggregators make is counted
 at their clients' transport and priced (bench/prices.py), with the TTL deletes
 the design implies. Last, one track function instance is put under HTTP load,
 so the fold rate can be set against the click rate one instance produces.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -67,8 +71,9 @@ from shared.counting import Applier, Journal  # noqa: E402
 from shared.events import ClickEvent, Producer  # noqa: E402
 from shared.ids import keyed_ids  # noqa: E402
 from shared.platforms import PLATFORMS  # noqa: E402
+from shared.sketches import VisitorUnion  # noqa: E402
 from shared.store import CLICKS, PRODUCERS, CampaignStore  # noqa: E402
-from shared.utc import hour_of  # noqa: E402
+from shared.utc import as_utc, hour_of  # noqa: E402
 
 TRACK_SERVER_THREADS = 32
 # Not a real host, so a redirect to it is never mistaken for a counted click.
@@ -92,6 +97,8 @@ PLATFORM_SETS: list[tuple[str, ...]] = [
 ]
 
 Counts = dict[str, int]
+# Clicks per visitor, on average: the pool of visitors is the clicks divided by this.
+CLICKS_PER_VISITOR = 3
 
 
 # --- ground truth -------------------------------------------------------------------------
@@ -105,10 +112,13 @@ class GroundTruth:
         self._hourly: defaultdict[int, defaultdict[datetime, Counter[str]]] = defaultdict(
             lambda: defaultdict(Counter)
         )
+        self._visitors: defaultdict[int, set[str]] = defaultdict(set)
 
-    def add(self, campaign_id: int, platform: str | None, bot: bool, ts: datetime) -> None:
+    def add(self, campaign_id: int, platform: str | None, bot: bool, ts: datetime, visitor: str) -> None:
         if platform is None and not bot:
             raise ValueError("only a bot click may come without a platform")
+        if visitor and not bot:
+            self._visitors[campaign_id].add(visitor)
         hour = hour_of(ts)
         for bucket in (self._totals[campaign_id], self._hourly[campaign_id][hour]):
             # A bot click counts only as a bot click, platform or not: not in the total, not per platform.
@@ -123,6 +133,10 @@ class GroundTruth:
 
     def hourly(self, campaign_id: int) -> dict[datetime, Counts]:
         return {hour: _all_fields(c) for hour, c in self._hourly.get(campaign_id, {}).items()}
+
+    def visitors(self, campaign_id: int) -> int:
+        """The campaign's distinct visitors (a visitor's key changes with the UTC day, as the salt does)."""
+        return len(self._visitors.get(campaign_id, ()))
 
     def hours(self) -> set[datetime]:
         return {hour for series in self._hourly.values() for hour in series}
@@ -194,12 +208,17 @@ def make_workload(campaigns: Sequence[CampaignSpec], mix: Mix, rng: random.Rando
     draws = sorted((random_draw(campaigns, mix, rng, now) for _ in range(mix.clicks)), key=lambda d: d[3])
     payloads = []
     legacy = 0
+    pool = max(1, mix.clicks // CLICKS_PER_VISITOR)
     for campaign_id, platform, bot, ts in draws:
-        truth.add(campaign_id, platform, bot, ts)
+        # Published before the upgrade, delivered after it: before visitor keys too.
+        before_producers = rng.random() < mix.legacy_share
+        # The track function keys no bot.
+        visitor = "" if bot or before_producers else visitor_key(rng.randrange(pool), ts)
+        truth.add(campaign_id, platform, bot, ts, visitor)
         event = ClickEvent.new(campaign_id, platform, producer=rng.choice(producers), user_agent="bench.soak",
-                               bot=bot, now=ts)
-        if rng.random() < mix.legacy_share:
-            payloads.append(schema_1_payload(event))  # published before the upgrade, delivered after it
+                               bot=bot, now=ts, visitor=visitor)
+        if before_producers:
+            payloads.append(schema_1_payload(event))
             legacy += 1
         else:
             payloads.append(event.encode())
@@ -225,6 +244,11 @@ def random_draw(campaigns: Sequence[CampaignSpec], mix: Mix, rng: random.Random,
     platform = None if bot and rng.random() < 0.5 else rng.choice(campaign.platforms)
     # Spread over the last hours so that several hourly buckets fill.
     return campaign.id, platform, bot, now - timedelta(seconds=rng.uniform(0, mix.hours * 3600))
+
+
+def visitor_key(visitor: int, ts: datetime) -> str:
+    """A synthetic visitor's key on the UTC day of ``ts``: one per visitor and day, as the day's salt makes it."""
+    return hashlib.sha256(f"{visitor}/{as_utc(ts):%Y%m%d}".encode()).hexdigest()[:16]
 
 
 def schema_1_payload(event: ClickEvent) -> bytes:
@@ -363,7 +387,7 @@ def read_state(store: CampaignStore, campaigns: Sequence[CampaignSpec]) -> State
     start, end = now - timedelta(days=30), now + timedelta(days=1)
     return {
         c.id: (dict(store.get(c.id).counters),
-               {hour: dict(counts) for hour, counts in store.hourly(c.id, start, end).items()})
+               {hour: dict(counts) for hour, counts in store.hourly(c.id, start, end).counts.items()})
         for c in campaigns
     }
 
@@ -608,6 +632,7 @@ def soak(args: argparse.Namespace) -> bool:
         second = wave(project, campaigns, args, args.race_clicks, rng, truth, counters, race=True)
         pushed = event_mode(project, campaigns, args.event_clicks, rng, truth)
         exact = check(store, campaigns, truth, [first, second])
+        visitors_error = check_visitors(store, campaigns, truth)
         ttl = implied_ttl_deletes(db)
         track = measure_track(env, campaigns, args.load_generator, args.track_seconds, args.connections, workdir)
 
@@ -625,7 +650,8 @@ def soak(args: argparse.Namespace) -> bool:
     say(f"took {time.monotonic() - started:.0f} s; emulator and track server logs in {workdir}")
     say(f"soak: sent={clicks} counted={counted} exact={'yes' if exact else 'no'} fold_rps={fold_rps:.0f} "
         f"track_rps={track.rps:.0f} reads_per_click={reads / clicks:.4f} writes_per_click={writes / clicks:.4f} "
-        f"deletes_per_click={deletes / clicks:.4f} usd_per_million={usd:.4f}")
+        f"deletes_per_click={deletes / clicks:.4f} usd_per_million={usd:.4f} "
+        f"visitors_max_error={100 * visitors_error:.2f}%")
     return exact and counted == clicks
 
 
@@ -678,8 +704,10 @@ def event_mode(project: str, campaigns: Sequence[CampaignSpec], clicks: int, rng
     journal, producer, counted = Journal(db), Producer(), 0
     for i in range(clicks):
         campaign = rng.choice(campaigns)
-        event = ClickEvent.new(campaign.id, rng.choice(campaign.platforms), producer=producer)
-        truth.add(event.campaign_id, event.platform, event.bot, event.ts)
+        now = datetime.now(timezone.utc)
+        event = ClickEvent.new(campaign.id, rng.choice(campaign.platforms), producer=producer, now=now,
+                               visitor=visitor_key(rng.randrange(max(1, clicks // CLICKS_PER_VISITOR)), now))
+        truth.add(event.campaign_id, event.platform, event.bot, event.ts, event.visitor)
         envelope = {"message": {"data": base64.b64encode(event.encode()).decode(), "messageId": str(i)}}
         for _ in range(2):  # a redelivery, which the function must absorb
             counted += receive_pushed(journal, applier, envelope).journaled
@@ -717,6 +745,23 @@ def check(store: CampaignStore, campaigns: Sequence[CampaignSpec], truth: Ground
     for line in found[:10]:
         say(f"  MISMATCH {line}")
     return settled and not found and counted_poison >= poison
+
+
+def check_visitors(store: CampaignStore, campaigns: Sequence[CampaignSpec], truth: GroundTruth) -> float:
+    """Every campaign's distinct visitors over the soak's range, as the stats' sketches estimate them,
+    against the ground truth; returns the largest relative error."""
+    now = datetime.now(timezone.utc)
+    errors = []
+    for campaign in campaigns:
+        union = VisitorUnion()
+        for sketches in store.hourly(campaign.id, now - timedelta(days=30), now + timedelta(days=1)).visitors.values():
+            for sketch in sketches.values():
+                union.add(sketch)
+        expected = truth.visitors(campaign.id)
+        errors.append(abs(union.estimate() - expected) / expected if expected else float(union.estimate()))
+    say(f"visitors: {len(campaigns)} campaigns, {sum(truth.visitors(c.id) for c in campaigns)} distinct visitors; "
+        f"largest error of a campaign's estimate {100 * max(errors):.2f}% (HyperLogLog, lg_k 14)")
+    return max(errors)
 
 
 def report_track(track: TrackReport, fold_rps: float) -> None:

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 
@@ -25,6 +26,7 @@ from local import emulators
 from shared import config
 from shared.legacy_ids import save_registry
 from shared.models import check_track_base_url
+from shared.visitors import SaltKeeper
 
 ROOT = Path(__file__).resolve().parent.parent
 DEAD_LETTER_TOPIC = "o7-clicks-dead-letter"  # as deploy.sh names it
@@ -139,7 +141,10 @@ def main() -> int:
             emulators.create_topic_and_subscription(project, DEAD_LETTER_TOPIC, settings.dead_letter_subscription)
             # An empty database holds no id from before ids were keyed: an empty
             # registry makes the track function check every id, as deployed.
-            save_registry(firestore.Client(project=project), [])
+            db = firestore.Client(project=project)
+            save_registry(db, [])
+            # Made by each scheduled run deployed; made now too, so the first clicks carry visitor keys.
+            SaltKeeper(db, timeout=30).keep_ahead(datetime.now(timezone.utc))
             server = emulators.start_session(
                 # One worker, on the track function's stack: uvicorn with uvloop and httptools.
                 [sys.executable, "-m", "uvicorn", "--factory", "local.gateway:create_gateway",

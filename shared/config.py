@@ -145,7 +145,8 @@ class Settings:
     )
     lookup_timeout_seconds: float = setting(
         LOOKUP_TIMEOUT_SECONDS, 1.5, "Deadline of a campaign read on a cache miss, shared by the clicks waiting on it; "
-        "past it they go to the fallback.",
+        "past it they go to the fallback. Also of the day's visitor salt read (once a day per instance); past it "
+        "clicks are counted without a visitor key.",
         used_by=("track",),
     )
     publish_wait_seconds: float = setting(
@@ -237,8 +238,8 @@ class Settings:
     # names the client in X-Forwarded-For.
     k_service: str | None = setting(
         K_SERVICE, None, "Set by Cloud Run to the service name (so not passed by deploy.sh); the admin's "
-        "login limiter then names the client by X-Forwarded-For.",
-        used_by=("admin",),
+        "login limiter and the track function's visitor keys then name the client by X-Forwarded-For.",
+        used_by=("track", "admin"),
     )
     # Unset, the admin request's own origin + "/track": right for ./run.sh's one port.
     track_base_url: str | None = setting(

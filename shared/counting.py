@@ -13,11 +13,16 @@ Two steps, each one atomic commit:
    for their producers, ``producers/{id}``: the sequence numbers already
    counted, as merged ranges (:class:`Ledger`). In one commit it adds the new
    clicks to each campaign's ``counts`` and to its day documents' hourly
-   ``counts`` (``Increment``), records their numbers in the producers' ranges
+   ``counts`` (``Increment``), adds their visitor keys to the day documents'
+   hourly sketches of distinct visitors (``visitors.hHH.<Platform>``,
+   :mod:`shared.sketches`), records their numbers in the producers' ranges
    and deletes the entries. Producer documents are written on condition that
    they are as read (or still absent) and entries deleted on condition that
    they still exist, so two appliers racing cannot both count an event: the
-   later commit fails whole, and reads again.
+   later commit fails whole, and reads again. A sketch cannot be incremented
+   in place: the day documents whose sketches a commit changes are read first
+   and written on condition that they are as read (or still absent), so two
+   appliers racing cannot lose each other's visitors either.
 
 So a redelivered, republished, replayed, reordered or concurrently received
 event is counted once, and per commit the writes are one per campaign, per
@@ -44,7 +49,7 @@ import secrets
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, TypeVar
@@ -56,11 +61,13 @@ from shared.errors import InvalidEvent
 from shared.events import ClickEvent
 from shared.logs import get_logger
 from shared.platforms import BOT_FIELD, INACTIVE_FIELD, INACTIVE_PLATFORM_FIELDS, PLATFORM_FIELDS, TOTAL_FIELD
+from shared.sketches import add_visitors
 from shared.store import (
     COUNTS,
     DOCUMENT_NAME,
     JOURNAL,
     MAX_WRITES_PER_COMMIT,
+    VISITORS,
     campaign_ref,
     click_ref,
     day_hour_field,
@@ -131,14 +138,6 @@ class Received:
         self.written += other.written
 
 
-def touches(campaign_id: int, ts: int, producer: str, click_id: str) -> tuple[Hashable, ...]:
-    """The documents counting one click writes: its campaign, the campaign's day, and its producer's
-    ledger (or, for a schema 1 event, its dedup record). A document is written once per commit
-    however many of the commit's clicks touch it."""
-    return (("campaign", campaign_id), ("day", campaign_id, ts // 86400),
-            ("producer", producer) if producer else ("record", click_id))
-
-
 def grouped_by_writes(items: Iterable[T], touched: Callable[[T], Iterable[Hashable]], per_item: int,
                       per_group: int) -> list[list[T]]:
     """Consecutive items in groups that each fit one commit: the distinct documents the group's
@@ -198,9 +197,7 @@ class Journal:
 
 def _entries(events: list[tuple[str, ClickEvent]]) -> list[list[tuple[str, ClickEvent]]]:
     """Split so that each entry's apply fits one commit beside the entry's own delete."""
-    return grouped_by_writes(
-        events, lambda item: touches(item[1].campaign_id, int(item[1].ts.timestamp()), item[1].producer,
-                                     item[1].click_id), per_item=0, per_group=1)
+    return grouped_by_writes(events, lambda item: Row.of(item[1]).touches(), per_item=0, per_group=1)
 
 
 def new_entry_id() -> str:
@@ -210,9 +207,7 @@ def new_entry_id() -> str:
 
 def pack(events: Sequence[ClickEvent]) -> bytes:
     """What the apply step needs of each event, compressed: a few bytes a click."""
-    rows = [[e.producer, e.seq, "" if e.producer else e.click_id, e.campaign_id, e.platform, e.bot,
-             int(e.ts.timestamp()), e.inactive] for e in events]
-    return zlib.compress(json.dumps(rows, separators=(",", ":")).encode())
+    return zlib.compress(json.dumps([Row.of(e) for e in events], separators=(",", ":")).encode())
 
 
 class Row(NamedTuple):
@@ -225,10 +220,28 @@ class Row(NamedTuple):
     platform: str | None
     bot: bool
     ts: int
-    inactive: bool = False  # rows journaled before it existed end with ts, and were all active
+    inactive: bool = False
+    """The campaign could not count the click; rows journaled before the flag were all active."""
+    visitor: str = ""
+    """The click's visitor key, if it has one."""
+
+    @classmethod
+    def of(cls, event: ClickEvent) -> Row:
+        return cls(event.producer, event.seq, "" if event.producer else event.click_id, event.campaign_id,
+                   event.platform, event.bot, int(event.ts.timestamp()), event.inactive, event.visitor)
 
     def touches(self) -> tuple[Hashable, ...]:
-        return touches(self.campaign_id, self.ts, self.producer, self.click_id)
+        """What counting this click writes: its campaign, the campaign's day, and its producer's ledger
+        (or, for a schema 1 event, its dedup record), each written once per commit however many of the
+        commit's clicks touch it; and the hourly sketch its visitor goes into. A sketch is a field of
+        the day, but it is rewritten whole (up to ``shared.sketches.MAX_SKETCH_BYTES``, some 8.5 KB), so
+        counting each against the commit's writes keeps a commit's request far within Firestore's 10 MiB."""
+        documents = (("campaign", self.campaign_id), ("day", self.campaign_id, self.ts // 86400),
+                     ("producer", self.producer) if self.producer else ("record", self.click_id))
+        platform = self.sketch()
+        if platform is None:
+            return documents
+        return (*documents, ("sketch", self.campaign_id, self.ts - self.ts % 3600, platform))
 
     def counters(self) -> tuple[str, ...]:
         """The counters this click adds one to; bots, and clicks the campaign could not count, count apart
@@ -241,9 +254,23 @@ class Row(NamedTuple):
             return (INACTIVE_FIELD, INACTIVE_PLATFORM_FIELDS[self.platform])
         return (TOTAL_FIELD, PLATFORM_FIELDS[self.platform])
 
+    def sketch(self) -> str | None:
+        """The platform whose hourly sketch this click's visitor goes into: the visitors are those of the
+        clicks the totals count, so neither bots nor inactive clicks."""
+        return self.platform if self.visitor and not self.bot and not self.inactive else None
+
 
 def unpack(data: bytes) -> list[Row]:
-    return [Row(*row) for row in json.loads(zlib.decompress(data))]
+    return [_row(values) for values in json.loads(zlib.decompress(data))]
+
+
+def _row(values: list[Any]) -> Row:
+    """A row journaled by any version: it ends with ``ts`` (before the inactive flag and visitor keys),
+    with the flag, with the visitor key (the first version with visitor keys, which had no flag), or with
+    both. A flag is a JSON boolean and a key a string, so the two rows of eight tell themselves apart."""
+    if len(values) == 8 and isinstance(values[7], str):
+        return Row._make([*values[:7], False, values[7]])
+    return Row(*values)
 
 
 # --- step 2: applying the journal ---------------------------------------------------------
@@ -435,11 +462,18 @@ class Applier:
     def _count(self, batch: firestore.WriteBatch, events: Sequence[Row]) -> None:
         totals: defaultdict[int, Counter[str]] = defaultdict(Counter)
         hours: Counter[tuple[int, int, str]] = Counter()  # (campaign, UTC hour as epoch seconds, counter)
+        # (campaign, UTC day as epoch seconds) -> (hour field, platform) -> visitor keys
+        visitors: defaultdict[tuple[int, int], defaultdict[tuple[str, str], set[str]]] = defaultdict(
+            lambda: defaultdict(set))
         for event in events:
             hour = event.ts - event.ts % 3600
             for name in event.counters():
                 totals[event.campaign_id][name] += 1
                 hours[(event.campaign_id, hour, name)] += 1
+            platform = event.sketch()
+            if platform is not None:
+                field_name = day_hour_field(from_epoch_seconds(hour))
+                visitors[(event.campaign_id, hour - hour % 86400)][(field_name, platform)].add(event.visitor)
         for campaign_id, deltas in totals.items():
             # update, not set: a campaign deleted since it was read fails the commit, and is not recreated.
             batch.update(campaign_ref(self.db, campaign_id),
@@ -448,9 +482,35 @@ class Applier:
         for (campaign_id, hour, name), n in hours.items():
             field_name = day_hour_field(from_epoch_seconds(hour))
             days[(campaign_id, hour - hour % 86400)].setdefault(field_name, {})[name] = firestore.Increment(n)
+        sketched = self._days(visitors)
         for (campaign_id, day), counts in days.items():
             moment = from_epoch_seconds(day)
-            batch.set(day_ref(self.db, campaign_id, moment), {"day": moment, COUNTS: counts}, merge=True)
+            ref = day_ref(self.db, campaign_id, moment)
+            snapshot = sketched.get(ref.path)
+            if snapshot is None:  # no sketch to change: the increments need no read
+                batch.set(ref, {"day": moment, COUNTS: counts}, merge=True)
+                continue
+            stored = (snapshot.to_dict() or {}).get(VISITORS, {}) if snapshot.exists else {}
+            sketches = {(hour_field, platform): add_visitors(stored.get(hour_field, {}).get(platform), keys)
+                        for (hour_field, platform), keys in visitors[(campaign_id, day)].items()}
+            if snapshot.exists:
+                batch.update(ref, {
+                    **{f"{COUNTS}.{h}.{name}": n for h, named in counts.items() for name, n in named.items()},
+                    **{f"{VISITORS}.{h}.{platform}": sketch for (h, platform), sketch in sketches.items()},
+                }, option=self.db.write_option(last_update_time=snapshot.update_time))
+            else:
+                nested: defaultdict[str, dict[str, bytes]] = defaultdict(dict)
+                for (h, platform), sketch in sketches.items():
+                    nested[h][platform] = sketch
+                batch.create(ref, {"day": moment, COUNTS: counts, VISITORS: dict(nested)})
+
+    def _days(self, visitors: Mapping[tuple[int, int], Mapping[tuple[str, str], set[str]]]) -> dict[str, Any]:
+        """The day documents whose sketches change, by path: only the sketches that change are read."""
+        refs = [day_ref(self.db, campaign_id, from_epoch_seconds(day)) for campaign_id, day in visitors]
+        if not refs:
+            return {}
+        fields = sorted({f"{VISITORS}.{h}.{platform}" for cells in visitors.values() for h, platform in cells})
+        return {s.reference.path: s for s in self.db.get_all(refs, field_paths=fields, timeout=CALL_TIMEOUT_SECONDS)}
 
     def _ledgers(self, producers: set[str]) -> tuple[dict[str, Ledger], dict[str, Any]]:
         """Each producer's ledger, and the update time of those that exist."""

@@ -9,8 +9,14 @@ Events of schema version 1, from before producers, carry only ``click_id``.
 
 A click its campaign could not count (paused, outside its dates, capped, or on a
 platform it does not target) is an event too, marked ``inactive``, so that it is
-counted apart. Only such events carry the field: an active click's event is as
-it was before the field existed.
+counted apart.
+
+A click may carry its ``visitor`` key (shared/visitors.py): a daily pseudonym
+of the client, never its address. Events made before visitor keys, bot and
+inactive clicks, and clicks made while the day's salt was unavailable carry none.
+
+Either field is in an event only when it has something to say: an event
+without them is as it was before they existed.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from shared.platforms import is_platform
 SCHEMA_VERSION = 2
 _CLICK_ID = re.compile(r"[0-9a-f]{32}")
 _PRODUCER_ID = re.compile(r"[0-9a-f]{16}")
+_VISITOR_KEY = re.compile(r"[0-9a-f]{16}")
 MAX_SEQ = 2**63 - 1
 MAX_HEADER_CHARS = 512  # user agent and referrer are kept for replay, not unbounded
 # One encoder for every event: json.dumps with separators builds a new one per call.
@@ -51,6 +58,8 @@ class ClickEvent:
     """The producer's number for this event, from 1; 0 only in a schema 1 event."""
     inactive: bool = False
     """The campaign could not count the click: it counts apart, in the inactive counters."""
+    visitor: str = ""
+    """The click's visitor key (16 hex digits), or empty when it has none."""
 
     @classmethod
     def new(
@@ -64,6 +73,7 @@ class ClickEvent:
         bot: bool = False,
         inactive: bool = False,
         now: datetime | None = None,
+        visitor: str = "",
     ) -> ClickEvent:
         return cls(
             click_id=secrets.token_hex(16),
@@ -76,6 +86,7 @@ class ClickEvent:
             producer=producer.id,
             seq=producer.next_seq(),
             inactive=inactive,
+            visitor=visitor,
         )
 
     def fields(self) -> dict[str, Any]:
@@ -99,6 +110,8 @@ class ClickEvent:
         # else a schema 1 event, logged before producers and replayed now: it stays what it was
         if self.inactive:
             fields["inactive"] = True
+        if self.visitor:
+            fields["visitor"] = self.visitor
         return fields
 
     def encode(self) -> bytes:
@@ -154,7 +167,10 @@ class ClickEvent:
                 raise InvalidEvent("producer must be 16 lowercase hex digits")
             if type(seq) is not int or not 0 < seq <= MAX_SEQ:
                 raise InvalidEvent("seq must be a positive integer")
-        return cls(click_id, campaign_id, platform, ts, user_agent, referrer, bot, producer, seq, inactive)
+        visitor = raw.get("visitor", "")
+        if not isinstance(visitor, str) or (visitor and not _VISITOR_KEY.fullmatch(visitor)):
+            raise InvalidEvent("visitor must be 16 lowercase hex digits when present")
+        return cls(click_id, campaign_id, platform, ts, user_agent, referrer, bot, producer, seq, inactive, visitor)
 
 
 class Producer:

@@ -23,30 +23,13 @@ from dataclasses import dataclass
 import flask
 from cachetools import TTLCache
 
+from shared.addresses import client_address
 from shared.config import Settings
 from shared.errors import TooManyRequests, Unauthorized
 from shared.http import require_basic_auth
 
 # About 100 bytes a client: a megabyte at most.
 MAX_CLIENTS = 10_000
-
-
-def client_address(request: flask.Request, *, behind_google_front_end: bool) -> str:
-    """Who is asking: the address Google's front end saw on Cloud Run, else the peer's.
-
-    On Cloud Run every request reaches the instance through Google's front
-    end, so the peer address (``remote_addr``) is the front end's own and the
-    same for all clients. The front end appends the address the connection
-    came from to ``X-Forwarded-For``, after whatever the client sent in that
-    header, so only its last hop is not the client's to choose. Elsewhere
-    (./run.sh, tests) nothing sets the header but the client itself, so it
-    is not trusted.
-    """
-    if behind_google_front_end:
-        last_hop = request.headers.get("X-Forwarded-For", "").rsplit(",", 1)[-1].strip()
-        if last_hop:
-            return last_hop
-    return request.remote_addr or "unknown"
 
 
 @dataclass
@@ -76,7 +59,8 @@ class LoginLimiter:
 
     def require_basic_auth(self, request: flask.Request, user: str, password: str) -> None:
         """:func:`shared.http.require_basic_auth`, refused with 429 for a client over its limit."""
-        client = client_address(request, behind_google_front_end=self.behind_google_front_end)
+        client = client_address(request.headers.get("X-Forwarded-For", ""), request.remote_addr,
+                                behind_google_front_end=self.behind_google_front_end)
         with self._lock:
             failures = self._failures.get(client)
             if failures is not None and failures.count >= self.max_failures:

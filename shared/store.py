@@ -5,7 +5,8 @@ Layout::
     campaigns/{id}                           the campaign as the admin wrote it (.status filtered on), plus
         .targets   {Platform: true}          its platforms as a map, so Firestore filters on them
         .counts    {counter: n}              exact click totals, added to by the aggregator
-    campaigns/{id}/days/{YYYYMMDD}           .counts.hHH: the hour's counts; what stats read
+    campaigns/{id}/days/{YYYYMMDD}           .counts.hHH: the hour's counts, .visitors.hHH.<Platform>:
+                                             a sketch of its distinct visitors (shared/sketches.py); what stats read
     journal/{id}                             click events received, not yet counted (shared/counting.py)
     producers/{id}                           the sequence numbers of one producer's counted events
     deletions/{id}                           a deleted campaign whose counters still await cleanup
@@ -13,6 +14,7 @@ Layout::
                                              made, expire_at (24 h later; TTL removes it)
     aggregator/state                         as_of: how far the shown totals are counted
     aggregator/lease                         the scheduled run that drains the subscription now
+    salts/{YYYYMMDD}                         the day's visitor salt, expires by TTL (shared/visitors.py)
 
 Readers see counts the aggregator adds in one commit per batch of clicks: one
 read per campaign shown, one document per UTC day of hourly counts.
@@ -78,6 +80,8 @@ COUNTS = "counts"
 JOURNAL = "journal"
 PRODUCERS = "producers"
 IDEMPOTENCY = "idempotency"
+VISITORS = "visitors"
+SALTS = "salts"
 AS_OF = "as_of"
 EXPIRE_AT = "expire_at"
 # Orders and filters documents by their name, as Firestore knows the id field.
@@ -241,6 +245,16 @@ class Idempotency:
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Hourly:
+    """A campaign's clicks per UTC hour, as the day documents hold them."""
+
+    counts: dict[datetime, Counters]
+    """Hour start to counters, for the hours that had clicks, oldest first."""
+    visitors: dict[datetime, dict[str, bytes]]
+    """Hour start to platform to the sketch of its distinct visitors (shared/sketches.py), oldest first."""
 
 
 @dataclass(frozen=True)
@@ -467,8 +481,8 @@ class CampaignStore:
     def _read_for_write(self, campaign_id: int) -> firestore.DocumentSnapshot[Any]:
         return campaign_ref(self.db, campaign_id).get(timeout=REQUEST_TIMEOUT_SECONDS)
 
-    def hourly(self, campaign_id: int, start: datetime, end: datetime) -> dict[datetime, Counters]:
-        """Per-hour counts (UTC hour start to counters) for hours in [start, end) that had clicks, oldest first.
+    def hourly(self, campaign_id: int, start: datetime, end: datetime) -> Hourly:
+        """Per-hour counts and visitor sketches for the UTC hours in [start, end) that had clicks.
 
         One read for the campaign and one per UTC day in the range: 31 for 30 days.
         """
@@ -483,6 +497,7 @@ class CampaignStore:
             .order_by("day")
         )
         series: dict[datetime, Counters] = {}
+        visitors: dict[datetime, dict[str, bytes]] = {}
         for snapshot in query.stream(timeout=REQUEST_TIMEOUT_SECONDS):
             data = data_of(snapshot)
             day = as_utc(data["day"])
@@ -491,7 +506,11 @@ class CampaignStore:
                     hour = day.replace(hour=int(field_name[1:]))
                     if start <= hour < end:
                         add_counts(series.setdefault(hour, zero_counters()), counts)
-        return dict(sorted(series.items()))
+            for field_name, sketches in data.get(VISITORS, {}).items():
+                hour = day.replace(hour=int(field_name[1:]))
+                if start <= hour < end:
+                    visitors[hour] = dict(sketches)
+        return Hourly(dict(sorted(series.items())), dict(sorted(visitors.items())))
 
     def as_of(self) -> datetime | None:
         """How far the counts, totals and hourly alike, are folded: one moment for every campaign."""

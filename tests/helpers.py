@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -110,6 +111,16 @@ def serve_track() -> Iterator[Track]:
     app = function_app("track", "track")
     with TestClient(app, follow_redirects=False) as client:
         yield Track(client, sys.modules["main"])
+
+
+def wait_until(condition: Callable[[], object], timeout: float) -> bool:
+    """Whether ``condition()`` came true, asked every 50 ms, within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def log_lines(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:

@@ -2,6 +2,9 @@
 
 Pure (no I/O, no clock: ``now`` is passed in), so every calendar rule is unit tested.
 
+Distinct visitors are kept per UTC hour too, as mergeable sketches (shared/sketches.py): a bucket's
+figure is the union of its hours', and the range's the union of all of them, never a sum.
+
 Clicks are counted per UTC hour, so every bucket boundary is a whole UTC hour. Hour buckets are
 UTC hours, shown in the zone's offset. Day buckets run from local midnight to local midnight, so
 a day is 23 or 25 hours long when the clocks change. In the few zones whose offset is not a whole
@@ -18,7 +21,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import cache
@@ -26,6 +29,7 @@ from functools import cache
 from shared.errors import BadRequest
 from shared.models import Counters, zero_counters
 from shared.platforms import COUNTER_FIELDS
+from shared.sketches import VisitorUnion
 from shared.utc import as_utc, hour_of
 
 HOUR = "hour"
@@ -181,16 +185,41 @@ def _buckets(start: datetime, end: datetime, granularity: str, tz: zoneinfo.Zone
     return [Bucket(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
+def _bucket_of(stats_range: StatsRange, starts: list[datetime], hour: datetime) -> int | None:
+    """The index of the bucket holding the UTC hour starting at ``hour``; None outside the range."""
+    index = bisect_right(starts, as_utc(hour)) - 1
+    return index if index >= 0 and hour < stats_range.buckets[index].end else None
+
+
 def fold(stats_range: StatsRange, hourly: Mapping[datetime, Counters]) -> list[Counters]:
     """Each bucket's counters, from counters per UTC hour start; hours outside the range are left out."""
     starts = [bucket.start for bucket in stats_range.buckets]
     folded = [zero_counters() for _ in starts]
     for hour, counters in hourly.items():
-        index = bisect_right(starts, as_utc(hour)) - 1
-        if index >= 0 and hour < stats_range.buckets[index].end:
+        index = _bucket_of(stats_range, starts, hour)
+        if index is not None:
             for name in COUNTER_FIELDS:
                 folded[index][name] += counters.get(name, 0)
     return folded
+
+
+def fold_visitors(stats_range: StatsRange, hourly: Mapping[datetime, Iterable[bytes]]) -> tuple[list[int], int]:
+    """Each bucket's distinct visitors and the whole range's, from visitor sketches per UTC hour start.
+
+    A visitor of several hours (or platforms) of a bucket counts once in it, and once in the range
+    however many buckets it shows in: the range's figure is the union of every hour's, not a sum.
+    """
+    starts = [bucket.start for bucket in stats_range.buckets]
+    unions = [VisitorUnion() for _ in starts]
+    for hour, sketches in hourly.items():
+        index = _bucket_of(stats_range, starts, hour)
+        if index is not None:
+            for sketch in sketches:
+                unions[index].add(sketch)
+    whole = VisitorUnion()
+    for union in unions:
+        whole.merge(union)
+    return [union.estimate() for union in unions], whole.estimate()
 
 
 def total(series: list[Counters]) -> Counters:

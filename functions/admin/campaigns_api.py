@@ -79,7 +79,10 @@ CAMPAIGN_CSV_HEADER = (
     *[f"{p.lower()}_url" for p in PLATFORMS], *[f"{p.lower()}_tracking_link" for p in PLATFORMS], "forward_query",
     *LIFECYCLE_FIELDS,
 )
-STATS_CSV_HEADER = ("start", "end", *COUNTER_FIELDS)
+UNIQUE_VISITORS = "unique_visitors"
+# A range's distinct visitors are not the sum of its buckets': each row carries the range's too.
+RANGE_UNIQUE_VISITORS = "range_unique_visitors"
+STATS_CSV_HEADER = ("start", "end", *COUNTER_FIELDS, UNIQUE_VISITORS, RANGE_UNIQUE_VISITORS)
 
 # The AdminApi method answering each routed endpoint and method (HEAD is answered as GET).
 VIEWS = {
@@ -236,14 +239,19 @@ class AdminApi:
         as_csv = wants_csv(call.request)
         # Read before the buckets, so the answer holds at least every click folded before as_of.
         as_of = self.store.as_of()
-        series = buckets.fold(stats_range, self.store.hourly(target, stats_range.start, stats_range.end))
+        hourly = self.store.hourly(target, stats_range.start, stats_range.end)
+        series = buckets.fold(stats_range, hourly.counts)
+        visitors, range_visitors = buckets.fold_visitors(
+            stats_range, {hour: sketches.values() for hour, sketches in hourly.visitors.items()})
         rows = [
-            {"start": stats_range.local(b.start).isoformat(), "end": stats_range.local(b.end).isoformat(), **c}
-            for b, c in zip(stats_range.buckets, series, strict=True)
+            {"start": stats_range.local(b.start).isoformat(), "end": stats_range.local(b.end).isoformat(), **c,
+             UNIQUE_VISITORS: v}
+            for b, c, v in zip(stats_range.buckets, series, visitors, strict=True)
         ]
         if as_csv:
             filename = f"campaign-{target}-stats-{stats_range.granularity}.csv"
-            return csv_response(filename, STATS_CSV_HEADER, ([row[k] for k in STATS_CSV_HEADER] for row in rows))
+            return csv_response(filename, STATS_CSV_HEADER, (
+                [*(row[k] for k in STATS_CSV_HEADER[:-1]), range_visitors] for row in rows))
         return json_response({
             "campaign_id": target,
             "granularity": stats_range.granularity,
@@ -252,7 +260,7 @@ class AdminApi:
             "to": stats_range.local(stats_range.end).isoformat(),
             "as_of": rfc3339(as_of) if as_of else None,
             "buckets": rows,
-            "totals": buckets.total(series),
+            "totals": {**buckets.total(series), UNIQUE_VISITORS: range_visitors},
         })
 
     def qr_svg(self, call: Call) -> flask.Response:

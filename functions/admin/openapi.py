@@ -54,6 +54,17 @@ def _per_platform(value: JsonObject) -> JsonObject:
     return {"type": "object", "properties": {p: value for p in PLATFORMS}, "additionalProperties": False}
 
 
+_UNIQUE_VISITORS = {
+    "type": "integer", "minimum": 0,
+    "description": "Distinct visitors of the bucket's clicks (bots and inactive clicks left out), estimated within "
+                   "about 1% (HyperLogLog). A visitor is one client address and User-Agent within one UTC day: keys "
+                   "are never linked across UTC days, so one who comes back another UTC day counts again.",
+}
+_UNIQUE_VISITORS_OF_RANGE = {
+    **_UNIQUE_VISITORS,
+    "description": "Distinct visitors of the whole range, each counted once however many buckets they "
+                   "clicked in: not the sum of the buckets'.",
+}
 _FORWARD_QUERY = ("Whether a click's query parameters (but `platform`) are added to the destination's, byte for "
                   "byte; the destination's own win a clash. Default false.")
 _CANNOT_COUNT = "paused, archived, before `starts_at`, from `ends_at` on, capped, or on a platform it does not target"
@@ -120,10 +131,10 @@ def _schemas() -> JsonObject:
                            "next": {"type": ["string", "null"], "description": "The cursor of the next page."}},
             "required": ["campaigns", "next"], "additionalProperties": False,
         },
-        "Counters": {"type": "object", "properties": _counters(), "required": list(COUNTER_FIELDS),
-                     "additionalProperties": False},
-        "Bucket": {"type": "object", "properties": {**bucket, **_counters()},
-                   "required": [*bucket, *COUNTER_FIELDS], "additionalProperties": False},
+        "Totals": {"type": "object", "properties": {**_counters(), "unique_visitors": _UNIQUE_VISITORS_OF_RANGE},
+                   "required": [*COUNTER_FIELDS, "unique_visitors"], "additionalProperties": False},
+        "Bucket": {"type": "object", "properties": {**bucket, **_counters(), "unique_visitors": _UNIQUE_VISITORS},
+                   "required": [*bucket, *COUNTER_FIELDS, "unique_visitors"], "additionalProperties": False},
         "Stats": {
             "type": "object",
             "properties": {
@@ -134,7 +145,7 @@ def _schemas() -> JsonObject:
                 "to": {"type": "string", "format": "date-time"},
                 "as_of": {"type": ["string", "null"], "format": "date-time"},
                 "buckets": {"type": "array", "items": _ref("Bucket")},
-                "totals": _ref("Counters"),
+                "totals": _ref("Totals"),
             },
             "required": ["campaign_id", "granularity", "tz", "from", "to", "as_of", "buckets", "totals"],
             "additionalProperties": False,
@@ -342,7 +353,8 @@ def _operations() -> dict[str, dict[str, JsonObject]]:
                 _FORMAT,
             ],
             "responses": {
-                "200": {"description": "The series and its totals; or CSV, one row per bucket.",
+                "200": {"description": "The series and its totals; or CSV, one row per bucket, each also "
+                                       "carrying the range's `range_unique_visitors`.",
                         "headers": _DISPOSITION, "content": {**_json(_ref("Stats")), **_CSV}},
                 **_errors("400", "404"),
             },

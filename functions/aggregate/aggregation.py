@@ -7,7 +7,7 @@ the upkeep (:mod:`legacy_totals`, :mod:`deletions`, :mod:`backfill`, the
 dead-letter check of :mod:`dead_letters`) and moves ``as_of``, all within
 ``AGGREGATE_MAX_SECONDS``. The
 event-triggered function journals and applies each pushed event alone: a
-click is counted within a second, at about seven Firestore operations a click
+click is counted within a second, at about eight Firestore operations a click
 (docs/counting.md, Cost).
 """
 
@@ -35,6 +35,7 @@ from shared.logs import get_logger
 from shared.models import rfc3339
 from shared.store import AS_OF, data_of, read_as_of, state_ref
 from shared.utc import as_utc
+from shared.visitors import SaltKeeper
 
 log = get_logger("aggregate")
 
@@ -271,6 +272,8 @@ class RunReport:
     sweep: SweepResult
     backfilled: int
     """Campaigns given the fields the list filters on (``targets``, ``status``) by this run."""
+    salts_made: int
+    """Visitor salts (today's, tomorrow's) this run made."""
     as_of: datetime | None
     """``aggregator/state.as_of`` after this run; it moved to ``started`` if the run was complete."""
     seconds: float
@@ -293,6 +296,7 @@ class RunReport:
             "totals_refreshed": self.refresh.campaigns, "totals_complete": self.refresh.complete,
             "deleted_documents": self.sweep.deleted, "deletions_done": len(self.sweep.campaigns),
             "campaigns_backfilled": self.backfilled,
+            "visitor_salts_made": self.salts_made,
             **self.dead_letters,
             "seconds": round(self.seconds, 3),
             "as_of": rfc3339(self.as_of) if self.as_of else None,
@@ -309,6 +313,7 @@ class ScheduledRun:
     sweeper: DeletionSweeper
     backfill: CampaignBackfill
     dead_letters: DeadLetterCheck
+    salts: SaltKeeper
     max_seconds: float
 
     def run(self) -> RunReport:
@@ -329,6 +334,7 @@ class ScheduledRun:
                 draining.set()  # also when the drain failed: the apply step then ends at once
             applied = applying.result()
         deadline = began + self.max_seconds
+        salts_made = self._keep_salts(started)
         refresh = self.refresher.refresh(deadline)
         sweep = self.sweeper.sweep(deadline)
         complete = applied.complete and refresh.complete and (
@@ -337,8 +343,16 @@ class ScheduledRun:
         dead_letters = self.dead_letters.check(deadline)
         # Last: after an upgrade it may take what is left of the budget for a few runs.
         backfilled = self.backfill.run(deadline) if time.monotonic() < deadline else 0
-        return RunReport(started, drained, applied, refresh, sweep, backfilled, as_of, time.monotonic() - began,
-                         dead_letters)
+        return RunReport(started, drained, applied, refresh, sweep, backfilled, salts_made, as_of,
+                         time.monotonic() - began, dead_letters)
+
+    def _keep_salts(self, now: datetime) -> int:
+        """Today's and tomorrow's visitor salts, made if missing: the track function only reads them."""
+        try:
+            return len(self.salts.keep_ahead(now))
+        except gexc.GoogleAPIError as exc:
+            log.error("visitor salts not made; the next run tries again", extra={"error": repr(exc)})
+            return 0
 
     def _apply_until_drained(self, drained: threading.Event, deadline: float) -> Applied:
         """Apply the journal while the drain fills it, a commit per ``_APPLY_ENTRIES`` entries at
@@ -381,5 +395,6 @@ def build_scheduled_run(settings: Settings, applier: Applier) -> ScheduledRun:
         DeletionSweeper(db, timedelta(seconds=settings.delete_grace_seconds), settings.delete_max_documents),
         CampaignBackfill(db),
         build_dead_letter_check(settings),
+        SaltKeeper(db, CALL_TIMEOUT_SECONDS),
         settings.aggregate_max_seconds,
     )

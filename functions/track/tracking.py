@@ -11,7 +11,9 @@ from forwarding import merge_click_query
 from google.cloud import firestore
 from google.pubsub_v1 import PublisherAsyncClient
 from route_cache import LookupTimeout, RouteCache
+from visitor_keys import SaltReader, VisitorKeys
 
+from shared.addresses import client_address
 from shared.config import PROJECT, Settings
 from shared.events import MAX_HEADER_CHARS, ClickEvent, Producer
 from shared.ids import CampaignIds, keyed_ids, may_exist
@@ -38,6 +40,8 @@ class ClickRequest:
     user_agent: str = ""
     referrer: str = ""
     method: str = "GET"
+    forwarded_for: str = ""  # the X-Forwarded-For header
+    peer: str | None = None  # the address the connection came from
 
 
 def campaign_id_from_path(path: str) -> int | None:
@@ -54,6 +58,9 @@ class Tracker:
         ids: CampaignIds,
         legacy_ids: frozenset[int] | None,
         producer: Producer,
+        visitors: VisitorKeys,
+        *,
+        behind_google_front_end: bool,
     ) -> None:
         self.routes = routes
         self.publisher = publisher
@@ -61,6 +68,8 @@ class Tracker:
         self.ids = ids
         self.legacy_ids = legacy_ids
         self.producer = producer
+        self.visitors = visitors
+        self.behind_google_front_end = behind_google_front_end
 
     async def click(self, request: ClickRequest) -> str:
         """The redirect target; every link that cannot be counted goes to a fallback: its campaign's, when
@@ -78,6 +87,7 @@ class Tracker:
         return self.fallback_url
 
     async def aclose(self) -> None:
+        await self.visitors.aclose()
         await self.publisher.aclose()
 
     async def _click(self, request: ClickRequest) -> str:
@@ -101,22 +111,28 @@ class Tracker:
         targeted = platform in route.platforms
         if route.counts_at(now.timestamp()) and (targeted or bot):
             counted = platform if targeted else None
-            await self._publish(request, campaign_id, counted, user_agent, bot, now, inactive=False)
+            # Bot clicks count apart, never as visitors: they need no key.
+            visitor = "" if bot else await self.visitors.key(self._client(request), user_agent, now)
+            await self._publish(request, campaign_id, counted, user_agent, bot, now, inactive=False, visitor=visitor)
             if route.forward_query and request.query:
                 return merge_click_query(route.destination(counted), request.query)
             return route.destination(counted)
         # Counted apart, so that traffic after a campaign's end still shows; a click that names no
-        # platform at all (a desktop, say) counts nowhere, as it never could.
+        # platform at all (a desktop, say) counts nowhere, as it never could. Like a bot's, such a
+        # click is never a visitor, so it needs no key.
         known = platform if is_platform(platform) else None
         if known is not None or bot:
             await self._publish(request, campaign_id, known, user_agent, bot, now, inactive=True)
         return route.fallback_url or self.fallback_url
 
     async def _publish(self, request: ClickRequest, campaign_id: int, platform: str | None, user_agent: str,
-                       bot: bool, now: datetime, *, inactive: bool) -> None:
+                       bot: bool, now: datetime, *, inactive: bool, visitor: str = "") -> None:
         await self.publisher.publish(ClickEvent.new(
             campaign_id, platform, producer=self.producer, user_agent=user_agent, referrer=request.referrer,
-            bot=bot, inactive=inactive, now=now))
+            bot=bot, inactive=inactive, now=now, visitor=visitor))
+
+    def _client(self, request: ClickRequest) -> str:
+        return client_address(request.forwarded_for, request.peer, behind_google_front_end=self.behind_google_front_end)
 
 
 class CampaignReader:
@@ -145,7 +161,8 @@ def read_legacy_ids(settings: Settings) -> frozenset[int] | None:
 
 def build_tracker(settings: Settings, legacy_ids: frozenset[int] | None) -> Tracker:
     """The instance's tracker; built inside the event loop, which the async clients bind to."""
-    reader = CampaignReader(firestore.AsyncClient(project=settings.required(PROJECT)), settings.lookup_timeout_seconds)
+    db = firestore.AsyncClient(project=settings.required(PROJECT))
+    reader = CampaignReader(db, settings.lookup_timeout_seconds)
     routes = RouteCache(
         reader,
         maxsize=settings.cache_max_size,
@@ -163,5 +180,7 @@ def build_tracker(settings: Settings, legacy_ids: frozenset[int] | None) -> Trac
         buffer_max_messages=settings.publish_buffer_max_messages,
         buffer_max_bytes=settings.publish_buffer_max_bytes,
     )
+    visitors = VisitorKeys(SaltReader(db, settings.lookup_timeout_seconds), settings.lookup_timeout_seconds)
     # Built per worker, after the fork: each worker numbers its own events.
-    return Tracker(routes, publisher, settings.fallback_url, keyed_ids(settings), legacy_ids, Producer())
+    return Tracker(routes, publisher, settings.fallback_url, keyed_ids(settings), legacy_ids, Producer(), visitors,
+                   behind_google_front_end=settings.k_service is not None)

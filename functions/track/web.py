@@ -57,6 +57,8 @@ async def answer(tracker: Tracker, request: Request) -> Response:
         user_agent=headers.get("user-agent", ""),
         referrer=headers.get("referer", ""),
         method=method,
+        forwarded_for=headers.get("x-forwarded-for", ""),
+        peer=client[0] if (client := request.scope.get("client")) else None,
     )
     return redirect(await tracker.click(click))
 

@@ -31,7 +31,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = ROOT / "screenshots" / "dashboard.png"
 TIMEZONE = "Europe/Ljubljana"  # not the machine's, so the page must pass the browser's own zone along
-ANDROID_RGB, IPHONE_RGB = (0x1F, 0x9D, 0x55), (0x25, 0x63, 0xEB)  # the series colours in app.js
+# the series colours in app.js
+ANDROID_RGB, IPHONE_RGB, VISITORS_RGB = (0x1F, 0x9D, 0x55), (0x25, 0x63, 0xEB), (0xDB, 0x27, 0x77)
 INACTIVE_RGB = (0x93, 0x33, 0xEA)
 FORWARD_QUERY = "Forward the click’s query parameters"
 
@@ -163,10 +164,11 @@ def test_create_click_drain_and_read_the_numbers_in_the_browser(page: Page, stac
         png = page.request.get(download.get_attribute("href") or "")
         assert png.ok and png.headers["content-type"] == "image/png"
         assert read_qr_codes(png.body()) == [links[platform]]
-    for platform, clicks in (("Android", 3), ("IPhone", 2)):
-        for _ in range(clicks):
-            answer = requests.get(links[platform], allow_redirects=False, timeout=10)
-            assert answer.status_code == 307 and answer.headers["Location"] == "https://example.com/o7-dashboard"
+    # five clicks by three visitors: one address, three browsers
+    for platform, visitor in (("Android", 1), ("Android", 1), ("Android", 2), ("IPhone", 3), ("IPhone", 3)):
+        answer = requests.get(links[platform], allow_redirects=False, timeout=10,
+                              headers={"User-Agent": f"Mozilla/5.0 (dashboard visitor {visitor})"})
+        assert answer.status_code == 307 and answer.headers["Location"] == "https://example.com/o7-dashboard"
     assert requests.get(f"{stack.url}/tasks/update_stats", auth=AUTH, timeout=60).status_code == 200
 
     page.reload()
@@ -179,30 +181,45 @@ def test_create_click_drain_and_read_the_numbers_in_the_browser(page: Page, stac
     expect(row.locator(".sparkline")).to_have_attribute("aria-label", re.compile(r"^5 clicks over the last 7 days"))
     expect(page.locator("#detail .as-of")).to_have_text(re.compile(r"^Counted up to \d"))
     expect(page.locator("#detail [data-slot=range-totals]")).to_have_text(
-        re.compile(r"^5 clicks, 0 bot clicks and 0 inactive"))
+        re.compile(r"^5 clicks by 3 unique visitors, 0 bot clicks and 0 inactive"))
+    expect(tiles.locator("[data-slot=range-visitors]")).to_have_text("3")
+    expect(tiles.locator("[data-slot=visitors-range]")).to_have_text("last 7 days")
 
-    # the chart is drawn: both platforms' lines are on the canvas, by day and by hour
+    # the chart is drawn: both platforms' lines and the visitors' are on the canvas, by day and by hour
     expect(page.locator("#detail .chart canvas")).to_be_visible()
     assert count_pixels(page, ANDROID_RGB) > 20 and count_pixels(page, IPHONE_RGB) > 20
+    assert count_pixels(page, VISITORS_RGB) > 20
     page.get_by_role("radio", name="By hour").check()
     expect(page.locator("#chart-title")).to_have_text("Clicks by hour, last 7 days")
     expect(page.locator("#detail [data-slot=range-totals]")).to_have_text(re.compile(r"^5 clicks"))
+    assert count_pixels(page, IPHONE_RGB) > 20 and count_pixels(page, VISITORS_RGB) > 20
+    # By hour every click is in the last bucket, where the visitors' line (3) lies over Android's (3):
+    # hidden from the legend, it uncovers it.
+    visitors_legend = page.locator("#detail .u-legend .u-series", has_text="Unique visitors")
+    visitors_legend.click()
+    expect(visitors_legend).to_have_class(re.compile(r"\bu-off\b"))
+    assert count_pixels(page, VISITORS_RGB) == 0
     assert count_pixels(page, ANDROID_RGB) > 20 and count_pixels(page, IPHONE_RGB) > 20
     page.get_by_role("radio", name="30 days").check()
     page.get_by_role("radio", name="By day").check()
     expect(page.locator("#chart-title")).to_have_text("Clicks by day, last 30 days")
-    expect(page.locator("#detail [data-slot=range-totals]")).to_have_text(re.compile(r"^5 clicks"))
+    expect(page.locator("#detail [data-slot=range-totals]")).to_have_text(re.compile(r"^5 clicks by 3 unique"))
+    expect(tiles.locator("[data-slot=visitors-range]")).to_have_text("last 30 days")
 
     # the CSV links download CSV, with the browser's credentials
     stats_csv = page.request.get(page.locator("#detail [data-slot=stats-csv]").get_attribute("href") or "")
     assert stats_csv.ok and stats_csv.headers["content-type"].startswith("text/csv")
     assert "attachment" in stats_csv.headers["content-disposition"]
-    assert len(stats_csv.text().strip().splitlines()) == 31  # a header and 30 days
+    csv_lines = stats_csv.text().strip().splitlines()
+    assert len(csv_lines) == 31  # a header and 30 days
+    assert csv_lines[0].endswith(",unique_visitors,range_unique_visitors") and csv_lines[-1].endswith(",3,3")
     list_csv = page.request.get(csv_link.get_attribute("href") or "")
     assert list_csv.ok and str(campaign_id) in list_csv.text()
 
     page.get_by_role("radio", name="7 days").check()
     expect(page.locator("#chart-title")).to_have_text("Clicks by day, last 7 days")
+    # set once the range's stats have come and the chart is drawn again
+    expect(tiles.locator("[data-slot=visitors-range]")).to_have_text("last 7 days")
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})
@@ -356,7 +373,8 @@ def test_pause_resume_dates_cap_fallback_and_inactive_clicks_through_the_page(pa
     expect(page.locator("#detail [data-slot=inactive-split]")).to_have_text(
         "Inactive clicks by platform: Android 3, iPhone 1.")
     expect(page.locator("#detail [data-slot=range-totals]")).to_have_text(
-        re.compile(r"^0 clicks, 0 bot clicks and 4 inactive"))
+        re.compile(r"^0 clicks by 0 unique visitors, 0 bot clicks and 4 inactive"))
+    expect(tiles.locator("[data-slot=range-visitors]")).to_have_text("0")  # clicks counted apart are no visitors
     expect(page.locator("#detail .chart canvas")).to_be_visible()
     assert count_pixels(page, INACTIVE_RGB) > 20  # the inactive clicks' own line
     SCREENSHOT.parent.mkdir(exist_ok=True)

@@ -763,7 +763,7 @@ def test_stats_by_day_follow_the_time_zone_through_a_23_hour_day(
     assert [b["windowsphone_click_count"] for b in stats["buckets"]] == [0, 1, 0]
     assert [b["bot_click_count"] for b in stats["buckets"]] == [0, 1, 0]
     assert stats["totals"] == {**zero_counters(), "click_count": 5, "android_click_count": 2, "iphone_click_count": 2,
-                               "windowsphone_click_count": 1, "bot_click_count": 1}
+                               "windowsphone_click_count": 1, "bot_click_count": 1, "unique_visitors": 0}
     assert stats["as_of"] is not None and stats["as_of"].endswith("Z")
 
     by_hour = get_json(client, auth, f"/admin/campaigns/{cid}/stats?from=2026-10-25&to=2026-10-26"
@@ -803,9 +803,37 @@ def test_stats_as_csv_one_row_per_bucket(client: Any, auth: dict[str, str], coun
         assert list(rows[0]) == ["start", "end", "click_count", "android_click_count", "iphone_click_count",
                                  "windowsphone_click_count", "bot_click_count", "inactive_click_count",
                                  "android_inactive_click_count", "iphone_inactive_click_count",
-                                 "windowsphone_inactive_click_count"]
+                                 "windowsphone_inactive_click_count", "unique_visitors", "range_unique_visitors"]
     stats = get_json(client, auth, f"/admin/campaigns/{cid}/stats?{query}")
     assert (stats["totals"]["click_count"], stats["totals"]["inactive_click_count"]) == (1, 1)
+
+
+def test_unique_visitors_count_each_visitor_once_per_bucket_and_over_the_range(
+    client: Any, auth: dict[str, str], count_clicks: Any
+) -> None:
+    cid = create(client, auth)["id"]
+    first, second = "a" * 16, "b" * 16
+    count_clicks([
+        ClickEvent.new(cid, "Android", producer=P, now=at("2026-06-01T10:05:00+00:00"), visitor=first),
+        ClickEvent.new(cid, "IPhone", producer=P, now=at("2026-06-01T10:50:00+00:00"), visitor=first),
+        ClickEvent.new(cid, "Android", producer=P, now=at("2026-06-01T11:10:00+00:00"), visitor=first),
+        ClickEvent.new(cid, "Android", producer=P, now=at("2026-06-01T11:20:00+00:00"), visitor=second),
+        ClickEvent.new(cid, "Android", producer=P, now=at("2026-06-01T11:30:00+00:00")),  # made before visitor keys
+        ClickEvent.new(cid, "Android", producer=P, now=at("2026-06-01T11:40:00+00:00"), bot=True, visitor="c" * 16),
+        ClickEvent.new(cid, "Android", producer=P, now=at("2026-06-01T11:50:00+00:00"), inactive=True,
+                       visitor="d" * 16),  # counted apart, as a bot is: no visitor either
+    ])
+    query = f"/admin/campaigns/{cid}/stats?from=2026-06-01T09:00Z&to=2026-06-01T13:00Z&granularity=hour"
+    stats = get_json(client, auth, query)
+    assert [b["click_count"] for b in stats["buckets"]] == [0, 2, 3, 0]
+    # One visitor on two platforms in an hour is one; the first visitor, in two hours, is one over the range.
+    assert [b["unique_visitors"] for b in stats["buckets"]] == [0, 1, 2, 0]
+    assert stats["totals"]["unique_visitors"] == 2
+    rows = read_csv(client.get(f"{query}&format=csv", headers=auth))
+    assert [(r["unique_visitors"], r["range_unique_visitors"]) for r in rows] == [
+        ("0", "2"), ("1", "2"), ("2", "2"), ("0", "2")]
+    by_day = get_json(client, auth, f"/admin/campaigns/{cid}/stats?from=2026-06-01&to=2026-06-02&tz=Asia/Tokyo")
+    assert [b["unique_visitors"] for b in by_day["buckets"]] == [2] and by_day["totals"]["unique_visitors"] == 2
 
 
 @pytest.mark.parametrize("query, fragment", [

@@ -167,7 +167,7 @@ def test_a_run_counts_good_duplicate_malformed_unknown_and_out_of_horizon_events
     counters = shown(store, campaign_id)
     assert counters == {**zero_counters(), "click_count": 250, "android_click_count": 84, "iphone_click_count": 83,
                         "windowsphone_click_count": 83, "bot_click_count": 1}
-    hourly = store.hourly(campaign_id, T0 - timedelta(days=1), NOW + timedelta(days=1))
+    hourly = store.hourly(campaign_id, T0 - timedelta(days=1), NOW + timedelta(days=1)).counts
     assert hourly == {hour_of(T0): counters}  # one bucket, the clicks' own hour
     assert pull_all(project, subscription) == []  # everything acked
     assert list(db.collection("journal").stream()) == []
@@ -189,7 +189,7 @@ def test_inactive_clicks_count_apart_per_platform_in_the_totals_and_the_hours(
                 "inactive_click_count": 4, "android_inactive_click_count": 2,
                 "iphone_inactive_click_count": 1, "windowsphone_inactive_click_count": 1}
     assert shown(store, campaign_id) == expected
-    assert store.hourly(campaign_id, T0 - timedelta(days=1), NOW + timedelta(days=1)) == {hour_of(T0): expected}
+    assert store.hourly(campaign_id, T0 - timedelta(days=1), NOW + timedelta(days=1)).counts == {hour_of(T0): expected}
 
 
 def test_journal_entries_written_before_inactive_existed_are_applied_as_active_clicks(

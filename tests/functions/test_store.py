@@ -248,7 +248,7 @@ def test_the_scheduled_run_adds_what_the_sharded_counters_left_and_moves_as_of_t
     assert store.as_of() == campaign.as_of
     assert markers(db, campaign_id) == []
     assert scheduled_run()["totals_refreshed"] == 0  # nothing changed: nothing written
-    assert sum(store.hourly(campaign_id, T0 - timedelta(hours=1), NOW).get(hour_of(T0), {}).values()) == 2 * 15
+    assert sum(store.hourly(campaign_id, T0 - timedelta(hours=1), NOW).counts.get(hour_of(T0), {}).values()) == 2 * 15
 
 
 def test_the_push_path_counts_each_event_at_once(db: Any, store: CampaignStore, event_mode: None) -> None:
@@ -364,15 +364,15 @@ def test_hourly_shows_the_counted_hours_in_range(db: Any, store: CampaignStore) 
     for events in batches:  # one journal entry each, across midnight
         fold(db, events)
     hour = late.replace(minute=0)
-    series = store.hourly(campaign_id, hour + timedelta(hours=1), hour + timedelta(hours=4))
+    series = store.hourly(campaign_id, hour + timedelta(hours=1), hour + timedelta(hours=4)).counts
     assert list(series) == [hour + timedelta(hours=h) for h in (1, 2, 3)]  # 23:00, then the next day
     assert [c["click_count"] for c in series.values()] == [12, 3, 4]
     assert series[hour + timedelta(hours=1)]["iphone_click_count"] == 10
-    assert store.hourly(campaign_id, hour - timedelta(days=1), hour) == {}
+    assert store.hourly(campaign_id, hour - timedelta(days=1), hour).counts == {}
     naive = hour.replace(tzinfo=None)  # taken as UTC
-    assert store.hourly(campaign_id, naive + timedelta(hours=1), naive + timedelta(hours=4)) == series
+    assert store.hourly(campaign_id, naive + timedelta(hours=1), naive + timedelta(hours=4)).counts == series
     fold(db, clicks(campaign_id, 7, "WindowsPhone", at=late + timedelta(hours=2)))  # a later click in a shown hour
-    assert store.hourly(campaign_id, hour + timedelta(hours=2), hour + timedelta(hours=3))[
+    assert store.hourly(campaign_id, hour + timedelta(hours=2), hour + timedelta(hours=3)).counts[
         hour + timedelta(hours=2)]["windowsphone_click_count"] == 7
     counter = ReadCounter(db)
     store.hourly(campaign_id, hour - timedelta(days=30), hour + timedelta(hours=5))

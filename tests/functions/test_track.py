@@ -16,12 +16,14 @@ from typing import Any
 
 import pytest
 from conftest import function_app
-from helpers import Track, log_lines, pulled_events, serve_track
+from helpers import Track, log_lines, pull_all, pulled_events, serve_track, wait_until
 
 from shared.config import Settings
+from shared.events import ClickEvent
 from shared.ids import keyed_ids
 from shared.logs import JsonFormatter
 from shared.store import CampaignStore
+from shared.visitors import SaltKeeper, salt_day, salt_id, visitor_key
 
 FALLBACK = "https://fallback.example/"
 
@@ -332,6 +334,111 @@ def test_bot_clicks_reach_only_the_bot_counter(
     assert function_app("aggregate", "aggregate_http").test_client().post("/").get_json()["counted"] == 3
     counters = store.get(campaign.id).counters
     assert (counters["click_count"], counters["iphone_click_count"], counters["bot_click_count"]) == (1, 1, 2)
+
+
+# --- visitor keys ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def salts(db: Any) -> dict[str, bytes]:
+    """Today's and tomorrow's salts, made as the aggregate's scheduled run makes them."""
+    SaltKeeper(db, timeout=10).keep_ahead(datetime.now(timezone.utc))
+    return {snapshot.id: snapshot.get("salt") for snapshot in db.collection("salts").stream()}
+
+
+def key_of(salts: dict[str, bytes], event: ClickEvent, address: str, user_agent: str) -> str:
+    return visitor_key(salts[salt_id(salt_day(event.ts))], address, user_agent)
+
+
+def by_seq(project: str, subscription: str) -> list[ClickEvent]:
+    return sorted(pulled_events(project, subscription), key=lambda e: e.seq)
+
+
+def test_a_click_carries_its_clients_visitor_key_of_the_day_never_its_address(
+    track: Track, campaign: Any, salts: dict[str, bytes], project: str, pubsub_names: tuple[str, str]
+) -> None:
+    path = f"/track/{campaign.id}?platform=Android"
+    # Off Cloud Run the client names itself in X-Forwarded-For: the peer's address decides.
+    track.click(path, **{"User-Agent": ANDROID_UA, "X-Forwarded-For": "198.51.100.1"})
+    track.click(path, **{"User-Agent": ANDROID_UA, "X-Forwarded-For": "198.51.100.2"})
+    track.click(path, **{"User-Agent": IPHONE_UA})
+    track.click(path, method="HEAD", **{"User-Agent": ANDROID_UA})  # a preview is no visitor
+    # a click the campaign cannot count (an untargeted platform) counts apart, so is no visitor either
+    track.click(f"/track/{campaign.id}?platform=WindowsPhone", **{"User-Agent": ANDROID_UA})
+    messages = pull_all(project, pubsub_names[1])
+    events = sorted((ClickEvent.decode(m.message.data) for m in messages), key=lambda e: e.seq)
+    peer = "testclient"  # the test client's address, as Starlette gives it
+    assert [e.visitor for e in events] == [key_of(salts, events[0], peer, ANDROID_UA)] * 2 + [
+        key_of(salts, events[2], peer, IPHONE_UA), "", ""]
+    assert events[-1].inactive
+    assert all(peer.encode() not in m.message.data and b"198.51.100" not in m.message.data for m in messages)
+
+
+def test_on_cloud_run_the_visitor_is_the_last_forwarded_for_hop(
+    db: Any, campaign: Any, salts: dict[str, bytes], project: str, pubsub_names: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("K_SERVICE", "track")  # set by Cloud Run on every deployed function
+    path = f"/track/{campaign.id}?platform=Android"
+    with serve_track() as track:
+        # What the client itself sends comes first, and changes nothing.
+        track.click(path, **{"User-Agent": ANDROID_UA, "X-Forwarded-For": "198.51.100.1, 203.0.113.7"})
+        track.click(path, **{"User-Agent": ANDROID_UA, "X-Forwarded-For": "198.51.100.2,203.0.113.7"})
+        track.click(path, **{"User-Agent": ANDROID_UA, "X-Forwarded-For": "203.0.113.8"})
+    events = by_seq(project, pubsub_names[1])
+    assert [e.visitor for e in events] == [key_of(salts, events[0], "203.0.113.7", ANDROID_UA)] * 2 + [
+        key_of(salts, events[2], "203.0.113.8", ANDROID_UA)]
+
+
+def count_salt_reads(track: Track) -> list[str]:
+    """The days whose salt the instance reads from Firestore from now on, through its own reader."""
+    visitors, reads = track.tracker.visitors, []
+    read = visitors.read_salt
+
+    async def counted(day: Any) -> Any:
+        reads.append(salt_id(day))
+        return await read(day)
+
+    visitors.read_salt = counted
+    return reads
+
+
+def test_the_days_salt_is_read_once_per_instance_and_the_next_days_ahead(
+    track: Track, campaign: Any, salts: dict[str, bytes], project: str, pubsub_names: tuple[str, str]
+) -> None:
+    reads = count_salt_reads(track)
+    for _ in range(5):
+        track.click(f"/track/{campaign.id}?platform=IPhone", **{"User-Agent": IPHONE_UA})
+    today = salt_day(datetime.now(timezone.utc))
+    assert wait_until(lambda: len(reads) == 2, timeout=5), reads
+    assert reads == [salt_id(today), salt_id(today + timedelta(days=1))]  # tomorrow's read in the background
+    assert len({e.visitor for e in by_seq(project, pubsub_names[1])}) == 1
+
+
+def test_without_the_days_salt_clicks_count_without_a_visitor_key_and_one_line_says_so(
+    track: Track, campaign: Any, db: Any, project: str, pubsub_names: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = f"/track/{campaign.id}?platform=Android"
+    reads = count_salt_reads(track)
+    for _ in range(3):
+        assert track.click(path).headers["Location"] == campaign.redirect_url
+    assert [e.visitor for e in by_seq(project, pubsub_names[1])] == [""] * 3
+    assert len(reads) == 1  # tried once: a click never waits for a retry
+    [line] = log_lines(caplog, "clicks counted without a visitor key: the day's salt is not to be had")
+    assert line["severity"] == "WARNING" and "not made yet" in line["reason"]
+    # The aggregate's next run makes the salt; the instance reads it again in the background, a minute
+    # after its last try as deployed, here at once.
+    salts = SaltKeeper(db, timeout=10)
+    salts.keep_ahead(datetime.now(timezone.utc))
+    track.tracker.visitors.retry_seconds = 0
+
+    def click_has_a_key() -> bool:
+        track.click(path)
+        return any(e.visitor for e in pulled_events(project, pubsub_names[1]))
+
+    assert wait_until(click_has_a_key, timeout=10)
+    assert len(log_lines(caplog, "clicks counted without a visitor key: the day's salt is not to be had")) == 1
 
 
 def test_a_flood_of_unknown_ids_costs_one_read_per_id_per_negative_ttl(

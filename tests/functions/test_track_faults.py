@@ -11,17 +11,19 @@ import random
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 from faults import PausableEmulator, private_emulators
 from google.cloud import firestore
-from helpers import Track, log_lines, pulled_events, serve_track
+from helpers import Track, log_lines, pulled_events, serve_track, wait_until
 
 from local import emulators
 from shared.config import Settings
 from shared.ids import keyed_ids
 from shared.store import CampaignStore
+from shared.visitors import SaltKeeper
 
 FALLBACK = "https://fallback.example/"
 SHARED_READ_CLICKS = 10
@@ -94,6 +96,44 @@ def test_with_firestore_stalled_a_cached_campaign_keeps_redirecting(
             assert answer.headers["Location"] == "https://cached.example/" and elapsed < 0.5
 
 
+def test_with_firestore_stalled_the_days_first_click_waits_for_the_salt_at_most_the_deadline_and_once(
+    stalling_firestore: PausableEmulator, project: str, pubsub_names: tuple[str, str],
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CACHE_TTL_SECONDS", "60")  # the route stays cached: only the salt is read
+    campaign = create_campaign("https://salted.example/")
+    SaltKeeper(firestore.Client(), timeout=10).keep_ahead(datetime.now(timezone.utc))  # there, but not answered
+    path = f"/track/{campaign}?platform=Android"
+    with serve_track() as track:
+        assert track.click(path, method="HEAD").status_code == 307  # a preview: the route cached, no key needed
+        with stalling_firestore.paused():
+            answer, elapsed = timed(track, path)
+            assert answer.headers["Location"] == "https://salted.example/" and elapsed < 1 + 2
+            for _ in range(3):  # the day's read was tried: later clicks never wait for Firestore
+                answer, elapsed = timed(track, path)
+                assert answer.headers["Location"] == "https://salted.example/" and elapsed < 0.5
+    assert [e.visitor for e in pulled_events(project, pubsub_names[1]) if not e.bot] == [""] * 4
+    [line] = log_lines(caplog, "clicks counted without a visitor key: the day's salt is not to be had")
+    assert line["reason"] == "no answer from Firestore within 1.0s"
+
+
+def test_with_firestore_stalled_a_known_salt_keeps_keying_clicks_without_a_wait(
+    stalling_firestore: PausableEmulator, project: str, pubsub_names: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CACHE_TTL_SECONDS", "60")  # the route stays cached: only the salt is read
+    campaign = create_campaign("https://salted.example/")
+    SaltKeeper(firestore.Client(), timeout=10).keep_ahead(datetime.now(timezone.utc))
+    path = f"/track/{campaign}?platform=Android"
+    with serve_track() as track:
+        track.click(path)
+        with stalling_firestore.paused():
+            answers = [timed(track, path) for _ in range(3)]
+    assert all(a.headers["Location"] == "https://salted.example/" and elapsed < 0.5 for a, elapsed in answers)
+    keys = [e.visitor for e in pulled_events(project, pubsub_names[1])]
+    assert len(keys) == 4 and len(set(keys)) == 1 and keys[0]
+
+
 def test_a_stalled_read_of_one_id_never_holds_clicks_on_another(
     db: Any, pubsub_names: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,15 +191,6 @@ def record_batches(track: Track) -> list[int]:
 
     client.publish = recorded
     return sizes
-
-
-def wait_until(condition: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_a_stalled_pubsub_costs_three_waits_then_clicks_stop_waiting_until_a_publish_is_confirmed(

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from buckets import MAX_BUCKETS, StatsRange, fold, parse_range, total
+from buckets import MAX_BUCKETS, StatsRange, fold, fold_visitors, parse_range, total
 
 from shared.errors import BadRequest
 from shared.models import zero_counters
+from shared.sketches import add_visitors
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 29, 12, 34, 56, tzinfo=UTC)
@@ -157,6 +158,24 @@ def test_hours_fold_into_their_buckets_and_the_range_keeps_every_bucket() -> Non
     assert [c["bot_click_count"] for c in series] == [0, 1, 0]
     assert total(series)["android_click_count"] == 31
     assert fold(days, {}) == [zero_counters()] * 3
+
+
+def test_visitors_fold_as_a_union_per_bucket_and_over_the_range() -> None:
+    days = parse_range({"from": "2026-03-28", "to": "2026-03-30", "tz": "Europe/Ljubljana"}, NOW)
+
+    def hour(iso: str, *platforms: list[str]) -> tuple[datetime, list[bytes]]:
+        return datetime.fromisoformat(iso), [add_visitors(None, visitors) for visitors in platforms]
+
+    hourly = dict([
+        hour("2026-03-27T23:00:00+00:00", ["a", "b"], ["a"]),  # midnight of the 28th: a on two platforms
+        hour("2026-03-28T10:00:00+00:00", ["a", "c"]),  # a again, the same day
+        hour("2026-03-28T23:00:00+00:00", ["a"], ["d"]),  # the 29th
+        hour("2026-03-29T22:00:00+00:00", ["e", "f"]),  # the 30th: outside
+    ])
+    per_bucket, whole = fold_visitors(days, hourly)
+    assert per_bucket == [3, 2]  # a, b, c; then a, d
+    assert whole == 4  # a once, however many buckets it shows in
+    assert fold_visitors(days, {}) == ([0, 0], 0)
 
 
 def test_every_hour_of_a_year_lands_in_exactly_one_day_of_every_zone() -> None:

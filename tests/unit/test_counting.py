@@ -6,9 +6,12 @@ import json
 import random
 import zlib
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from shared.counting import Ledger, Row, _entries, grouped_by_writes, pack, unpack
 from shared.events import ClickEvent, Producer
+from shared.sketches import MAX_SKETCH_BYTES
+from shared.store import MAX_WRITES_PER_COMMIT
 
 T = 1_800_000_000  # an epoch second
 
@@ -69,34 +72,49 @@ def test_a_ledger_round_trips_its_document_and_expires_after_the_horizon() -> No
 def test_journal_rows_keep_what_counting_needs() -> None:
     producer = Producer()
     at = datetime.fromtimestamp(T, timezone.utc)
-    events = [ClickEvent.new(7, "IPhone", producer=producer, now=at),
+    events = [ClickEvent.new(7, "IPhone", producer=producer, now=at, visitor="0123456789abcdef"),
               ClickEvent.new(8, None, producer=producer, bot=True, now=at),
               ClickEvent("c" * 32, 9, "Android", at)]  # schema 1: no producer
     rows = unpack(pack(events))
-    assert rows == [Row(producer.id, 1, "", 7, "IPhone", False, T, False),
-                    Row(producer.id, 2, "", 8, None, True, T, False),
-                    Row("", 0, "c" * 32, 9, "Android", False, T, False)]
+    assert rows == [Row(producer.id, 1, "", 7, "IPhone", False, T, False, "0123456789abcdef"),
+                    Row(producer.id, 2, "", 8, None, True, T, False, ""),
+                    Row("", 0, "c" * 32, 9, "Android", False, T, False, "")]
     assert [row.counters() for row in rows] == [("click_count", "iphone_click_count"), ("bot_click_count",),
                                                 ("click_count", "android_click_count")]
+    assert [row.sketch() for row in rows] == ["IPhone", None, None]
 
 
 def test_an_inactive_click_counts_apart_per_platform_and_a_bot_stays_a_bot() -> None:
     producer = Producer()
     at = datetime.fromtimestamp(T, timezone.utc)
-    events = [ClickEvent.new(7, "WindowsPhone", producer=producer, now=at, inactive=True),
+    # a visitor key made by mistake changes nothing: the visitors are those of the clicks the totals count
+    events = [ClickEvent.new(7, "WindowsPhone", producer=producer, now=at, inactive=True, visitor="0123456789abcdef"),
               ClickEvent.new(7, "Android", producer=producer, now=at, bot=True, inactive=True),
               ClickEvent.new(7, None, producer=producer, now=at, bot=True, inactive=True)]
     rows = unpack(pack(events))
     assert [row.inactive for row in rows] == [True, True, True]
     assert [row.counters() for row in rows] == [
         ("inactive_click_count", "windowsphone_inactive_click_count"), ("bot_click_count",), ("bot_click_count",)]
+    assert [row.sketch() for row in rows] == [None, None, None]
 
 
 def test_rows_journaled_before_inactive_existed_still_unpack_as_active_clicks() -> None:
     before = zlib.compress(json.dumps([["a" * 16, 3, "", 7, "IPhone", False, T]]).encode())  # as pack wrote them
     [row] = unpack(before)
-    assert row == Row("a" * 16, 3, "", 7, "IPhone", False, T, False)
-    assert row.counters() == ("click_count", "iphone_click_count")
+    assert row == Row("a" * 16, 3, "", 7, "IPhone", False, T, False, "")
+    assert row.counters() == ("click_count", "iphone_click_count") and row.sketch() is None
+
+
+def test_rows_journaled_with_only_the_inactive_flag_or_only_the_visitor_key_unpack_with_it() -> None:
+    # As pack wrote them when each of the two was new: the flag or the key after ts, alone.
+    flagged = zlib.compress(json.dumps([["a" * 16, 4, "", 7, "IPhone", False, T, True]]).encode())
+    keyed = zlib.compress(json.dumps([["a" * 16, 5, "", 7, "IPhone", False, T, "0123456789abcdef"]]).encode())
+    [inactive] = unpack(flagged)
+    assert inactive == Row("a" * 16, 4, "", 7, "IPhone", False, T, True, "")
+    assert inactive.counters() == ("inactive_click_count", "iphone_inactive_click_count")
+    [visitor] = unpack(keyed)
+    assert visitor == Row("a" * 16, 5, "", 7, "IPhone", False, T, False, "0123456789abcdef")
+    assert visitor.counters() == ("click_count", "iphone_click_count") and visitor.sketch() == "IPhone"
 
 
 def test_a_batch_is_cut_into_entries_each_applied_in_one_commit() -> None:
@@ -110,6 +128,29 @@ def test_a_batch_is_cut_into_entries_each_applied_in_one_commit() -> None:
     assert [len(entry) for entry in entries] == [249, 249, 249, 249, 4]
     one_campaign = [(str(i), ClickEvent.new(1, "Android", producer=producer, now=at)) for i in range(1000)]
     assert len(_entries(one_campaign)) == 1
+
+
+def test_each_sketch_an_entry_changes_takes_its_share_of_the_commit() -> None:
+    producer = Producer()
+    start = datetime.fromtimestamp(T, timezone.utc)
+    # One campaign, a click an hour, each a visitor: a sketch each (and a day every 24).
+    events = [(str(i), ClickEvent.new(1, "Android", producer=producer, now=start + timedelta(hours=i),
+                                      visitor=f"{i:016x}")) for i in range(1000)]
+    entries = _entries(events)
+    assert len(entries) == 3
+    assert all(len({key for _, e in entry for key in Row.of(e).touches()}) + 1 <= MAX_WRITES_PER_COMMIT
+               for entry in entries)
+    anonymous = [(i, ClickEvent(**{**vars_of(e), "visitor": ""})) for i, e in events]
+    assert len(_entries(anonymous)) == 1  # without visitors: the campaign, its 42 days, the producer
+
+
+def test_a_commit_full_of_sketches_and_a_day_of_them_stay_within_firestores_limits() -> None:
+    assert MAX_WRITES_PER_COMMIT * MAX_SKETCH_BYTES < 10 * 2**20 / 2  # a commit's request: 10 MiB
+    assert 24 * 3 * MAX_SKETCH_BYTES < 2**20 * 0.75  # a day document, every hour and platform: 1 MiB
+
+
+def vars_of(event: ClickEvent) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in event.__slots__}
 
 
 def test_a_group_counts_each_document_once_however_many_items_touch_it() -> None:

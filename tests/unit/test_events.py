@@ -11,7 +11,8 @@ PRODUCER = Producer()
 
 
 def test_an_event_survives_the_wire() -> None:
-    event = ClickEvent.new(42, "IPhone", producer=PRODUCER, user_agent="UA", referrer="https://ref.example/")
+    event = ClickEvent.new(42, "IPhone", producer=PRODUCER, user_agent="UA", referrer="https://ref.example/",
+                           visitor="0123456789abcdef")
     assert ClickEvent.decode(event.encode()) == event
     assert len(event.click_id) == 32
     assert event.ts.tzinfo is not None
@@ -49,6 +50,9 @@ def test_the_good_event_decodes() -> None:
     json.dumps({**GOOD, "inactive": "true"}).encode(),
     json.dumps({**GOOD, "inactive": 1}).encode(),
     json.dumps({**GOOD, "inactive": None}).encode(),
+    json.dumps({**GOOD, "visitor": "198.51.100.7"}).encode(),
+    json.dumps({**GOOD, "visitor": "0123456789ABCDEF"}).encode(),
+    json.dumps({**GOOD, "visitor": 12}).encode(),
 ])
 def test_malformed_events_are_refused(payload: bytes) -> None:
     with pytest.raises(InvalidEvent):
@@ -64,7 +68,8 @@ def test_only_a_bot_click_may_lack_a_platform() -> None:
 
 
 def test_the_wire_format_names_every_field() -> None:
-    event = ClickEvent.new(3, "Android", producer=PRODUCER, user_agent="UA", bot=True, inactive=True)
+    event = ClickEvent.new(3, "Android", producer=PRODUCER, user_agent="UA", bot=True, inactive=True,
+                           visitor="0123456789abcdef")
     assert set(event.fields()) == {f.name for f in dataclasses.fields(ClickEvent)} | {"v"}
     assert event.fields()["v"] == 2
 
@@ -99,6 +104,15 @@ def test_events_name_their_producer_and_number_its_events_in_order() -> None:
     assert (first.producer, first.seq, second.seq) == (producer.id, 1, 2)
     assert Producer().id != producer.id
     assert ClickEvent.decode(second.encode()) == second
+
+
+def test_a_click_carries_its_visitor_key_only_when_it_has_one() -> None:
+    keyed = ClickEvent.new(3, "Android", producer=PRODUCER, visitor="0123456789abcdef")
+    assert keyed.fields()["visitor"] == "0123456789abcdef" and ClickEvent.decode(keyed.encode()) == keyed
+    assert "visitor" not in ClickEvent.new(3, "Android", producer=PRODUCER).fields()
+    assert "visitor" not in GOOD  # made before visitor keys
+    assert ClickEvent.decode(json.dumps(GOOD).encode()).visitor == ""
+    assert ClickEvent.decode(json.dumps({**GOOD, "visitor": ""}).encode()).visitor == ""
 
 
 def test_an_event_of_schema_1_still_decodes_without_a_producer() -> None:

@@ -54,7 +54,7 @@ def test_every_lifecycle_field_and_counter_is_described() -> None:
     assert schemas["NewCampaign"]["required"] == ["redirect_url", "platforms"]  # every new field is optional
     assert schemas["NewCampaign"]["properties"]["status"]["enum"] == ["active", "paused", "archived"]
     for name in ("inactive_click_count", "android_inactive_click_count"):
-        assert name in schemas["Counters"]["required"] and name in schemas["Bucket"]["required"]
+        assert name in schemas["Totals"]["required"] and name in schemas["Bucket"]["required"]
 
 
 def test_every_state_change_documents_what_browser_safety_and_the_body_limit_answer() -> None:

@@ -13,6 +13,7 @@ const PLATFORMS = [
 ];
 const BOTS = { field: "bot_click_count", label: "Bots", color: "#6b7280" };
 const INACTIVE = { field: "inactive_click_count", label: "Inactive", color: "#9333ea" };
+const VISITORS = { field: "unique_visitors", label: "Unique visitors", color: "#db2777" };
 const STATUSES = [
   { value: "active", label: "Active" },
   { value: "paused", label: "Paused" },
@@ -523,7 +524,7 @@ function renderDetail(campaign, etag) {
   stateBadge.className = `badge state ${lifecycle.key}`;
   stateBadge.textContent = lifecycle.label;
   slot("lifecycle").replaceChildren(stateBadge, ` ${lifecycleText(campaign)}`);
-  for (const dd of body.querySelectorAll(".tiles dd")) dd.textContent = formatCount(campaign[dd.dataset.field]);
+  for (const dd of body.querySelectorAll(".tiles dd[data-field]")) dd.textContent = formatCount(campaign[dd.dataset.field]);
   const inactiveSplit = PLATFORMS.filter((p) => campaign[inactiveField(p)] > 0)
     .map((p) => `${p.label} ${formatCount(campaign[inactiveField(p)])}`);
   slot("inactive-split").textContent = inactiveSplit.length ? `Inactive clicks by platform: ${inactiveSplit.join(", ")}.` : "";
@@ -790,9 +791,12 @@ async function loadStats(campaign) {
   slot("chart-status").textContent = "";
   slot("as-of").textContent = asOfText(stats.as_of);
   const totals = stats.totals;
+  // The range's visitors are a union over its buckets, not their sum: each counts once.
+  slot("range-visitors").textContent = formatCount(totals[VISITORS.field]);
+  slot("visitors-range").textContent = `last ${range.days} days`;
   slot("range-totals").textContent =
-    `${formatCount(totals.click_count)} clicks, ${formatCount(totals.bot_click_count)} bot clicks and ` +
-    `${formatCount(totals.inactive_click_count)} inactive, ` +
+    `${formatCount(totals.click_count)} clicks by ${formatCount(totals[VISITORS.field])} unique visitors, ` +
+    `${formatCount(totals.bot_click_count)} bot clicks and ${formatCount(totals.inactive_click_count)} inactive, ` +
     (range.granularity === "day"
       ? dateFormat.formatRange(new Date(stats.from), new Date(Date.parse(stats.to) - 1)) // to is exclusive
       : dateTimeFormat.formatRange(new Date(stats.from), new Date(stats.to)));
@@ -822,6 +826,13 @@ function drawChart(holder, stats, campaign) {
       width: 2,
       points: { show: !hourly, size: 6 },
     })),
+    {
+      label: VISITORS.label,
+      stroke: VISITORS.color,
+      width: 2.5,
+      dash: [8, 5], // long dashes: where visitors and a platform's clicks are equal, both lines still show
+      points: { show: !hourly, size: 6 },
+    },
     ...apart.map((series) => ({
       label: `${series.label} (not in clicks)`,
       stroke: series.color,
@@ -830,7 +841,7 @@ function drawChart(holder, stats, campaign) {
       points: { show: !hourly, size: 5 },
     })),
   ];
-  const data = [xs, ...[...shown, ...apart].map((p) => stats.buckets.map((b) => b[p.field]))];
+  const data = [xs, ...[...shown, VISITORS, ...apart].map((p) => stats.buckets.map((b) => b[p.field]))];
   const max = Math.max(4, ...data.slice(1).flat());
   const options = {
     width: Math.max(280, holder.clientWidth),
@@ -866,7 +877,8 @@ function drawChart(holder, stats, campaign) {
   const summary = shown.map((p) => `${p.label} ${formatCount(stats.totals[p.field])}`).join(", ");
   holder.setAttribute(
     "aria-label",
-    `Chart of clicks by ${hourly ? "hour" : "day"}: ${summary}; bots ${formatCount(stats.totals.bot_click_count)}; ` +
+    `Chart of clicks by ${hourly ? "hour" : "day"}: ${summary}; unique visitors ` +
+      `${formatCount(stats.totals[VISITORS.field])}; bots ${formatCount(stats.totals.bot_click_count)}; ` +
       `inactive ${formatCount(stats.totals.inactive_click_count)}`,
   );
 }
