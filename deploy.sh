@@ -372,13 +372,14 @@ ensure_firestore_database() {
 
 # Producers' ledgers (producers/{id}) expire through a TTL policy on expire_at,
 # a day after their newest click leaves the redelivery horizon; so do the dedup
-# records of schema 1 click events (clicks/{click_id}), and the visitor salts
+# records of schema 1 click events (clicks/{click_id}), the visitor salts
 # (salts/{YYYYMMDD}) two days after their day starts, so that no visitor key can
-# be recomputed from an address after that. The field is exempt from indexing:
-# nothing queries it, and an index on it only costs writes.
+# be recomputed from an address after that, and the admin's Idempotency-Key
+# records (idempotency/{hash}) 24 hours after their create. The field is exempt
+# from indexing: nothing queries it, and an index on it only costs writes.
 ensure_firestore_ttl() {
   local group
-  for group in producers clicks salts; do
+  for group in producers clicks salts idempotency; do
     ensure_ttl_on "$group"
   done
 }

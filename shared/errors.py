@@ -39,6 +39,10 @@ class MethodNotAllowed(AppError):
         super().__init__(msg, {"Allow": ", ".join(sorted(allowed))})
 
 
+class PreconditionFailed(AppError):
+    status = 412
+
+
 class PayloadTooLarge(AppError):
     status = 413
 
@@ -47,12 +51,23 @@ class UnsupportedMediaType(AppError):
     status = 415
 
 
-class TooManyRequests(AppError):
-    status = 429
+class UnprocessableContent(AppError):
+    status = 422
+
+
+class RetryLater(AppError):
+    """A passing condition: the answer says when to try again (Retry-After)."""
 
     def __init__(self, msg: str, retry_after_seconds: int) -> None:
-        super().__init__(msg)
-        self.headers = {"Retry-After": str(retry_after_seconds)}
+        super().__init__(msg, {"Retry-After": str(retry_after_seconds)})
+
+
+class TooManyRequests(RetryLater):
+    status = 429
+
+
+class ServiceUnavailable(RetryLater):
+    status = 503
 
 
 class InvalidEvent(ValueError):

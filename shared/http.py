@@ -6,8 +6,9 @@ import csv
 import functools
 import hmac
 import io
+import itertools
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import flask
@@ -21,17 +22,35 @@ log = get_logger("http")
 # Nothing the API accepts nests this deep; the limit keeps every later walk
 # over a body (validation, error messages) far from Python's recursion limit.
 MAX_JSON_DEPTH = 32
+# A streamed answer goes out in pieces of about this size: few enough writes, little memory.
+STREAM_CHUNK_CHARS = 64 * 1024
 
 Handler = Callable[[flask.Request], flask.Response]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> flask.Response:
     return flask.Response(
-        json.dumps(body, separators=(",", ":")),
+        _json(body),
         status=status,
         headers={"Cache-Control": "no-store", **(headers or {})},
         mimetype="application/json",
     )
+
+
+def _json(body: Any) -> str:
+    return json.dumps(body, separators=(",", ":"))
+
+
+def json_array_response(items: Iterable[Any], headers: dict[str, str] | None = None) -> flask.Response:
+    """``json_response(list(items))`` byte for byte, sent as the items come: see :func:`streamed_response`."""
+
+    def pieces() -> Iterator[str]:
+        yield "["
+        for index, item in enumerate(items):
+            yield "," + _json(item) if index else _json(item)
+        yield "]"
+
+    return streamed_response(pieces(), "application/json", {"Cache-Control": "no-store", **(headers or {})})
 
 
 def empty_response(status: int, headers: dict[str, str] | None = None) -> flask.Response:
@@ -44,17 +63,60 @@ def empty_response(status: int, headers: dict[str, str] | None = None) -> flask.
 def csv_response(
     filename: str, header: Sequence[str], rows: Iterable[Sequence[object]], headers: dict[str, str] | None = None
 ) -> flask.Response:
-    """RFC 4180: a header row, fields quoted where needed, CRLF line ends; offered as a download."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    """RFC 4180: a header row, fields quoted where needed, CRLF line ends; offered as a download.
+
+    Rows are written as they come: see :func:`streamed_response`.
+    """
+
+    def lines() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        for row in itertools.chain([header], rows):
+            writer.writerow(row)
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+
     disposition = f'attachment; filename="{filename}"'
-    return flask.Response(
-        buffer.getvalue(),
-        headers={"Cache-Control": "no-store", "Content-Disposition": disposition, **(headers or {})},
-        mimetype="text/csv",
-    )
+    return streamed_response(
+        lines(), "text/csv", {"Cache-Control": "no-store", "Content-Disposition": disposition, **(headers or {})})
+
+
+def streamed_response(pieces: Iterable[str], mimetype: str, headers: dict[str, str]) -> flask.Response:
+    """An answer sent while it is made, in chunks of ``STREAM_CHUNK_CHARS``, so memory stays flat however long it is.
+
+    The first chunk is made before the answer begins: an answer that fits in
+    it is sent whole, with its length, and an error while making it (Firestore
+    unreachable, say) still answers as JSON. Past it the status is sent and
+    cannot change: an error then is logged and the server cuts the connection
+    before the end (no final chunk), so no client takes what came for the whole.
+    """
+    chunks = _chunks(pieces)
+    first = next(chunks, b"")
+    if len(first) < STREAM_CHUNK_CHARS:  # only the last chunk can be shorter
+        return flask.Response(first, headers=headers, mimetype=mimetype)
+    return flask.Response(_logged(itertools.chain([first], chunks)), headers=headers, mimetype=mimetype)
+
+
+def _chunks(pieces: Iterable[str]) -> Iterator[bytes]:
+    pending: list[str] = []
+    size = 0
+    for piece in pieces:
+        pending.append(piece)
+        size += len(piece)
+        if size >= STREAM_CHUNK_CHARS:
+            yield "".join(pending).encode()
+            pending, size = [], 0
+    if pending:
+        yield "".join(pending).encode()
+
+
+def _logged(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    except Exception:
+        log.exception("answer cut short: it failed after it had begun")
+        raise
 
 
 def error_response(error: AppError) -> flask.Response:

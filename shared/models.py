@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -23,6 +25,11 @@ _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", "as_of", "tracking_links", *COUNTER_FIELDS})
 _WRITABLE_FIELDS = ("redirect_url", "platforms", "platform_urls", "forward_query",
                     "status", "starts_at", "ends_at", "max_clicks", "fallback_url")
+# What the aggregator changes: never part of a campaign's version.
+_COUNTED_FIELDS = frozenset({*COUNTER_FIELDS, "as_of"})
+IDEMPOTENCY_KEY = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+IDEMPOTENCY_KEY_PATTERN = f"^[ -~]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}$"  # printable ASCII, spaces included
 
 ACTIVE, PAUSED, ARCHIVED = "active", "paused", "archived"
 STATUSES = (ACTIVE, PAUSED, ARCHIVED)
@@ -90,6 +97,17 @@ class Campaign:
     as_of: datetime | None = None
     """Clicks are folded into ``counters`` up to this moment (README, "as_of"); None before any."""
 
+    @property
+    def version(self) -> str:
+        """Names the campaign as last written: any edit changes it, counted clicks never do.
+
+        It hashes every field shown but the counted ones, so a field added to
+        the campaign is in it. ``updated_at`` is too, so an edit that writes back
+        the same values is a new version: whoever read before it has not seen it.
+        """
+        written = {name: value for name, value in self.to_json().items() if name not in _COUNTED_FIELDS}
+        return hashlib.sha256(json.dumps(written, sort_keys=True).encode()).hexdigest()[:16]
+
     def to_json(self) -> dict[str, Any]:
         """The original o7tracker's shape, plus ``platform_urls``, ``forward_query``, the lifecycle fields,
         the bot and inactive counters and ``as_of``."""
@@ -154,6 +172,13 @@ def check_track_base_url(value: str | None) -> str | None:
         return validate_url(value, TRACK_BASE_URL)
     except BadRequest as exc:
         raise ConfigError(f"{TRACK_BASE_URL}={value!r}: {exc.msg}") from None
+
+
+def validate_idempotency_key(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, value):
+        raise BadRequest(f"{IDEMPOTENCY_KEY} must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters "
+                         "(a UUID, say)")
+    return value
 
 
 def validate_platforms(value: object) -> list[str]:

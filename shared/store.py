@@ -10,6 +10,8 @@ Layout::
     journal/{id}                             click events received, not yet counted (shared/counting.py)
     producers/{id}                           the sequence numbers of one producer's counted events
     deletions/{id}                           a deleted campaign whose counters still await cleanup
+    idempotency/{sha256(user, key)}          a create's Idempotency-Key: its body's hash, the campaign it
+                                             made, expire_at (24 h later; TTL removes it)
     aggregator/state                         as_of: how far the shown totals are counted
     aggregator/lease                         the scheduled run that drains the subscription now
     salts/{YYYYMMDD}                         the day's visitor salt, expires by TTL (shared/visitors.py)
@@ -33,17 +35,19 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
 from google.api_core import exceptions as gexc
+from google.api_core import retry as retries
 from google.cloud import firestore
 
-from shared.errors import BadRequest, NotFound
+from shared.errors import BadRequest, NotFound, PreconditionFailed, ServiceUnavailable, UnprocessableContent
 from shared.ids import CampaignIds
 from shared.models import (
     ACTIVE,
@@ -75,18 +79,32 @@ TOTALS = "totals"
 COUNTS = "counts"
 JOURNAL = "journal"
 PRODUCERS = "producers"
+IDEMPOTENCY = "idempotency"
 VISITORS = "visitors"
 SALTS = "salts"
 AS_OF = "as_of"
+EXPIRE_AT = "expire_at"
 # Orders and filters documents by their name, as Firestore knows the id field.
 DOCUMENT_NAME = "__name__"
 
 MAX_WRITES_PER_COMMIT = 500  # Firestore's limit for one commit or batched write
 
+IDEMPOTENCY_TTL = timedelta(hours=24)
 _CREATE_ATTEMPTS = 5
-# Deadline of each Firestore call the admin's requests make, a streamed list of
-# every campaign included (10,000 stream in about 3 s from the emulator).
+# The aggregator adds to a campaign's counters in its document: a conditional edit that
+# loses the race to such a commit compares again. Commits touch a campaign a few times a
+# minute; this many lost races in a row take a long burst of them.
+_CONDITIONAL_WRITE_ATTEMPTS = 20
+# Deadline of each Firestore call the admin's requests make.
 REQUEST_TIMEOUT_SECONDS = 30.0
+# A query streamed past its deadline, or cut by a passing error, is taken up again after the
+# last document it gave: the whole list, however long, runs as calls of REQUEST_TIMEOUT_SECONDS
+# each. (With its default retry, this client fails instead of taking it up.) Getting the query
+# started is retried within one deadline, so an unreachable Firestore answers in time.
+QUERY_RETRY = retries.Retry(
+    predicate=retries.if_exception_type(gexc.DeadlineExceeded, gexc.ServiceUnavailable, gexc.InternalServerError),
+    initial=0.1, maximum=5.0, timeout=REQUEST_TIMEOUT_SECONDS,
+)
 
 
 def campaign_ref(db: firestore.Client, campaign_id: int) -> firestore.DocumentReference:
@@ -137,6 +155,10 @@ def click_ref(db: firestore.Client, click_id: str) -> firestore.DocumentReferenc
 
 def producer_ref(db: firestore.Client, producer: str) -> firestore.DocumentReference:
     return db.collection(PRODUCERS).document(producer)
+
+
+def idempotency_ref(db: firestore.Client, key_id: str) -> firestore.DocumentReference:
+    return db.collection(IDEMPOTENCY).document(key_id)
 
 
 @functools.cache
@@ -207,6 +229,25 @@ def new_campaign_document(values: dict[str, Any], now: datetime) -> dict[str, An
 
 
 @dataclass(frozen=True)
+class Idempotency:
+    """A create's ``Idempotency-Key``, as stored: whose key it is, and the body it came with."""
+
+    key_id: str
+    """The key's document: a hash of the user and the key, so neither is stored."""
+    body_sha256: str
+
+    @classmethod
+    def of(cls, user: str, key: str, body: Any) -> Idempotency:
+        """The same JSON body hashes alike however its keys are ordered or spaced."""
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return cls(_sha256(json.dumps([user, key])), _sha256(canonical))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
 class Hourly:
     """A campaign's clicks per UTC hour, as the day documents hold them."""
 
@@ -248,8 +289,16 @@ class CampaignStore:
         self.counter_shards = counter_shards
         self.ids = ids
 
-    def create(self, values: dict[str, Any]) -> Campaign:
-        document = new_campaign_document(values, datetime.now(timezone.utc))
+    def create(self, values: dict[str, Any], idempotency: Idempotency | None = None) -> Campaign:
+        """A new campaign; with ``idempotency``, the one its key made within the last 24 hours, if any.
+
+        The key's record is written in the campaign's own commit, on condition
+        that it is still as read (absent, or expired and not yet removed by TTL):
+        of requests racing with one key, one commits, and the others read again
+        and answer its campaign.
+        """
+        now = datetime.now(timezone.utc)
+        document = new_campaign_document(values, now)
         for _ in range(_CREATE_ATTEMPTS):
             campaign_id = self.ids.issue()
             batch = self.db.batch()
@@ -257,12 +306,42 @@ class CampaignStore:
             # Never reuse the id of a deleted campaign whose counters still await
             # cleanup: the cleanup would delete the new campaign's counters.
             batch.delete(deletion_ref(self.db, campaign_id), option=self.db.write_option(exists=False))
+            if idempotency is not None:
+                earlier = self._claim_key(batch, idempotency, campaign_id, now)
+                if earlier is not None:
+                    return earlier
             try:
                 batch.commit(timeout=REQUEST_TIMEOUT_SECONDS)
-            except gexc.AlreadyExists:
-                continue  # a random id collided; draw another
+            except (gexc.AlreadyExists, gexc.FailedPrecondition):
+                continue  # a random id collided, or a request with the same key committed first
             return self._campaign(campaign_id, document, None)
         raise RuntimeError("could not draw an unused campaign id")
+
+    def _claim_key(
+        self, batch: firestore.WriteBatch, idempotency: Idempotency, campaign_id: int, now: datetime
+    ) -> Campaign | None:
+        """The campaign the key made while it is valid; else None, and ``batch`` records the key for ``campaign_id``."""
+        claim = idempotency_ref(self.db, idempotency.key_id).get(timeout=REQUEST_TIMEOUT_SECONDS)
+        record = {"body_sha256": idempotency.body_sha256, "campaign_id": campaign_id, "created_at": now,
+                  EXPIRE_AT: now + IDEMPOTENCY_TTL}
+        if not claim.exists:
+            batch.create(claim.reference, record)
+        elif data_of(claim)[EXPIRE_AT] <= now:  # expired, and TTL has not removed it yet
+            batch.update(claim.reference, record, option=self.db.write_option(last_update_time=claim.update_time))
+        else:
+            return self._created_before(idempotency, data_of(claim))
+        return None
+
+    def _created_before(self, idempotency: Idempotency, claim: dict[str, Any]) -> Campaign:
+        campaign_id = int(claim["campaign_id"])
+        if claim["body_sha256"] != idempotency.body_sha256:
+            raise UnprocessableContent(f"this Idempotency-Key already created campaign {campaign_id} from another "
+                                       "body; use a new key for a new campaign")
+        try:
+            return self.get(campaign_id)
+        except NotFound:
+            raise NotFound(f"campaign {campaign_id}, which this Idempotency-Key created, "
+                           "has since been deleted") from None
 
     def get(self, campaign_id: int) -> Campaign:
         """The campaign with its refreshed totals: two document reads in one round trip."""
@@ -273,7 +352,7 @@ class CampaignStore:
             raise NotFound(f"campaign {campaign_id} not found")
         return self._campaign(campaign_id, data_of(snapshot), _as_of(snapshots[state_ref(self.db).path]))
 
-    def list_page(self, platforms: Sequence[str], limit: int | None, cursor: str | None,
+    def list_page(self, platforms: Sequence[str], limit: int, cursor: str | None,
                   statuses: Sequence[str] = LISTED_BY_DEFAULT) -> CampaignPage:
         """Newest first, keeping campaigns that target every platform in ``platforms`` and have one of
         ``statuses``.
@@ -284,8 +363,34 @@ class CampaignStore:
         the composite indexes deploy.sh creates, merged by Firestore for several
         platforms). Asked for every status, the list does not filter on it.
         """
-        if limit is not None and limit < 1:
+        if limit < 1:
             raise BadRequest("limit must be at least 1")
+        query = self._newest_first(platforms, statuses)
+        if cursor is not None:
+            created_at, after_id = decode_cursor(cursor)
+            query = query.start_after({"created_at": created_at, DOCUMENT_NAME: campaign_ref(self.db, after_id)})
+        as_of = self.as_of()
+        snapshots = query.limit(limit + 1).stream(retry=QUERY_RETRY, timeout=REQUEST_TIMEOUT_SECONDS)
+        campaigns = [self._campaign(int(s.id), data_of(s), as_of) for s in snapshots]
+        if len(campaigns) <= limit:
+            return CampaignPage(campaigns, None)
+        last = campaigns[limit - 1]
+        return CampaignPage(campaigns[:limit], encode_cursor(last.created_at, last.id))
+
+    def stream(self, platforms: Sequence[str], statuses: Sequence[str] = LISTED_BY_DEFAULT) -> Iterator[Campaign]:
+        """Every campaign of :meth:`list_page`'s order and filters, each as Firestore sends it: memory stays flat.
+
+        Nothing is read before the first campaign is asked for; then ``as_of``
+        and the first documents are. A list read for longer than
+        ``REQUEST_TIMEOUT_SECONDS`` is read in parts (see ``QUERY_RETRY``), each
+        consistent in itself.
+        """
+        as_of = self.as_of()
+        query = self._newest_first(platforms, statuses)
+        for snapshot in query.stream(retry=QUERY_RETRY, timeout=REQUEST_TIMEOUT_SECONDS):
+            yield self._campaign(int(snapshot.id), data_of(snapshot), as_of)
+
+    def _newest_first(self, platforms: Sequence[str], statuses: Sequence[str]) -> firestore.Query:
         query = self.db.collection(CAMPAIGNS).order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
             DOCUMENT_NAME, direction=firestore.Query.DESCENDING
         )
@@ -293,62 +398,88 @@ class CampaignStore:
             query = query.where(filter=firestore.FieldFilter(f"{TARGETS}.{platform}", "==", True))
         if set(statuses) != set(STATUSES):
             query = query.where(filter=firestore.FieldFilter(STATUS, "in", list(dict.fromkeys(statuses))))
-        if cursor is not None:
-            created_at, after_id = decode_cursor(cursor)
-            query = query.start_after({"created_at": created_at, DOCUMENT_NAME: campaign_ref(self.db, after_id)})
-        if limit is not None:
-            query = query.limit(limit + 1)
-        as_of = self.as_of()
-        snapshots = query.stream(timeout=REQUEST_TIMEOUT_SECONDS)
-        campaigns = [self._campaign(int(s.id), data_of(s), as_of) for s in snapshots]
-        if limit is None or len(campaigns) <= limit:
-            return CampaignPage(campaigns, None)
-        last = campaigns[limit - 1]
-        return CampaignPage(campaigns[:limit], encode_cursor(last.created_at, last.id))
+        return query
 
-    def update(self, campaign_id: int, values: dict[str, Any]) -> Campaign:
+    def update(self, campaign_id: int, values: dict[str, Any], versions: Collection[str] | None = None) -> Campaign:
+        """Change the campaign's settings; with ``versions``, only while its :attr:`Campaign.version` is one of them.
+
+        When one of the dates changes, it is checked against the other as
+        stored, on condition that the campaign is still as read, so that two
+        edits at once cannot leave the end before the start.
+        """
         changes = {**values, "updated_at": datetime.now(timezone.utc)}
         if "platforms" in values:
             changes[TARGETS] = targets_of(values["platforms"])
-        ref = campaign_ref(self.db, campaign_id)
-        if ("starts_at" in values) != ("ends_at" in values):
-            self._update_window(ref, values, changes)
-        else:
+
+        def write(condition: firestore.WriteOption | None) -> None:
             try:
-                ref.update(changes, timeout=REQUEST_TIMEOUT_SECONDS)
+                campaign_ref(self.db, campaign_id).update(changes, option=condition, timeout=REQUEST_TIMEOUT_SECONDS)
             except gexc.NotFound:
                 raise NotFound(f"campaign {campaign_id} not found") from None
+
+        def check_window_as_stored(stored: dict[str, Any]) -> None:
+            check_window(values.get("starts_at", stored.get("starts_at")), values.get("ends_at", stored.get("ends_at")))
+
+        one_date = ("starts_at" in values) != ("ends_at" in values)
+        self._write(campaign_id, versions, write, check_window_as_stored if one_date else None)
         return self.get(campaign_id)
 
-    def _update_window(self, ref: firestore.DocumentReference, values: dict[str, Any],
-                       changes: dict[str, Any]) -> None:
-        """One of the dates changes: checked against the other as stored, in a transaction, so that two
-        edits at once cannot leave the end before the start."""
-
-        @firestore.transactional
-        def change(transaction: firestore.Transaction) -> None:
-            snapshot = ref.get(transaction=transaction, timeout=REQUEST_TIMEOUT_SECONDS)
-            if not snapshot.exists:
-                raise NotFound(f"campaign {ref.id} not found")
-            stored = data_of(snapshot)
-            check_window(values.get("starts_at", stored.get("starts_at")), values.get("ends_at", stored.get("ends_at")))
-            transaction.update(ref, changes)
-
-        change(self.db.transaction())
-
-    def delete(self, campaign_id: int) -> None:
+    def delete(self, campaign_id: int, versions: Collection[str] | None = None) -> None:
         """Delete the campaign and leave a tombstone; the aggregator removes its counters later.
 
         One atomic write, however many counters and hourly buckets the campaign
-        has. From here on its late clicks are poison events.
+        has. From here on its late clicks are poison events. With ``versions``,
+        only while its :attr:`Campaign.version` is one of them.
         """
-        batch = self.db.batch()
-        batch.delete(campaign_ref(self.db, campaign_id), option=self.db.write_option(exists=True))
-        batch.set(deletion_ref(self.db, campaign_id), {"deleted_at": firestore.SERVER_TIMESTAMP})
-        try:
-            batch.commit(timeout=REQUEST_TIMEOUT_SECONDS)
-        except gexc.NotFound:
-            raise NotFound(f"campaign {campaign_id} not found") from None
+
+        def write(condition: firestore.WriteOption | None) -> None:
+            batch = self.db.batch()
+            batch.delete(campaign_ref(self.db, campaign_id), option=condition or self.db.write_option(exists=True))
+            batch.set(deletion_ref(self.db, campaign_id), {"deleted_at": firestore.SERVER_TIMESTAMP})
+            try:
+                batch.commit(timeout=REQUEST_TIMEOUT_SECONDS)
+            except gexc.NotFound:
+                raise NotFound(f"campaign {campaign_id} not found") from None
+
+        self._write(campaign_id, versions, write)
+
+    def _write(
+        self, campaign_id: int, versions: Collection[str] | None,
+        write: Callable[[firestore.WriteOption | None], None],
+        check: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """Call ``write`` with the condition to write the campaign on: that it exists (None) without ``versions``
+        or ``check``, else that it is still as read when its version was one of ``versions`` (an HTTP If-Match)
+        and ``check`` passed on its stored fields.
+
+        The version is compared with the document as read, and the write made on
+        condition that the document is still as read. The aggregator's commits
+        add to the counters in the same document, failing that condition without
+        changing the version; so a failed condition means reading and comparing
+        again, and only a changed version answers 412.
+        """
+        if versions is None and check is None:
+            write(None)
+            return
+        for _ in range(_CONDITIONAL_WRITE_ATTEMPTS):
+            snapshot = self._read_for_write(campaign_id)
+            if not snapshot.exists:
+                raise NotFound(f"campaign {campaign_id} not found")
+            stored = data_of(snapshot)
+            if versions is not None and self._campaign(campaign_id, stored, None).version not in versions:
+                raise PreconditionFailed(f"campaign {campaign_id} is not at a version If-Match names: it has changed "
+                                         "since it was read; read it again, then make the change")
+            if check is not None:
+                check(stored)
+            try:
+                write(self.db.write_option(last_update_time=snapshot.update_time))
+                return
+            except gexc.FailedPrecondition:
+                continue  # written since it was read: its counters, or another edit
+        raise ServiceUnavailable(f"campaign {campaign_id} kept changing while it was being written; try again", 1)
+
+    def _read_for_write(self, campaign_id: int) -> firestore.DocumentSnapshot[Any]:
+        return campaign_ref(self.db, campaign_id).get(timeout=REQUEST_TIMEOUT_SECONDS)
 
     def hourly(self, campaign_id: int, start: datetime, end: datetime) -> Hourly:
         """Per-hour counts and visitor sketches for the UTC hours in [start, end) that had clicks.

@@ -177,13 +177,14 @@ def test_dry_run_prints_every_command_and_never_calls_gcloud(dry_run, fake_gclou
     assert "--data-file=-" in the_one(cmds, "secrets", "create", "o7tracker-campaign-id-key")
     assert "<redacted>" in result.stdout
 
-    # Producers' ledgers, the dedup records of schema 1 events and the visitor salts expire; nothing
-    # indexes the field.
+    # Producers' ledgers, the dedup records of schema 1 events, the visitor salts and Idempotency-Key
+    # records expire; nothing indexes the field.
     for command, flag in ((("fields", "ttls"), "--enable-ttl"), (("indexes", "fields"), "--disable-indexes")):
         found = find(cmds, "firestore", *command, "update", "expire_at")
         assert all(flag in c for c in found)
         assert sorted(g for c in found for g in c if g.startswith("--collection-group=")) == [
-            "--collection-group=clicks", "--collection-group=producers", "--collection-group=salts"]
+            "--collection-group=clicks", "--collection-group=idempotency", "--collection-group=producers",
+            "--collection-group=salts"]
 
     job = the_one(cmds, "scheduler", "jobs", "create", "http")
     assert {

@@ -7,6 +7,7 @@ source of the OpenAPI document's paths (see ``openapi.py``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,10 +28,11 @@ from werkzeug.security import safe_join
 from shared.clients import Lazy
 from shared.config import AUTH_PASSWORD, ConfigError, Settings
 from shared.errors import BadRequest, MethodNotAllowed, NotFound
-from shared.http import csv_response, empty_response, json_response, read_json
+from shared.http import csv_response, empty_response, json_array_response, json_response, read_json
 from shared.ids import keyed_ids
 from shared.login_limiter import LoginLimiter, login_limiter
 from shared.models import (
+    IDEMPOTENCY_KEY,
     LISTED_BY_DEFAULT,
     STATUSES,
     Campaign,
@@ -38,9 +40,10 @@ from shared.models import (
     parse_campaign_fields,
     parse_campaign_id,
     rfc3339,
+    validate_idempotency_key,
 )
 from shared.platforms import COUNTER_FIELDS, PLATFORMS, is_platform
-from shared.store import CampaignStore
+from shared.store import CampaignStore, Idempotency
 
 MOUNT = "/admin"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -186,6 +189,8 @@ class AdminApi:
         if cursor is not None and limit is None:
             raise BadRequest("'cursor' needs 'limit'; send the 'next' link of the previous page")
         as_csv = wants_csv(request)
+        if limit is None:
+            return self._every_campaign(request, platforms, statuses, as_csv)
         page = self.store.list_page(platforms, limit, cursor, statuses)
         campaigns = [self.campaign_json(c, request) for c in page.campaigns]
         headers = {}
@@ -193,25 +198,39 @@ class AdminApi:
             headers["Link"] = f'<{next_page_url(request, page.next_cursor)}>; rel="next"'
         if as_csv:
             return csv_response("campaigns.csv", CAMPAIGN_CSV_HEADER, map(campaign_row, campaigns), headers)
-        body: Any = campaigns if limit is None else {"campaigns": campaigns, "next": page.next_cursor}
-        return json_response(body, headers=headers)
+        return json_response({"campaigns": campaigns, "next": page.next_cursor}, headers=headers)
+
+    def _every_campaign(
+        self, request: flask.Request, platforms: list[str], statuses: tuple[str, ...], as_csv: bool
+    ) -> flask.Response:
+        """The whole list, written as Firestore sends it (see ``streamed_response``)."""
+        campaigns = (self.campaign_json(c, request) for c in self.store.stream(platforms, statuses))
+        if as_csv:
+            return csv_response("campaigns.csv", CAMPAIGN_CSV_HEADER, map(campaign_row, campaigns))
+        return json_array_response(campaigns)
 
     def create_campaign(self, call: Call) -> flask.Response:
-        values = parse_campaign_fields(read_json(call.request, self.max_body_bytes), partial=False)
-        campaign = self.store.create(values)
+        key = validate_idempotency_key(call.request.headers.get(IDEMPOTENCY_KEY))
+        body = read_json(call.request, self.max_body_bytes)
+        values = parse_campaign_fields(body, partial=False)
+        campaign = self.store.create(values, Idempotency.of(self.auth_user, key, body) if key is not None else None)
         location = f"{call.mount}/campaigns/{campaign.id}"
-        return json_response(self.campaign_json(campaign, call.request), 201, {"Location": location})
+        return self.campaign_answer(campaign, call.request, 201, {"Location": location})
 
     def get_campaign(self, call: Call) -> flask.Response:
-        return json_response(self.campaign_json(self.store.get(campaign_id(call)), call.request))
+        answer = self.campaign_answer(self.store.get(campaign_id(call)), call.request)
+        etag, _ = answer.get_etag()
+        if etag is not None and call.request.if_none_match.contains_weak(etag):
+            return empty_response(304, {"ETag": answer.headers["ETag"], "Cache-Control": "no-store"})
+        return answer
 
     def update_campaign(self, call: Call) -> flask.Response:
         target = campaign_id(call)
         values = parse_campaign_fields(read_json(call.request, self.max_body_bytes), partial=True)
-        return json_response(self.campaign_json(self.store.update(target, values), call.request))
+        return self.campaign_answer(self.store.update(target, values, if_match(call.request)), call.request)
 
     def delete_campaign(self, call: Call) -> flask.Response:
-        self.store.delete(campaign_id(call))
+        self.store.delete(campaign_id(call), if_match(call.request))
         return empty_response(204)
 
     def stats(self, call: Call) -> flask.Response:
@@ -267,6 +286,18 @@ class AdminApi:
             headers={"Cache-Control": QR_CACHE_CONTROL, "Content-Disposition": f'inline; filename="{name}"'},
         )
 
+    def campaign_answer(self, campaign: Campaign, request: flask.Request, status: int = 200,
+                        headers: dict[str, str] | None = None) -> flask.Response:
+        """The campaign as JSON, with an ETag of its version and a digest of the whole answer.
+
+        The digest makes the tag change whenever the answer does, counters
+        included, for ``If-None-Match``; ``If-Match`` compares the version alone
+        (:func:`if_match`), so counting clicks never makes an edit stale.
+        """
+        answer = json_response(self.campaign_json(campaign, request), status, headers)
+        answer.set_etag(f"{campaign.version}.{hashlib.sha256(answer.get_data()).hexdigest()[:16]}")
+        return answer
+
     def campaign_json(self, campaign: Campaign, request: flask.Request) -> dict[str, Any]:
         """The stored campaign as shown, with a tracking link per targeted platform."""
         return {
@@ -301,6 +332,18 @@ def campaign_id(call: Call) -> int:
     if parsed is None:
         raise NotFound(f"campaign {raw[:64]} not found")
     return parsed
+
+
+def if_match(request: flask.Request) -> frozenset[str] | None:
+    """The campaign versions an ``If-Match`` accepts; None without one, or with ``*`` (any campaign that exists).
+
+    Each tag's version part is compared, not the digest of the answer it came
+    with, which changes as clicks are counted. Weak tags never match: If-Match
+    compares strongly. An empty tag (``""``), which werkzeug reads as None, names nothing.
+    """
+    if "If-Match" not in request.headers or request.if_match.star_tag:
+        return None
+    return frozenset(tag.partition(".")[0] for tag in request.if_match.as_set() if tag)
 
 
 def platforms_filter(raw: str | None) -> list[str]:

@@ -17,6 +17,8 @@ import qr_codes
 
 from shared.models import (
     ACTIVE,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENCY_KEY_PATTERN,
     LISTED_BY_DEFAULT,
     MAX_CAMPAIGN_ID,
     MAX_EXACT_INTEGER,
@@ -160,6 +162,7 @@ def _error(description: str, headers: JsonObject | None = None) -> JsonObject:
     return answer
 
 
+_RETRY_AFTER = {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}
 _ERRORS: JsonObject = {
     "400": _error("Bad input: the message says what is wrong. Nothing was written."),
     "401": _error("Missing or wrong credentials.", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
@@ -167,11 +170,18 @@ _ERRORS: JsonObject = {
                   "not same-origin or none, or its Origin is not the admin's): only the admin's own pages may "
                   "change anything. Decided before the credentials are checked."),
     "404": _error("No such campaign (or file)."),
+    "412": _error("If-Match names no current version of the campaign: it was changed (or deleted and made "
+                  "again) since it was read. Nothing was written; read it again, then make the change."),
     "413": _error("The body is larger than MAX_BODY_BYTES, whether it has a Content-Length or is chunked."),
     "415": _error("The body is not declared `Content-Type: application/json` (UTF-8); a DELETE may declare "
                   "nothing else."),
+    "422": _error("This Idempotency-Key already created a campaign from another body. Nothing was written."),
     "429": _error("Too many failed logins from this client; even right credentials wait until Retry-After.",
-                  {"Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}}),
+                  {"Retry-After": _RETRY_AFTER}),
+    "503": _error("The campaign kept changing while a conditional write was tried (one with If-Match, or one "
+                  "changing a single date, checked against the other as stored), its counters being updated in "
+                  "a long burst; nothing was written. Try again after Retry-After.",
+                  {"Retry-After": _RETRY_AFTER}),
 }
 
 
@@ -186,6 +196,24 @@ def _query(name: str, schema: JsonObject, description: str, **extra: Any) -> Jso
 
 _ID = {"name": "id", "in": "path", "required": True, "description": "The campaign's id.",
        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CAMPAIGN_ID}}
+_ETAG = {"ETag": {"required": True, "schema": {"type": "string"},
+                  "description": "The campaign's version, then a digest of this answer (which changes as clicks "
+                                 "are counted): for If-None-Match, and for If-Match on PUT and DELETE, which "
+                                 "compares the version alone."}}
+
+
+def _header(name: str, schema: JsonObject, description: str) -> JsonObject:
+    return {"name": name, "in": "header", "required": False, "schema": schema, "description": description}
+
+
+_IF_MATCH = _header("If-Match", {"type": "string"},
+                    "The ETag of the campaign as read: the change is made only if the campaign's version is still "
+                    "that one (counted clicks do not count as a change), else 412.")
+_IDEMPOTENCY_KEY = _header(
+    IDEMPOTENCY_KEY, {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+    "Makes the create safe to retry: for 24 hours, the same key with the same JSON body answers 201 with the "
+    "campaign it created first (as it is now) and creates nothing; with another body, 422. Concurrent requests "
+    "with one key create one campaign.")
 _FORMAT = _query("format", {"type": "string", "enum": ["json", "csv"]},
                  "json or csv; without it, an `Accept: text/csv` header asks for CSV.")
 _CSV = {"text/csv": {"schema": {"type": "string"}}}
@@ -225,7 +253,7 @@ def _qr(kind: str) -> JsonObject:
 
 def _operations() -> dict[str, dict[str, JsonObject]]:
     """Every endpoint's operations by method, keyed as the router names them."""
-    campaign_answer = {"description": "The campaign.", "content": _json(_ref("Campaign"))}
+    campaign_answer = {"description": "The campaign.", "headers": _ETAG, "content": _json(_ref("Campaign"))}
     _moment = {"type": "string", "pattern": buckets.MOMENT_PATTERN}
     return {
         "dashboard": {"GET": {
@@ -276,26 +304,35 @@ def _operations() -> dict[str, dict[str, JsonObject]]:
             },
             "POST": {
                 "summary": "Create a campaign",
+                "parameters": [_IDEMPOTENCY_KEY],
                 "requestBody": {"required": True, "content": _json(_ref("NewCampaign"))},
                 "responses": {
                     "201": {**campaign_answer, "headers": {
-                        "Location": {"required": True, "schema": {"type": "string"}}}},
-                    **_errors("400", "403", "413", "415"),
+                        **_ETAG, "Location": {"required": True, "schema": {"type": "string"}}}},
+                    **_errors("400", "403", "413", "415", "422"),
+                    "404": _error("The campaign this Idempotency-Key created has since been deleted."),
                 },
             },
         },
         "campaign": {
-            "GET": {"summary": "Read a campaign", "parameters": [_ID],
-                    "responses": {"200": campaign_answer, **_errors("404")}},
+            "GET": {"summary": "Read a campaign",
+                    "parameters": [_ID, _header("If-None-Match", {"type": "string"},
+                                                "ETags of answers already held: 304 when one is the answer now.")],
+                    "responses": {"200": campaign_answer,
+                                  "304": {"description": "Not modified: the answer would be the one with this ETag.",
+                                          "headers": _ETAG},
+                                  **_errors("404")}},
             "PUT": {"summary": "Change any of a campaign's writable fields, such as its status, dates, cap or "
                                "fallback (never its counters)",
                     "description": "Fields left out stay as they are; null unsets `starts_at`, `ends_at`, "
                                    "`max_clicks` or `fallback_url`. Track instances follow within CACHE_TTL_SECONDS.",
-                    "parameters": [_ID],
+                    "parameters": [_ID, _IF_MATCH],
                     "requestBody": {"required": True, "content": _json(_ref("CampaignChanges"))},
-                    "responses": {"200": campaign_answer, **_errors("400", "403", "404", "413", "415")}},
-            "DELETE": {"summary": "Delete a campaign (its counters are removed later)", "parameters": [_ID],
-                       "responses": {"204": {"description": "Deleted."}, **_errors("403", "404", "415")}},
+                    "responses": {"200": campaign_answer,
+                                  **_errors("400", "403", "404", "412", "413", "415", "503")}},
+            "DELETE": {"summary": "Delete a campaign (its counters are removed later)", "parameters": [_ID, _IF_MATCH],
+                       "responses": {"204": {"description": "Deleted."},
+                                     **_errors("403", "404", "412", "415", "503")}},
         },
         "stats": {"GET": {
             "summary": "A campaign's clicks per hour or per day",

@@ -264,6 +264,53 @@ def test_edit_and_delete_through_the_forms(page: Page, stack: Stack) -> None:
     assert requests.get(f"{stack.url}/admin/campaigns/{created['id']}", auth=AUTH, timeout=10).status_code == 404
 
 
+def test_an_edit_or_delete_after_a_change_made_elsewhere_is_refused_and_the_page_offers_a_reload(
+    page: Page, stack: Stack
+) -> None:
+    created = requests.post(f"{stack.url}/admin/campaigns", auth=AUTH, timeout=10, json={
+        "redirect_url": "https://example.com/as-opened", "platforms": ["Android"]}).json()
+    path = f"{stack.url}/admin/campaigns/{created['id']}"
+    page.goto(f"/admin/#campaign/{created['id']}")
+    expect(page.locator("#detail-body h2")).to_have_text("https://example.com/as-opened")
+    # Someone else changes it through the API, after the page has read it.
+    theirs = requests.put(path, auth=AUTH, timeout=10, json={"redirect_url": "https://example.com/theirs"})
+    assert theirs.status_code == 200
+
+    page.get_by_text("Edit campaign", exact=True).click()
+    form = page.locator("#detail form")
+    form.get_by_label("Redirect URL").fill("https://example.com/mine")
+    form.get_by_role("button", name="Save changes").click()
+    edit_error = page.locator("#edit-error")
+    expect(edit_error).to_contain_text("Not saved: this campaign was changed elsewhere after you opened it. "
+                                       "Reload it to see the change, then decide again.")
+    expect(edit_error.get_by_role("button", name="Reload the campaign")).to_be_focused()
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT.with_name("dashboard-changed-elsewhere.png")), full_page=True)
+    assert requests.get(path, auth=AUTH, timeout=10).json()["redirect_url"] == "https://example.com/theirs"
+
+    page.get_by_role("button", name="Delete", exact=True).click()
+    page.get_by_role("button", name="Delete campaign").click()
+    expect(page.locator("#detail [data-slot=delete-error]")).to_contain_text(
+        "Not deleted: this campaign was changed elsewhere after you opened it.")
+    assert requests.get(path, auth=AUTH, timeout=10).status_code == 200
+    page.get_by_role("button", name="Pause", exact=True).click()
+    expect(page.locator("#detail [data-slot=pause-error]")).to_contain_text(
+        "Not paused: this campaign was changed elsewhere after you opened it.")
+    assert requests.get(path, auth=AUTH, timeout=10).json()["status"] == "active"
+
+    # Reloaded, the page shows their change, and an edit made on it is saved.
+    edit_error.get_by_role("button", name="Reload the campaign").click()
+    expect(page.locator("#detail-body h2")).to_have_text("https://example.com/theirs")
+    expect(page.locator("#detail [data-slot=edit-status]")).to_have_text("Reloaded: this is the campaign as it is now.")
+    expect(page.locator(f'#campaigns tr[data-id="{created["id"]}"] .host')).to_have_text("example.com")
+    form = page.locator("#detail form")
+    expect(form.get_by_label("Redirect URL")).to_have_value("https://example.com/theirs")
+    form.get_by_label("Redirect URL").fill("https://example.com/mine")
+    form.get_by_role("button", name="Save changes").click()
+    expect(page.locator("#detail-body h2")).to_have_text("https://example.com/mine")
+    assert requests.get(path, auth=AUTH, timeout=10).json()["redirect_url"] == "https://example.com/mine"
+
+
 def local_minute(moment: datetime) -> str:
     """A moment as a datetime-local input takes it, in the browser's zone."""
     return moment.astimezone(ZoneInfo(TIMEZONE)).strftime("%Y-%m-%dT%H:%M")

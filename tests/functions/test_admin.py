@@ -7,7 +7,9 @@ import csv
 import io
 import json
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from xml.etree import ElementTree
@@ -16,10 +18,12 @@ import jsonschema_rs
 import pytest
 from campaigns_api import ROUTES, routed_operations
 from conftest import function_app
+from google.cloud import firestore
 from helpers import publish, read_png, read_qr_codes
 
 from shared.events import ClickEvent, Producer
 from shared.models import zero_counters
+from shared.store import COUNTS, CampaignStore, campaign_ref, new_campaign_document
 
 CAMPAIGN = {
     "redirect_url": "https://github.com/otobrglez/o7tracker",
@@ -1067,3 +1071,284 @@ def test_off_cloud_run_a_forwarded_for_header_does_not_escape_the_limit(limited:
     for hop in range(3):
         assert get_as(limited, {**basic("admin:guess"), "X-Forwarded-For": f"203.0.113.{hop}"}).status_code == 401
     assert get_as(limited, {**auth, "X-Forwarded-For": "203.0.113.99"}).status_code == 429
+
+
+# -- safe retries: Idempotency-Key ----------------------------------------------------------------
+
+def create_once(client: Any, auth: dict[str, str], key: str, body: Any = CAMPAIGN) -> Any:
+    return client.post("/admin/campaigns", json=body, headers={**auth, "Idempotency-Key": key})
+
+
+def listed_ids(client: Any, auth: dict[str, str]) -> list[int]:
+    return [c["id"] for c in get_json(client, auth, "/admin/campaigns")]
+
+
+def test_a_create_retried_with_its_key_answers_the_first_campaign_and_creates_nothing(
+    client: Any, auth: dict[str, str]
+) -> None:
+    first = create_once(client, auth, "retry-1")
+    assert first.status_code == 201
+    # The same JSON, its keys in another order and spaced otherwise.
+    same_body = json.dumps(dict(reversed(CAMPAIGN.items())), indent=2)
+    again = client.post("/admin/campaigns", data=same_body, headers={
+        **auth, "Idempotency-Key": "retry-1", "Content-Type": "application/json"})
+    assert again.status_code == 201 and again.get_json() == first.get_json()
+    assert again.headers["Location"] == first.headers["Location"] and again.headers["ETag"] == first.headers["ETag"]
+    assert listed_ids(client, auth) == [first.get_json()["id"]]
+    other = create_once(client, auth, "retry-2")
+    assert other.status_code == 201 and listed_ids(client, auth) == [other.get_json()["id"], first.get_json()["id"]]
+
+
+def test_the_same_key_with_another_body_answers_422_and_creates_nothing(client: Any, auth: dict[str, str]) -> None:
+    first = create_once(client, auth, "k").get_json()
+    assert_error(create_once(client, auth, "k", {**CAMPAIGN, "platforms": ["Android"]}), 422,
+                 f"already created campaign {first['id']} from another body")
+    assert listed_ids(client, auth) == [first["id"]]
+
+
+def test_keys_are_each_users_own(client: Any, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    first = create_once(client, auth, "k").get_json()
+    monkeypatch.setenv("AUTH_USER", "another-admin")
+    other_user = function_app("admin", "admin").test_client()
+    token = base64.b64encode(b"another-admin:s3cret-Pass").decode()
+    second = create_once(other_user, {"Authorization": f"Basic {token}"}, "k")
+    assert second.status_code == 201 and second.get_json()["id"] != first["id"]
+
+
+def test_concurrent_creates_with_one_key_make_one_campaign(
+    client: Any, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests = 4
+    barrier = threading.Barrier(requests, timeout=30)
+    claim_key = CampaignStore._claim_key
+
+    def claimed_together(self: CampaignStore, *args: Any) -> Any:
+        earlier = claim_key(self, *args)
+        if earlier is None:  # found the key new: commit only once every request has found it so
+            barrier.wait()
+        return earlier
+
+    monkeypatch.setattr(CampaignStore, "_claim_key", claimed_together)
+    app = client.application
+    with ThreadPoolExecutor(requests) as pool:
+        answers = list(pool.map(lambda _: create_once(app.test_client(), auth, "one"), range(requests)))
+    assert [a.status_code for a in answers] == [201] * requests
+    assert len({a.get_json()["id"] for a in answers}) == 1
+    assert listed_ids(client, auth) == [answers[0].get_json()["id"]]
+
+    bodies = [CAMPAIGN, {**CAMPAIGN, "redirect_url": "https://other.example/"}]
+    barrier = threading.Barrier(len(bodies), timeout=30)
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda body: create_once(app.test_client(), auth, "two", body), bodies))
+    assert sorted(a.status_code for a in answers) == [201, 422]
+    assert len(listed_ids(client, auth)) == 2
+
+
+def test_a_key_past_its_24_hours_creates_again(client: Any, auth: dict[str, str], db: Any) -> None:
+    first = create_once(client, auth, "k").get_json()
+    [record] = db.collection("idempotency").stream()
+    assert record.get("campaign_id") == first["id"]
+    # Past expire_at, before TTL removes it (which takes up to a day more).
+    assert timedelta(hours=23, minutes=59) < record.get("expire_at") - datetime.now(timezone.utc) <= timedelta(hours=24)
+    record.reference.update({"expire_at": datetime.now(timezone.utc) - timedelta(seconds=1)})
+    second = create_once(client, auth, "k")
+    assert second.status_code == 201 and second.get_json()["id"] != first["id"]
+    assert create_once(client, auth, "k").get_json()["id"] == second.get_json()["id"]  # the new one holds now
+    record.reference.delete()  # as TTL removes it
+    third = create_once(client, auth, "k")
+    assert third.status_code == 201 and len(listed_ids(client, auth)) == 3
+
+
+def test_a_retry_after_its_campaign_was_deleted_answers_404(client: Any, auth: dict[str, str]) -> None:
+    first = create_once(client, auth, "k").get_json()
+    assert client.delete(f"/admin/campaigns/{first['id']}", headers=auth).status_code == 204
+    assert_error(create_once(client, auth, "k"), 404, f"campaign {first['id']}, which this Idempotency-Key created, "
+                                                      "has since been deleted")
+    assert listed_ids(client, auth) == []
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "tab\there"])
+def test_bad_idempotency_keys_answer_400_and_create_nothing(client: Any, auth: dict[str, str], key: str) -> None:
+    assert_error(create_once(client, auth, key), 400, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+    assert listed_ids(client, auth) == []
+    assert create_once(client, auth, "~ " * 127 + "!").status_code == 201
+
+
+# -- ETag, If-None-Match, If-Match ----------------------------------------------------------------
+
+def version(etag: str) -> str:
+    """The campaign version an ETag names (its first part); the rest digests the answer."""
+    match = re.fullmatch(r'"([0-9a-f]{16})\.[0-9a-f]{16}"', etag)
+    assert match, etag
+    return match.group(1)
+
+
+def test_get_answers_304_while_the_answer_is_the_one_tagged(
+    client: Any, auth: dict[str, str], count_clicks: Any
+) -> None:
+    created = client.post("/admin/campaigns", json=CAMPAIGN, headers=auth)
+    tag = created.headers["ETag"]
+    path = f"/admin/campaigns/{created.get_json()['id']}"
+    assert client.get(path, headers=auth).headers["ETag"] == tag
+    for held in (tag, f"W/{tag}", f'"other", {tag}', "*"):
+        answer = client.get(path, headers={**auth, "If-None-Match": held})
+        assert answer.status_code == 304 and answer.get_data() == b"", held
+        assert answer.headers["ETag"] == tag and "Content-Type" not in answer.headers
+    # Counted clicks change the answer, so its tag, though not the campaign's version.
+    count_clicks([ClickEvent.new(created.get_json()["id"], "Android", producer=P)])
+    counted = client.get(path, headers={**auth, "If-None-Match": tag})
+    assert counted.status_code == 200 and counted.get_json()["click_count"] == 1
+    assert counted.headers["ETag"] != tag and version(counted.headers["ETag"]) == version(tag)
+    edited = client.put(path, json={"forward_query": True}, headers=auth)
+    assert version(edited.headers["ETag"]) != version(tag)
+    assert client.get(path, headers={**auth, "If-None-Match": counted.headers["ETag"]}).status_code == 200
+
+
+def test_if_match_on_put_and_delete_answers_412_when_stale_and_writes_nothing(
+    client: Any, auth: dict[str, str]
+) -> None:
+    created = client.post("/admin/campaigns", json=CAMPAIGN, headers=auth)
+    path, read = created.headers["Location"], created.headers["ETag"]
+    first = client.put(path, json={"redirect_url": "https://first.example/"}, headers={**auth, "If-Match": read})
+    assert first.status_code == 200
+    stale = client.put(path, json={"redirect_url": "https://second.example/"}, headers={**auth, "If-Match": read})
+    assert_error(stale, 412, "has changed since it was read")
+    assert_error(client.delete(path, headers={**auth, "If-Match": read}), 412, "has changed since it was read")
+    now = first.headers["ETag"]
+    assert client.delete(path, headers={**auth, "If-Match": f"W/{now}"}).status_code == 412  # compared strongly
+    assert get_json(client, auth, path)["redirect_url"] == "https://first.example/"
+    star = client.put(path, json={"forward_query": True}, headers={**auth, "If-Match": "*"})
+    assert star.status_code == 200
+    assert client.delete(path, headers={**auth, "If-Match": f'"nope", {star.headers["ETag"]}'}).status_code == 204
+    assert_error(client.delete(path, headers={**auth, "If-Match": star.headers["ETag"]}), 404, "not found")
+    assert_error(client.put(path, json={"forward_query": False}, headers={**auth, "If-Match": "*"}), 404, "not found")
+
+
+@pytest.mark.parametrize("tags", ['"", "3@f2#9"', '""', "", ",", "W/", "garbage"])
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_an_if_match_naming_no_version_answers_412(client: Any, auth: dict[str, str], tags: str, method: str) -> None:
+    path = client.post("/admin/campaigns", json=CAMPAIGN, headers=auth).headers["Location"]
+    answer = client.open(path, method=method, json={"forward_query": True} if method == "PUT" else None,
+                         headers={**auth, "If-Match": tags})
+    assert_error(answer, 412, "has changed since it was read")
+
+
+def test_counted_clicks_never_make_an_if_match_stale(client: Any, auth: dict[str, str], count_clicks: Any) -> None:
+    created = client.post("/admin/campaigns", json=CAMPAIGN, headers=auth)
+    path, read = created.headers["Location"], created.headers["ETag"]
+    campaign_id = created.get_json()["id"]
+    count_clicks([ClickEvent.new(campaign_id, "IPhone", producer=P),
+                  ClickEvent.new(campaign_id, "IPhone", producer=P, bot=True),
+                  ClickEvent.new(campaign_id, "Android", producer=P, inactive=True)])
+    answer = client.put(path, json={"platforms": ["IPhone"]}, headers={**auth, "If-Match": read})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    shown = answer.get_json()
+    assert (shown["iphone_click_count"], shown["bot_click_count"], shown["android_inactive_click_count"]) == (1, 1, 1)
+
+
+def write_after_each_read(monkeypatch: pytest.MonkeyPatch, db: Any, changes: dict[str, Any], times: int) -> None:
+    """Make the first ``times`` reads of a conditional edit each followed at once by a real write of ``changes``:
+    what the aggregator or another admin would commit between the edit's read and its write."""
+    read = CampaignStore._read_for_write
+    left = [times]
+
+    def read_then_write(self: CampaignStore, campaign_id: int) -> Any:
+        snapshot = read(self, campaign_id)
+        if left[0] > 0:
+            left[0] -= 1
+            campaign_ref(db, campaign_id).update(changes)
+        return snapshot
+
+    monkeypatch.setattr(CampaignStore, "_read_for_write", read_then_write)
+
+
+COUNTED = {f"{COUNTS}.click_count": firestore.Increment(1)}  # as the aggregator adds clicks
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_a_click_counted_between_the_read_and_the_write_is_compared_again_not_refused(
+    client: Any, auth: dict[str, str], db: Any, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    created = client.post("/admin/campaigns", json=CAMPAIGN, headers=auth)
+    path, read = created.headers["Location"], created.headers["ETag"]
+    write_after_each_read(monkeypatch, db, COUNTED, times=2)
+    answer = client.open(path, method=method, json={"forward_query": True} if method == "PUT" else None,
+                         headers={**auth, "If-Match": read})
+    assert answer.status_code == (200 if method == "PUT" else 204), answer.get_data(as_text=True)
+    if method == "PUT":
+        assert answer.get_json()["forward_query"] is True and answer.get_json()["click_count"] == 2
+
+
+def test_an_edit_between_the_read_and_the_write_answers_412_and_is_kept(
+    client: Any, auth: dict[str, str], db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = client.post("/admin/campaigns", json=CAMPAIGN, headers=auth)
+    path, read = created.headers["Location"], created.headers["ETag"]
+    write_after_each_read(monkeypatch, db, {"redirect_url": "https://theirs.example/",
+                                            "updated_at": datetime.now(timezone.utc)}, times=1)
+    answer = client.put(path, json={"redirect_url": "https://mine.example/"}, headers={**auth, "If-Match": read})
+    assert_error(answer, 412, "has changed since it was read")
+    assert get_json(client, auth, path)["redirect_url"] == "https://theirs.example/"
+
+
+def test_a_campaign_that_keeps_changing_answers_503_and_is_not_written(
+    client: Any, auth: dict[str, str], db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = client.post("/admin/campaigns", json=CAMPAIGN, headers=auth)
+    path, read = created.headers["Location"], created.headers["ETag"]
+    write_after_each_read(monkeypatch, db, COUNTED, times=10**6)
+    answer = client.put(path, json={"redirect_url": "https://mine.example/"}, headers={**auth, "If-Match": read})
+    assert_error(answer, 503, "kept changing while it was being written")
+    assert answer.headers["Retry-After"] == "1"
+    assert get_json(client, auth, path)["redirect_url"] == CAMPAIGN["redirect_url"]
+
+
+# -- the whole list, streamed ---------------------------------------------------------------------
+
+def many_campaigns(client: Any, auth: dict[str, str], count: int = 40) -> None:
+    """More than one streamed chunk of list (64 KiB): each campaign carries a long URL."""
+    for n in range(count):
+        create(client, auth, {"redirect_url": f"https://e.example/{n}?" + "q" * 2000, "platforms": ["Android"]})
+
+
+def test_the_whole_list_streams_what_a_page_of_it_holds_byte_for_byte(client: Any, auth: dict[str, str]) -> None:
+    many_campaigns(client, auth)
+    windows = create(client, auth, {"redirect_url": "https://w.example/", "platforms": ["WindowsPhone"]})
+    create(client, auth, {"redirect_url": "https://a.example/", "platforms": ["Android"], "status": "archived"})
+    for query in ("", "?format=csv", "?platforms=Android", "?platforms=Android&format=csv",
+                  "?status=archived,active&platforms=Android&format=csv"):
+        whole = client.get(f"/admin/campaigns{query}", headers=auth)
+        page = client.get(f"/admin/campaigns{query}{'&' if query else '?'}limit=1000", headers=auth)
+        assert whole.status_code == 200 and "Content-Length" not in whole.headers  # sent as it was made
+        expected = (page.get_data() if "csv" in query else
+                    json.dumps(page.get_json()["campaigns"], separators=(",", ":")).encode())
+        assert whole.get_data() == expected and len(expected) > 64 * 1024, query
+        assert (b"https://a.example/" in expected) == ("status" in query), query  # archived: listed when asked
+    # A list that fits in one chunk goes whole, with its length.
+    small = client.get("/admin/campaigns?platforms=WindowsPhone", headers=auth)
+    assert small.headers["Content-Length"] == str(len(small.get_data()))
+    assert small.get_data() == json.dumps([windows], separators=(",", ":")).encode()
+    assert client.get("/admin/campaigns?platforms=IPhone", headers=auth).get_data() == b"[]"
+
+
+def broken_campaign(db: Any, campaign_id: int, created_at: datetime) -> None:
+    """A campaign document without its redirect_url, as no write of the admin leaves one: reading it fails."""
+    document = new_campaign_document({"redirect_url": "https://e.example/", "platforms": ["Android"]}, created_at)
+    del document["redirect_url"]
+    campaign_ref(db, campaign_id).set(document)
+
+
+@pytest.mark.parametrize("query", ["", "?format=csv"])
+def test_a_failure_before_the_list_begins_answers_json_and_after_it_cuts_the_answer_short(
+    client: Any, auth: dict[str, str], db: Any, caplog: pytest.LogCaptureFixture, query: str
+) -> None:
+    many_campaigns(client, auth)
+    broken_campaign(db, 1, datetime(2020, 1, 1, tzinfo=timezone.utc))  # the oldest: listed last
+    answer = client.get(f"/admin/campaigns{query}", headers=auth)
+    assert answer.status_code == 200
+    with pytest.raises(KeyError, match="redirect_url"):
+        answer.get_data()  # its server gets the error, and cuts the connection
+    assert [r.levelname for r in caplog.records if r.getMessage().startswith("answer cut short")] == ["ERROR"]
+    broken_campaign(db, 2, datetime.now(timezone.utc))  # the newest: read before the answer begins
+    answer = client.get(f"/admin/campaigns{query}", headers=auth)
+    assert answer.status_code == 500 and answer.get_json() == {"status": "error", "msg": "Internal server error."}

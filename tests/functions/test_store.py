@@ -7,6 +7,7 @@ Reads are counted at the Firestore client's transport (bench/reads.py), as Fires
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -18,13 +19,14 @@ from legacy_counting import LegacyFolder
 from legacy_totals import TotalsRefresher
 
 from bench.reads import ReadCounter
+from shared import store as store_module
 from shared.config import Settings
 from shared.counting import Applier, Delivery, Journal
 from shared.errors import BadRequest, NotFound
 from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
 from shared.models import zero_counters
-from shared.store import CampaignStore, campaign_ref, deletion_ref
+from shared.store import CampaignStore, campaign_ref, deletion_ref, new_campaign_document
 from shared.utc import hour_of
 
 SHARDS = Settings().counter_shards
@@ -97,7 +99,7 @@ def test_pages_walk_every_campaign_newest_first_without_gaps_or_repeats(store: C
         if cursor is None:
             break
     assert seen == list(reversed(ids))
-    assert [c.id for c in store.list_page([], None, None).campaigns] == seen
+    assert [c.id for c in store.stream([])] == seen
     exact = store.list_page([], 25, None)
     assert len(exact.campaigns) == 25 and exact.next_cursor is None  # no promise of an empty page
 
@@ -107,8 +109,8 @@ def test_the_platform_filter_keeps_campaigns_targeting_every_listed_platform(sto
     android = new_campaign(store, ["Android"])
     windows = new_campaign(store, ["WindowsPhone"])
 
-    def ids(platforms: list[str], limit: int | None = None) -> list[int]:
-        return [c.id for c in store.list_page(platforms, limit, None).campaigns]
+    def ids(platforms: list[str]) -> list[int]:
+        return [c.id for c in store.stream(platforms)]
 
     assert ids(["Android"]) == [android, both]
     assert ids(["IPhone", "Android"]) == [both]
@@ -131,7 +133,7 @@ def test_the_list_leaves_archived_campaigns_out_unless_asked_and_pages_through_a
     store.update(archived_ios, {"status": "archived"})
 
     def ids(platforms: list[str], *statuses: str) -> list[int]:
-        return [c.id for c in store.list_page(platforms, None, None, *([statuses] if statuses else [])).campaigns]
+        return [c.id for c in store.stream(platforms, *([statuses] if statuses else []))]
 
     assert ids([]) == [paused, active]
     assert ids([], "archived") == [archived_ios, archived]
@@ -162,6 +164,25 @@ def test_a_date_changed_alone_is_checked_against_the_other_as_stored(store: Camp
         store.update(424242, {"ends_at": end})
 
 
+def test_a_date_changed_alone_while_the_other_changes_is_checked_against_the_other_as_written(
+    db: Any, store: CampaignStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    campaign = store.create({"redirect_url": "https://e.com/", "platforms": ["Android"]})
+    read = CampaignStore._read_for_write
+
+    def read_then_start_later(self: CampaignStore, campaign_id: int) -> Any:
+        """Another edit commits its start between this edit's read and its write."""
+        snapshot = read(self, campaign_id)
+        campaign_ref(db, campaign_id).update({"starts_at": start + timedelta(days=60)})
+        return snapshot
+
+    monkeypatch.setattr(CampaignStore, "_read_for_write", read_then_start_later)
+    with pytest.raises(BadRequest, match="'ends_at' must be after 'starts_at' \\(2026-07-31T00:00:00.000000Z\\)"):
+        store.update(campaign.id, {"ends_at": start + timedelta(days=30)})
+    assert store.get(campaign.id).ends_at is None
+
+
 @pytest.mark.parametrize("cursor", ["", "%%%", "bm90IGpzb24", "WzEsMl0", "WyJ4IiwgMV0", "WyIyMDI2LTAxLTAxIiwgMV0"])
 def test_a_malformed_cursor_is_a_bad_request(store: CampaignStore, cursor: str) -> None:
     with pytest.raises(BadRequest, match="cursor"):
@@ -176,9 +197,30 @@ def test_a_page_costs_a_read_per_campaign_and_one_campaign_two(db: Any, store: C
     assert len(page.campaigns) == 10 and counter.take() == 10 + 2  # one more to know of a next page; as_of
     page = store.list_page(["IPhone"], 10, page.next_cursor)
     assert len(page.campaigns) == 10 and counter.take() == 10 + 2
-    assert len(store.list_page([], None, None).campaigns) == 40 and counter.take() == 40 + 1
+    assert len(list(store.stream([]))) == 40 and counter.take() == 40 + 1
     store.get(ids[0])
     assert counter.take() == 2
+
+
+def test_every_campaign_streams_in_order_though_reading_it_outlasts_a_call_deadline(
+    db: Any, store: CampaignStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(timezone.utc)
+    batch = db.batch()
+    for n in range(400):  # some 3 MB: more than the client takes in before it is read
+        values = {"redirect_url": f"https://e.example/{n}?" + "q" * 2000, "platforms": ALL,
+                  "platform_urls": {p: f"https://{p}.example/?" + "q" * 2000 for p in ALL}}
+        batch.set(campaign_ref(db, 1_000_000 + n), new_campaign_document(values, now - timedelta(seconds=n)))
+        if n % 100 == 99:
+            batch.commit()
+            batch = db.batch()
+    monkeypatch.setattr(store_module, "REQUEST_TIMEOUT_SECONDS", 1.0)
+    streamed = []
+    for campaign in store.stream([]):
+        if not streamed:
+            time.sleep(2)  # a slow reader: the call's deadline passes while the rest waits
+        streamed.append(campaign.id)
+    assert streamed == [1_000_000 + n for n in range(400)]
 
 
 # --- totals, as_of -----------------------------------------------------------------------------
@@ -230,7 +272,7 @@ def test_legacy_totals_are_written_once_per_campaign_per_run_however_many_shards
     refresher = TotalsRefresher(db, SHARDS)
     result = refresher.refresh(LONG_AGO)
     assert (result.campaigns, result.markers, result.complete) == (30, 30 * SHARDS, True)
-    assert {c.counters["click_count"] for c in store.list_page([], None, None).campaigns} == {SHARDS}
+    assert {c.counters["click_count"] for c in store.stream([])} == {SHARDS}
 
 
 class CommitAfterSnapshot:
@@ -438,8 +480,8 @@ def test_campaigns_written_before_the_filter_fields_are_backfilled_for_the_list(
     campaign_ref(db, old[0]).update({"targets": {"Android": True}})
     db.document("aggregator/state").set({"targets_backfill": {"done": True}})
     new = new_campaign(store, ["Android"])
-    assert [c.id for c in store.list_page([], None, None).campaigns] == [new]
-    assert [c.id for c in store.list_page([], None, None, ["active", "paused", "archived"]).campaigns] == \
+    assert [c.id for c in store.stream([])] == [new]
+    assert [c.id for c in store.stream([], ["active", "paused", "archived"])] == \
         [new, *old[::-1]]  # asked for every status, the list does not filter on it
     batch = db.batch()
     for filler in range(20_000, 20_400):  # so that one run walks two pages
@@ -447,8 +489,8 @@ def test_campaigns_written_before_the_filter_fields_are_backfilled_for_the_list(
                                              "created_at": LONG_BEFORE, "updated_at": LONG_BEFORE})
     batch.commit()
     assert scheduled_run()["campaigns_backfilled"] == 403
-    assert [c.id for c in store.list_page([], None, None).campaigns][:4] == [new, *old[::-1]]
-    assert [c.id for c in store.list_page(["Android"], None, None).campaigns] == [new, old[1], old[0]]
-    assert [c.id for c in store.list_page(["IPhone"], None, None).campaigns][:2] == [old[2], old[1]]
+    assert [c.id for c in store.stream([])][:4] == [new, *old[::-1]]
+    assert [c.id for c in store.stream(["Android"])] == [new, old[1], old[0]]
+    assert [c.id for c in store.stream(["IPhone"])][:2] == [old[2], old[1]]
     assert {store.get(i).status for i in old} == {"active"}
     assert scheduled_run()["campaigns_backfilled"] == 0  # done once

@@ -66,11 +66,11 @@ class Answer:
     headers: dict[str, str]
 
 
-def start_server(env: dict[str, str], log_path: Path) -> Server:
+def start_server(env: dict[str, str], log_path: Path, function: str = "track") -> Server:
     port = emulators.free_port()
     with log_path.open("wb") as log:
         process = emulators.start_session(
-            ["functions-framework", "--target", "track", "--source", str(ROOT / "functions/track/main.py"),
+            ["functions-framework", "--target", function, "--source", str(ROOT / f"functions/{function}/main.py"),
              "--host", "127.0.0.1", "--port", str(port)],
             env={**os.environ, "PYTHONPATH": str(ROOT), "FALLBACK_URL": FALLBACK, "CAMPAIGN_ID_KEY": SERVER_ID_KEY,
                  **env},

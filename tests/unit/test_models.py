@@ -1,9 +1,11 @@
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from shared.errors import BadRequest
 from shared.models import Campaign, parse_campaign_fields, parse_campaign_id, rfc3339, validate_url
+from shared.platforms import COUNTER_FIELDS
 
 
 @pytest.mark.parametrize("url", [
@@ -145,3 +147,17 @@ def test_the_json_shows_every_lifecycle_field_null_when_unset() -> None:
     dated = Campaign(7, "https://e.com", ["Android"], moment, moment, starts_at=moment, ends_at=moment).to_json()
     assert dated["starts_at"] == dated["ends_at"] == "2016-04-10T21:47:44.519184Z"
     assert body["inactive_click_count"] == body["android_inactive_click_count"] == 0
+
+
+def test_a_campaign_version_changes_with_every_field_written_and_never_with_the_counted_ones() -> None:
+    moment = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    read = Campaign(7, "https://e.com", ["Android"], moment, moment)
+    counted = replace(read, counters=dict.fromkeys(COUNTER_FIELDS, 3), as_of=moment)
+    assert counted.version == read.version
+    for field in COUNTER_FIELDS:  # the inactive counters too: only the aggregator changes any of them
+        assert replace(read, counters={field: 1}).version == read.version, field
+    written = {"redirect_url": "https://f.com", "platforms": ["IPhone"], "updated_at": moment + timedelta(seconds=1),
+               "platform_urls": {"Android": "https://a.com"}, "forward_query": True, "status": "paused",
+               "starts_at": moment, "ends_at": moment, "max_clicks": 5, "fallback_url": "https://f.com/over"}
+    for field, value in written.items():
+        assert replace(read, **{field: value}).version != read.version, field

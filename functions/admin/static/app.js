@@ -44,14 +44,19 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, { method = "GET", body } = {}) {
+// The answer's JSON and its ETag; with ifMatch, the change is made only if the campaign is still that version.
+async function request(path, { method = "GET", body, ifMatch } = {}) {
+  const headers = { Accept: "application/json" };
+  if (body) headers["Content-Type"] = "application/json";
+  if (ifMatch) headers["If-Match"] = ifMatch;
   const response = await fetch(new URL(path, API), {
     method,
     credentials: "same-origin",
-    headers: { Accept: "application/json", ...(body ? { "Content-Type": "application/json" } : {}) },
+    headers,
     body: body ? JSON.stringify(body) : undefined,
   });
-  if (response.status === 204) return null;
+  const etag = response.headers.get("ETag");
+  if (response.status === 204) return { payload: null, etag };
   let payload = null;
   try {
     payload = await response.json();
@@ -61,7 +66,11 @@ async function api(path, { method = "GET", body } = {}) {
   if (!response.ok) {
     throw new ApiError(response.status, payload?.msg || `The server answered ${response.status} ${response.statusText}.`);
   }
-  return payload;
+  return { payload, etag };
+}
+
+async function api(path, options) {
+  return (await request(path, options)).payload;
 }
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -84,6 +93,28 @@ function describeUrl(url) {
 function showError(element, message) {
   element.textContent = message;
   element.hidden = !message;
+}
+
+// A 412: the campaign changed (in another tab, by someone else) after this page read it. What was
+// asked is not done; the way on is to read it again.
+function showChangedElsewhere(element, notDone, campaignId, { reopenEdit = false } = {}) {
+  showError(element, `${notDone}: this campaign was changed elsewhere after you opened it. ` +
+    "Reload it to see the change, then decide again. ");
+  const reload = document.createElement("button");
+  reload.type = "button";
+  reload.className = "button";
+  reload.textContent = "Reload the campaign";
+  reload.addEventListener("click", async () => {
+    await showCampaign(campaignId);
+    renderList();
+    const body = $("#detail-body");
+    if (reopenEdit && !body.hidden) {
+      $('[data-slot="edit"]', body).open = true;
+      $('[data-slot="edit-status"]', body).textContent = "Reloaded: this is the campaign as it is now.";
+    }
+  });
+  element.append(reload);
+  reload.focus();
 }
 
 // Whether the campaign counts its clicks now, as its counts show; the server decides each click by its own time.
@@ -400,7 +431,7 @@ function formBody(form) {
   };
 }
 
-async function submitForm(form, errorBox, send) {
+async function submitForm(form, errorBox, send, explain = (error) => showError(errorBox, error.message)) {
   const button = $("button[type=submit]", form);
   button.disabled = true;
   showError(errorBox, "");
@@ -408,8 +439,8 @@ async function submitForm(form, errorBox, send) {
   try {
     return await send(formBody(form));
   } catch (error) {
-    showError(errorBox, error.message);
-    form.setAttribute("aria-invalid", "true");
+    explain(error);
+    if (error.status !== 412) form.setAttribute("aria-invalid", "true"); // a 412 is no fault of what was typed
     return null;
   } finally {
     button.disabled = false;
@@ -452,9 +483,9 @@ async function showCampaign(id) {
     body.hidden = true;
     return;
   }
-  let campaign;
+  let campaign, etag;
   try {
-    campaign = await api(`campaigns/${id}`);
+    ({ payload: campaign, etag } = await request(`campaigns/${id}`));
   } catch (error) {
     destroyChart();
     empty.hidden = false;
@@ -465,14 +496,15 @@ async function showCampaign(id) {
   }
   if (state.selected !== id) return;
   state.campaigns.set(id, { ...state.campaigns.get(id), ...campaign });
-  renderDetail(campaign);
+  renderDetail(campaign, etag);
   empty.hidden = true;
   body.hidden = false;
   $("#detail").setAttribute("aria-labelledby", "campaign-title");
   loadStats(campaign);
 }
 
-function renderDetail(campaign) {
+// etag: the campaign's as read, sent back with an edit or a delete so that neither undoes a change unseen.
+function renderDetail(campaign, etag) {
   destroyChart();
   const body = $("#detail-body");
   body.replaceChildren($("#detail-template").content.cloneNode(true));
@@ -515,9 +547,9 @@ function renderDetail(campaign) {
     ? "A click’s query parameters are forwarded to the destination."
     : "";
   renderLinks(slot("links"), slot("copy-status"), campaign);
-  setUpPause(body, campaign);
-  setUpEditForm(body, campaign);
-  setUpDelete(body, campaign);
+  setUpPause(body, campaign, etag);
+  setUpEditForm(body, campaign, etag);
+  setUpDelete(body, campaign, etag);
 }
 
 function inactiveField(platform) {
@@ -525,27 +557,38 @@ function inactiveField(platform) {
 }
 
 // A changed campaign in the list (or out of it, once archived and archived ones are hidden) and in the detail.
-function showChanged(updated) {
+function showChanged(updated, etag) {
   if (listed(updated)) state.campaigns.set(updated.id, updated);
   else state.campaigns.delete(updated.id);
   renderList();
-  renderDetail(updated);
+  renderDetail(updated, etag);
   loadStats(updated);
 }
 
-function setUpPause(body, campaign) {
+const TOGGLES = {
+  active: { action: "Pause", notDone: "Not paused" },
+  paused: { action: "Resume", notDone: "Not resumed" },
+  archived: { action: "Restore", notDone: "Not restored" },
+};
+
+function setUpPause(body, campaign, etag) {
   const button = $('[data-action="toggle-pause"]', body);
+  const errorBox = $('[data-slot="pause-error"]', body);
   const next = campaign.status === "active" ? "paused" : "active";
-  button.textContent = { active: "Pause", paused: "Resume", archived: "Restore" }[campaign.status];
+  const toggle = TOGGLES[campaign.status];
+  button.textContent = toggle.action;
   button.setAttribute("aria-describedby", "campaign-title");
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      const updated = await api(`campaigns/${campaign.id}`, { method: "PUT", body: { status: next } });
-      showChanged(updated);
+      const answer = await request(`campaigns/${campaign.id}`, {
+        method: "PUT", body: { status: next }, ifMatch: etag,
+      });
+      showChanged(answer.payload, answer.etag);
       $('[data-action="toggle-pause"]', $("#detail-body")).focus();
     } catch (error) {
-      showError($('[data-slot="pause-error"]', body), error.message);
+      if (error.status === 412) showChangedElsewhere(errorBox, toggle.notDone, campaign.id);
+      else showError(errorBox, error.message);
       button.disabled = false;
     }
   });
@@ -641,9 +684,10 @@ async function copyText(text, input) {
   }
 }
 
-function setUpEditForm(body, campaign) {
+function setUpEditForm(body, campaign, etag) {
   const form = $('[data-slot="edit-form"]', body);
   const status = $('[data-slot="edit-status"]', body);
+  const errorBox = $("#edit-error", body);
   fillPlatformFields(form, "edit", campaign);
   fillLifecycleFields(form, "edit", campaign);
   form.elements.redirect_url.value = campaign.redirect_url;
@@ -651,18 +695,24 @@ function setUpEditForm(body, campaign) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     status.textContent = "";
-    const updated = await submitForm(form, $("#edit-error", body), (values) =>
-      api(`campaigns/${campaign.id}`, { method: "PUT", body: values }),
+    const answer = await submitForm(
+      form,
+      errorBox,
+      (values) => request(`campaigns/${campaign.id}`, { method: "PUT", body: values, ifMatch: etag }),
+      (error) =>
+        error.status === 412
+          ? showChangedElsewhere(errorBox, "Not saved", campaign.id, { reopenEdit: true })
+          : showError(errorBox, error.message),
     );
-    if (!updated) return;
-    showChanged(updated);
+    if (!answer) return;
+    showChanged(answer.payload, answer.etag);
     const saved = $('[data-slot="edit-status"]', $("#detail-body"));
     $('[data-slot="edit"]', $("#detail-body")).open = true;
     saved.textContent = "Saved.";
   });
 }
 
-function setUpDelete(body, campaign) {
+function setUpDelete(body, campaign, etag) {
   const confirmBox = $('[data-slot="confirm"]', body);
   const ask = $('[data-action="ask-delete"]', body);
   ask.addEventListener("click", () => {
@@ -676,8 +726,12 @@ function setUpDelete(body, campaign) {
   $('[data-action="delete"]', confirmBox).addEventListener("click", async () => {
     const errorBox = $('[data-slot="delete-error"]', confirmBox);
     try {
-      await api(`campaigns/${campaign.id}`, { method: "DELETE" });
+      await request(`campaigns/${campaign.id}`, { method: "DELETE", ifMatch: etag });
     } catch (error) {
+      if (error.status === 412) {
+        showChangedElsewhere(errorBox, "Not deleted", campaign.id);
+        return;
+      }
       // already gone is what was asked for
       if (error.status !== 404) {
         showError(errorBox, error.message);
