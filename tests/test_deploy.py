@@ -380,7 +380,7 @@ def test_a_mode_switch_deletes_the_unused_path_once_the_one_that_stays_counts(
 def test_a_direct_switch_between_scheduled_and_event_is_refused_before_anything_changes(
     fake_gcloud, tmp_path, before, mode
 ):
-    """Each path holds clicks the other never saw: the switch goes through both (README, Aggregate modes)."""
+    """Each path holds clicks the other never saw: the switch goes through both (docs/deploying.md, Aggregate modes)."""
     result = run_deploy(fake_gcloud, env={
         "GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"),
         "AGGREGATE_MODE": mode, "FAKE_GCLOUD_EXISTS": DEPLOYED[before]})
