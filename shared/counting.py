@@ -102,18 +102,6 @@ class Delivery:
     data: bytes
 
 
-def counter_deltas(events: Iterable[ClickEvent]) -> Counter[str]:
-    """Counter increments for a group of clicks; bots count apart from the totals."""
-    deltas: Counter[str] = Counter()
-    for event in events:
-        if event.bot:
-            deltas[BOT_FIELD] += 1
-        elif event.platform is not None:
-            deltas[TOTAL_FIELD] += 1
-            deltas[PLATFORM_FIELDS[event.platform]] += 1
-    return deltas
-
-
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -153,19 +141,18 @@ def grouped_by_writes(items: Iterable[T], touched: Callable[[T], Iterable[Hashab
     seen: set[Hashable] = set()
     writes = sketches = 0
     for item in items:
-        fresh = [key for key in touched(item) if key not in seen]
-        fresh_sketches = sum(1 for key in set(fresh) if _is_sketch(key))
-        fresh_writes = len(set(fresh)) - fresh_sketches
-        if current and (writes + fresh_writes + per_item * (len(current) + 1) + per_group > MAX_WRITES_PER_COMMIT
-                        or sketches + fresh_sketches > MAX_SKETCHES_PER_COMMIT):
+        keys = set(touched(item))
+        fresh = keys - seen
+        fresh_sketches = sum(1 for key in fresh if _is_sketch(key))
+        if current and (writes + len(fresh) - fresh_sketches + per_item * (len(current) + 1) + per_group
+                        > MAX_WRITES_PER_COMMIT or sketches + fresh_sketches > MAX_SKETCHES_PER_COMMIT):
             groups.append(current)
             current, seen, writes, sketches = [], set(), 0, 0
-            fresh = list(touched(item))
-            fresh_sketches = sum(1 for key in set(fresh) if _is_sketch(key))
-            fresh_writes = len(set(fresh)) - fresh_sketches
+            fresh = keys
+            fresh_sketches = sum(1 for key in fresh if _is_sketch(key))
         current.append(item)
-        seen.update(fresh)
-        writes += fresh_writes
+        seen |= fresh
+        writes += len(fresh) - fresh_sketches
         sketches += fresh_sketches
     if current:
         groups.append(current)
@@ -550,18 +537,3 @@ class Applier:
         refs = [campaign_ref(self.db, i) for i in campaign_ids]
         snapshots = self.db.get_all(refs, field_paths=[], timeout=CALL_TIMEOUT_SECONDS) if refs else ()
         return {int(s.id) for s in snapshots if s.exists}
-
-
-def grouped_by_size(items: Iterable[T], size: Callable[[T], int], limit: int) -> list[list[T]]:
-    """Consecutive items in groups whose sizes add up to at most ``limit`` (an item larger than
-    ``limit`` makes a group of its own)."""
-    groups: list[list[T]] = [[]]
-    total = 0
-    for item in items:
-        weight = size(item)
-        if groups[-1] and total + weight > limit:
-            groups.append([])
-            total = 0
-        groups[-1].append(item)
-        total += weight
-    return [group for group in groups if group]

@@ -5,13 +5,13 @@ work after an upgrade (functions/aggregate/legacy_totals.py) is tested on the la
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime
 from typing import Any
 
 from google.cloud import firestore
 
-from shared.counting import counter_deltas
+from shared.counting import Row
 from shared.events import ClickEvent
 from shared.store import MARKED_HOURS, dirty_ref, hour_key, hourly_ref, shard_ref
 from shared.utc import hour_of
@@ -44,4 +44,5 @@ class LegacyFolder:
 
 
 def _increments(events: list[ClickEvent]) -> dict[str, Any]:
-    return {name: firestore.Increment(n) for name, n in counter_deltas(events).items()}
+    deltas = Counter(name for event in events for name in Row.of(event).counters())
+    return {name: firestore.Increment(n) for name, n in deltas.items()}

@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from shared.counting import CALL_TIMEOUT_SECONDS, grouped_by_size
+from shared.counting import CALL_TIMEOUT_SECONDS
 from shared.logs import get_logger
 from shared.models import Counters, zero_counters
 from shared.platforms import COUNTER_FIELDS
@@ -56,6 +56,8 @@ from shared.store import (
 )
 
 log = get_logger("legacy_totals")
+
+_T = TypeVar("_T")
 
 _MARKER_PAGE = 300
 _READ_BATCH_DOCUMENTS = 300  # documents per consistent read, about: campaigns, shards, buckets, days
@@ -123,7 +125,7 @@ class TotalsRefresher:
 
     def _readings(self, plans: list[_Plan]) -> list[list[_Plan]]:
         """Plans grouped so that each consistent read stays near ``_READ_BATCH_DOCUMENTS``."""
-        return grouped_by_size(plans, lambda plan: plan.documents(self.counter_shards), _READ_BATCH_DOCUMENTS)
+        return _grouped_by_size(plans, lambda plan: plan.documents(self.counter_shards), _READ_BATCH_DOCUMENTS)
 
     def _refresh_once(self, plans: list[_Plan], result: RefreshResult) -> tuple[list[_Plan], bool]:
         """One consistent read and the writes it allows: the plans to read again, and False if
@@ -250,3 +252,18 @@ def _by_campaign(markers: list[Any]) -> dict[int, list[Any]]:
 
 def _counters(values: dict[str, Any]) -> Counters:
     return {name: int(values.get(name, 0)) for name in COUNTER_FIELDS}
+
+
+def _grouped_by_size(items: Iterable[_T], size: Callable[[_T], int], limit: int) -> list[list[_T]]:
+    """Consecutive items in groups whose sizes add up to at most ``limit`` (an item larger than
+    ``limit`` makes a group of its own)."""
+    groups: list[list[_T]] = [[]]
+    total = 0
+    for item in items:
+        weight = size(item)
+        if groups[-1] and total + weight > limit:
+            groups.append([])
+            total = 0
+        groups[-1].append(item)
+        total += weight
+    return [group for group in groups if group]

@@ -372,20 +372,18 @@ function fillLifecycleFields(form, prefix, campaign) {
     input.dataset.shown = input.value;
     return input;
   };
-  const cap = document.createElement("input");
-  cap.type = "text";
-  cap.inputMode = "numeric";
-  cap.name = "max_clicks";
-  cap.autocomplete = "off";
-  cap.placeholder = "No cap";
-  cap.value = campaign?.max_clicks ?? "";
-  const fallback = document.createElement("input");
-  fallback.type = "url";
-  fallback.inputMode = "url";
-  fallback.name = "fallback_url";
-  fallback.autocomplete = "off";
-  fallback.placeholder = "The global fallback";
-  fallback.value = campaign?.fallback_url ?? "";
+  const typed = (name, type, inputMode, placeholder) => {
+    const input = document.createElement("input");
+    input.type = type;
+    input.inputMode = inputMode;
+    input.name = name;
+    input.autocomplete = "off";
+    input.placeholder = placeholder;
+    input.value = campaign?.[name] ?? "";
+    return input;
+  };
+  const cap = typed("max_clicks", "text", "numeric", "No cap");
+  const fallback = typed("fallback_url", "url", "url", "The global fallback");
   const row = document.createElement("div");
   row.className = "field-row";
   row.append(
