@@ -35,6 +35,9 @@ from typing import Final, Literal, TypeVar
 
 T = TypeVar("T", str, int, float, None)
 
+# Each partition is a subscription and a scheduler job; a Pub/Sub filter naming a partition is short.
+MAX_PARTITIONS: Final = 32
+
 # The deployed functions, as folders under functions/.
 Function = Literal["track", "admin", "aggregate"]
 
@@ -58,6 +61,7 @@ PUBLISH_BUFFER_MAX_BYTES: Final = "PUBLISH_BUFFER_MAX_BYTES"
 AGGREGATE_BATCH_SIZE: Final = "AGGREGATE_BATCH_SIZE"
 AGGREGATE_MAX_SECONDS: Final = "AGGREGATE_MAX_SECONDS"
 AGGREGATE_MODE: Final = "AGGREGATE_MODE"
+AGGREGATE_PARTITIONS: Final = "AGGREGATE_PARTITIONS"
 AGGREGATE_FILL_SECONDS: Final = "AGGREGATE_FILL_SECONDS"
 DELETE_GRACE_SECONDS: Final = "DELETE_GRACE_SECONDS"
 DELETE_MAX_DOCUMENTS: Final = "DELETE_MAX_DOCUMENTS"
@@ -198,6 +202,12 @@ class Settings:
         "run applies the journal and sweeps deletions but does not drain the pull subscription.",
         used_by=("aggregate",),
     )
+    aggregate_partitions: int = setting(
+        AGGREGATE_PARTITIONS, 1, f"Partitions of the click stream, each drained by its own scheduled run (1 to "
+        f"{MAX_PARTITIONS}): track tags each click with one, deploy.sh makes a subscription and a scheduler job per "
+        "partition; only ever raise it (docs/counting.md, Partitions).",
+        used_by=("track", "aggregate"),
+    )
     # Longer than any fold that checked the campaign just before its delete
     # takes to commit, so such a fold's counters are swept with the rest.
     delete_grace_seconds: float = setting(
@@ -256,6 +266,9 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if not 1 <= self.aggregate_partitions <= MAX_PARTITIONS:
+            raise ConfigError(f"{AGGREGATE_PARTITIONS} must be from 1 to {MAX_PARTITIONS}, "
+                              f"not {self.aggregate_partitions}")
         if self.campaign_id_key is not None and len(self.campaign_id_key) < MIN_CAMPAIGN_ID_KEY_CHARS:
             raise ConfigError(
                 f"{CAMPAIGN_ID_KEY} must be at least {MIN_CAMPAIGN_ID_KEY_CHARS} characters of random data "
