@@ -343,7 +343,7 @@ def scheduled_runs(settings: config.Settings, counters: list[ReadCounter], publi
     published and a run finds nothing left to drain or apply."""
     applier = build_applier(settings)
     counters.append(ReadCounter(applier.db))
-    run = build_scheduled_run(settings, applier)
+    run = build_scheduled_run(settings, applier, 0)
     runs = Runs()
     while True:
         began = time.monotonic()

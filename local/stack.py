@@ -26,6 +26,7 @@ from local import emulators
 from shared import config
 from shared.legacy_ids import save_registry
 from shared.models import check_track_base_url
+from shared.partitions import subscription_of
 from shared.visitors import SaltKeeper
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +136,9 @@ def main() -> int:
         with emulators.running(firestore_port, pubsub_port, project) as emulator_env:
             env.update(emulator_env)
             os.environ.update(emulator_env)
-            emulators.create_topic_and_subscription(project, settings.clicks_topic, settings.clicks_subscription)
+            for partition in range(settings.aggregate_partitions):
+                emulators.create_topic_and_subscription(
+                    project, settings.clicks_topic, subscription_of(settings.clicks_subscription, partition))
             # Where deploy.sh's subscription sends what it cannot deliver; the emulator never does,
             # but the scheduled run counts what waits there all the same.
             emulators.create_topic_and_subscription(project, DEAD_LETTER_TOPIC, settings.dead_letter_subscription)
@@ -154,8 +157,11 @@ def main() -> int:
                 env=env,
             )
             wait_serving(port, server)
+            partitions = settings.aggregate_partitions
+            drains = f"?partition=0..{partitions - 1}" if partitions > 1 else ""
             print(f"o7tracker running on http://127.0.0.1:{port}  (track: /track/<id>?platform=Android, "
-                  f"admin: /admin/campaigns, drain: /tasks/update_stats); Ctrl-C stops it", file=sys.stderr)
+                  f"admin: /admin/campaigns, drain: /tasks/update_stats{drains}); "
+                  "Ctrl-C stops it", file=sys.stderr)
             server.wait()
             print("error: the function server exited", file=sys.stderr)
             return 1

@@ -166,9 +166,10 @@ def _is_sketch(key: Hashable) -> bool:
 class Journal:
     """Writes decoded events as journal entries, each small enough to be applied in one commit."""
 
-    def __init__(self, db: firestore.Client, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
+    def __init__(self, db: firestore.Client, timeout: float = CALL_TIMEOUT_SECONDS, partition: int = 0) -> None:
         self.db = db
         self.timeout = timeout
+        self.partition = partition
 
     def receive(self, deliveries: Sequence[Delivery]) -> Received:
         received = Received()
@@ -187,7 +188,7 @@ class Journal:
 
     def _write(self, entry: list[tuple[str, ClickEvent]]) -> Received:
         message_ids = [message_id for message_id, _ in entry]
-        ref = self.db.collection(JOURNAL).document(new_entry_id())
+        ref = self.db.collection(JOURNAL).document(new_entry_id(self.partition))
         try:
             events = [event for _, event in entry]
             ref.create({"events": pack(events), "count": len(events)}, timeout=self.timeout)
@@ -205,9 +206,27 @@ def _entries(events: list[tuple[str, ClickEvent]]) -> list[list[tuple[str, Click
     return grouped_by_writes(events, lambda item: Row.of(item[1]).touches(), per_item=0, per_group=1)
 
 
-def new_entry_id() -> str:
-    """Ordered by the time of writing, so that the apply step takes the oldest entries first."""
-    return f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+def new_entry_id(partition: int) -> str:
+    """Led by the partition, whose apply step alone takes it, then ordered by the time of writing,
+    so that the apply step takes the oldest entries first. Leading with the partition also spreads
+    the journal's writes over as many key ranges as there are partitions."""
+    return f"{_entry_prefix(partition)}{time.time_ns():020d}-{secrets.token_hex(4)}"
+
+
+def _entry_prefix(partition: int) -> str:
+    return f"p{partition:02d}-"
+
+
+def journal_of(db: firestore.Client, partition: int) -> firestore.Query:
+    """The journal entries of ``partition``, oldest first. Partition 0's include the entries
+    written before partitions, whose ids begin with their time (digits sort before ``p``)."""
+    journal = db.collection(JOURNAL)
+    prefix = _entry_prefix(partition)
+    # "." follows "-": every id that begins with the prefix sorts below the prefix with "." for "-".
+    query = journal.where(filter=firestore.FieldFilter(DOCUMENT_NAME, "<", journal.document(prefix[:-1] + ".")))
+    if partition:
+        query = query.where(filter=firestore.FieldFilter(DOCUMENT_NAME, ">=", journal.document(prefix)))
+    return query.order_by(DOCUMENT_NAME)
 
 
 def pack(events: Sequence[ClickEvent]) -> bytes:
@@ -365,15 +384,16 @@ class Applier:
         self.horizon = horizon
         self.clock = clock
 
-    def apply(self, deadline: float, at_least: int = 1) -> Applied:
-        """Apply journal entries, oldest first, until none is left or ``deadline`` (monotonic) passes.
+    def apply(self, deadline: float, at_least: int = 1, partition: int = 0) -> Applied:
+        """Apply ``partition``'s journal entries, oldest first, until none is left or ``deadline``
+        (monotonic) passes.
 
         With ``at_least``, stop (incomplete) rather than apply fewer entries than that: a commit
         writes each campaign, day and ledger it touches once, so fewer, larger commits cost less.
         """
         result = Applied()
         while time.monotonic() < deadline:
-            query = self.db.collection(JOURNAL).order_by(DOCUMENT_NAME).limit(_ENTRIES_PER_PAGE)
+            query = journal_of(self.db, partition).limit(_ENTRIES_PER_PAGE)
             entries = list(query.stream(timeout=CALL_TIMEOUT_SECONDS))
             if not entries:
                 result.complete = True

@@ -37,6 +37,7 @@ from google.pubsub_v1.types import PublishRequest, PubsubMessage
 
 from shared.events import ClickEvent
 from shared.logs import get_logger
+from shared.partitions import PARTITION_ATTRIBUTE, partition_of
 
 log = get_logger("publishing")
 
@@ -138,9 +139,13 @@ class GroupPublisher:
         max_in_flight: int,
         buffer_max_messages: int,
         buffer_max_bytes: int,
+        partitions: int,
     ) -> None:
         self.client = client
         self.topic = topic
+        self.partitions = partitions
+        # Each message names its partition (shared/partitions.py); built once, shared by every message.
+        self._attributes = [{PARTITION_ATTRIBUTE: str(partition)} for partition in range(partitions)]
         self.wait_seconds = wait_seconds
         self.deadline_seconds = deadline_seconds
         self.batch_max_messages = batch_max_messages
@@ -240,7 +245,9 @@ class GroupPublisher:
 
     async def _send(self, batch: _Batch) -> None:
         batch.sent = True
-        request = _PublishRequestPb(topic=self.topic, messages=[_PubsubMessagePb(data=d) for d in batch.data])
+        request = _PublishRequestPb(topic=self.topic, messages=[
+            _PubsubMessagePb(data=data, attributes=self._attributes[partition_of(event.producer, self.partitions)])
+            for event, data in zip(batch.events, batch.data, strict=True)])
         try:
             response = await self.client.publish(
                 request=PublishRequest.wrap(request), retry=self.retry, timeout=self.deadline_seconds)

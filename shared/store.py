@@ -83,6 +83,8 @@ IDEMPOTENCY = "idempotency"
 VISITORS = "visitors"
 SALTS = "salts"
 AS_OF = "as_of"
+# Per partition (by its number as a string): the moment before which it has counted every click.
+PARTITIONS_AS_OF = "partitions_as_of"
 EXPIRE_AT = "expire_at"
 # Orders and filters documents by their name, as Firestore knows the id field.
 DOCUMENT_NAME = "__name__"

@@ -17,7 +17,7 @@ import base64
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -29,11 +29,13 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
 from legacy_totals import RefreshResult, TotalsRefresher
 
-from shared.config import AGGREGATE_MODE, PROJECT, ConfigError, Settings
+from shared.config import AGGREGATE_MODE, AGGREGATE_PARTITIONS, PROJECT, ConfigError, Settings
 from shared.counting import CALL_TIMEOUT_SECONDS, Applied, Applier, Delivery, Journal, Received
+from shared.errors import BadRequest
 from shared.logs import get_logger
 from shared.models import rfc3339
-from shared.store import AS_OF, data_of, read_as_of, state_ref
+from shared.partitions import owner, subscription_of
+from shared.store import AS_OF, PARTITIONS_AS_OF, data_of, read_as_of, state_ref
 from shared.utc import as_utc
 from shared.visitors import SaltKeeper
 
@@ -98,48 +100,87 @@ def receive_pushed(journal: Journal, applier: Applier, envelope: dict[str, Any])
 class Drained:
     received: Received = field(default_factory=Received)
     pulled: int = 0
+    foreign: int = 0
+    """Messages of other partitions, acked unjournaled: their own partition's subscription has them too."""
     caught_up: bool = False
     """A pull came back empty, or brought an event published after the drain's ``since``."""
 
 
 @dataclass
 class Drainer:
-    """Pulls the subscription in batches, journals each, acks only what is journaled."""
+    """Pulls one partition's subscription in batches, journals each, acks only what is journaled
+    (or belongs to another partition)."""
 
     journal: Journal
     subscriber: Subscriber
     subscription_path: str
     batch_size: int
     fill_seconds: float
+    partitions: int
     _pulls: ThreadPoolExecutor = field(init=False, repr=False)
+    _writes: ThreadPoolExecutor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._pulls = ThreadPoolExecutor(max_workers=_PULLS_AT_ONCE, thread_name_prefix="pull")
+        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
 
     def drain(self, since: datetime, deadline: float) -> Drained:
         """Journal batches until caught up with ``since``, a journal write fails, or ``deadline``
         (monotonic) passes.
 
         A batch is written when it is full or ``fill_seconds`` after its first pull, so each
-        message is acked seconds after its delivery, well within its ack deadline.
+        message is acked seconds after its delivery, well within its ack deadline. Each batch is
+        written and acked while the next one is pulled: one batch at a time in flight, so that a
+        failed write stops the drain one batch later at most (that batch is handed back at once).
         """
         drained = Drained()
+        writing: Future[Received] | None = None
         while time.monotonic() + _PULL_WAIT_SECONDS <= deadline:
             messages = self._gather(deadline)
+            if writing is not None:
+                failed = self._settled(writing, drained).failed
+                writing = None
+                if failed:  # Firestore is unwell: the next run retries
+                    self._settle([], [m.ack_id for m in messages])
+                    break
             if not messages:
                 drained.caught_up = self._answers()
                 break
             drained.pulled += len(messages)
-            received = self.journal.receive([Delivery(m.message.message_id, m.message.data) for m in messages])
-            drained.received.merge(received)
-            ack_ids = {m.message.message_id: m.ack_id for m in messages}
-            self._settle([ack_ids[i] for i in received.acked], [ack_ids[i] for i in received.failed])
-            if received.failed:
-                break  # Firestore is unwell: the next run retries
+            own, foreign = self._split(messages)
+            drained.foreign += len(foreign)
+            writing = self._writes.submit(self._journal, own, foreign)
             if max(m.message.publish_time.seconds for m in messages) >= since.timestamp():
                 drained.caught_up = True
                 break
+        if writing is not None:
+            self._settled(writing, drained)
         return drained
+
+    def _journal(self, messages: list[Any], foreign: list[str]) -> Received:
+        """Write one batch to the journal, then ack what it holds (and the ``foreign`` ack ids) and
+        hand back what it could not."""
+        received = self.journal.receive([Delivery(m.message.message_id, m.message.data) for m in messages])
+        ack_ids = {m.message.message_id: m.ack_id for m in messages}
+        self._settle([ack_ids[i] for i in received.acked] + foreign, [ack_ids[i] for i in received.failed])
+        return received
+
+    def _split(self, messages: list[Any]) -> tuple[list[Any], list[str]]:
+        """This partition's messages, and the ack ids of the others'."""
+        own: list[Any] = []
+        foreign: list[str] = []
+        for message in messages:
+            if owner(message.message.attributes, self.partitions) == self.journal.partition:
+                own.append(message)
+            else:
+                foreign.append(message.ack_id)
+        return own, foreign
+
+    @staticmethod
+    def _settled(writing: Future[Received], drained: Drained) -> Received:
+        received = writing.result()
+        drained.received.merge(received)
+        return received
 
     def _gather(self, deadline: float) -> list[Any]:
         """Up to ``batch_size`` messages (raw protobufs), from pulls made ``_PULLS_AT_ONCE`` at a time.
@@ -205,11 +246,12 @@ class Drainer:
 
 
 class Lease:
-    """``aggregator/lease``: at most one scheduled run drains at a time, so that when it finds
-    the backlog empty no other run holds messages it pulled and has not yet journaled."""
+    """``aggregator/lease`` (``lease-p{n}`` for partition n > 0): at most one scheduled run drains a
+    partition at a time, so that when it finds the backlog empty no other run holds messages it
+    pulled and has not yet journaled."""
 
-    def __init__(self, db: firestore.Client) -> None:
-        self.ref = db.collection("aggregator").document("lease")
+    def __init__(self, db: firestore.Client, partition: int) -> None:
+        self.ref = db.collection("aggregator").document(f"lease-p{partition}" if partition else "lease")
         self.db = db
         self.holder = secrets.token_hex(8)
         self._update_time: Any = None
@@ -242,28 +284,41 @@ class Lease:
         self._update_time = None
 
 
-def advance_as_of(db: firestore.Client, moment: datetime) -> datetime:
-    """Set ``aggregator/state.as_of`` to ``moment`` unless it is already later; returns what is stored."""
+def advance_as_of(db: firestore.Client, moment: datetime, partition: int, partitions: int) -> datetime | None:
+    """Record that ``partition`` has counted every click published before ``moment``, and move
+    ``aggregator/state.as_of`` to the earliest such moment of all ``partitions``, unless it is
+    already later; returns what ``as_of`` is then (None before every partition has run once)."""
     ref = state_ref(db)
     for _ in range(_AS_OF_ATTEMPTS):
         snapshot = ref.get(timeout=CALL_TIMEOUT_SECONDS)
-        stored = data_of(snapshot).get(AS_OF) if snapshot.exists else None
-        if stored is not None and stored >= moment:
-            return as_utc(stored)
+        state = data_of(snapshot) if snapshot.exists else {}
+        stored: datetime | None = state.get(AS_OF)
+        marks = dict(state.get(PARTITIONS_AS_OF) or {})
+        mine = marks.get(str(partition))
+        if mine is not None and mine >= moment:
+            return as_utc(stored) if stored is not None else None
+        marks[str(partition)] = moment
+        reached = [marks.get(str(n)) for n in range(partitions)]
+        as_of = stored
+        if None not in reached:
+            earliest = min(mark for mark in reached if mark is not None)
+            as_of = earliest if stored is None or earliest > stored else stored
+        update = {PARTITIONS_AS_OF: marks, AS_OF: as_of}
         try:
             if snapshot.exists:
-                ref.update({AS_OF: moment}, option=db.write_option(last_update_time=snapshot.update_time),
+                ref.update(update, option=db.write_option(last_update_time=snapshot.update_time),
                            timeout=CALL_TIMEOUT_SECONDS)
             else:
-                ref.create({AS_OF: moment}, timeout=CALL_TIMEOUT_SECONDS)
+                ref.create(update, timeout=CALL_TIMEOUT_SECONDS)
         except (gexc.FailedPrecondition, gexc.AlreadyExists):
             continue  # another run moved it meanwhile; read again
-        return moment
+        return as_utc(as_of) if as_of is not None else None
     raise RuntimeError("as_of kept changing under this run")
 
 
 @dataclass
 class RunReport:
+    partition: int
     started: datetime
     drained: Drained | None
     """None when this run did not drain: event mode, or another run holds the lease."""
@@ -286,7 +341,9 @@ class RunReport:
     def summary(self) -> dict[str, Any]:
         received = self.drained.received if self.drained else Received()
         return {
+            "partition": self.partition,
             "pulled": self.drained.pulled if self.drained else 0,
+            "foreign": self.drained.foreign if self.drained else 0,
             "drained": self.drained is not None,
             "caught_up": bool(self.drained and self.drained.caught_up),
             "journaled": received.journaled, "failed": len(received.failed),
@@ -305,8 +362,11 @@ class RunReport:
 
 @dataclass
 class ScheduledRun:
-    """The scheduled aggregate run: drain (unless in event mode), apply, upkeep, ``as_of``."""
+    """The scheduled aggregate run of one partition: drain (unless in event mode), apply, ``as_of``,
+    and in partition 0 the upkeep."""
 
+    partition: int
+    partitions: int
     drainer: Drainer | None
     applier: Applier
     refresher: TotalsRefresher
@@ -319,7 +379,7 @@ class ScheduledRun:
     def run(self) -> RunReport:
         started, began = datetime.now(timezone.utc), time.monotonic()
         db = self.applier.db
-        drained, lease = None, Lease(db)
+        drained, lease = None, Lease(db, self.partition)
         draining = threading.Event()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply") as pool:
             # The apply step runs beside the drain, so that a backlog is counted while it is pulled.
@@ -334,16 +394,17 @@ class ScheduledRun:
                 draining.set()  # also when the drain failed: the apply step then ends at once
             applied = applying.result()
         deadline = began + self.max_seconds
-        salts_made = self._keep_salts(started)
-        refresh = self.refresher.refresh(deadline)
-        sweep = self.sweeper.sweep(deadline)
+        upkeep = self.partition == 0  # the rest is not the click stream's, so one partition does it
+        salts_made = self._keep_salts(started) if upkeep else 0
+        refresh = self.refresher.refresh(deadline) if upkeep else RefreshResult(complete=True)
+        sweep = self.sweeper.sweep(deadline) if upkeep else SweepResult()
         complete = applied.complete and refresh.complete and (
             self.drainer is None or (drained is not None and drained.caught_up and not drained.received.failed))
-        as_of = advance_as_of(db, started) if complete else read_as_of(db)
-        dead_letters = self.dead_letters.check(deadline)
+        as_of = advance_as_of(db, started, self.partition, self.partitions) if complete else read_as_of(db)
+        dead_letters = self.dead_letters.check(deadline) if upkeep else {}
         # Last: after an upgrade it may take what is left of the budget for a few runs.
-        backfilled = self.backfill.run(deadline) if time.monotonic() < deadline else 0
-        return RunReport(started, drained, applied, refresh, sweep, backfilled, salts_made, as_of,
+        backfilled = self.backfill.run(deadline) if upkeep and time.monotonic() < deadline else 0
+        return RunReport(self.partition, started, drained, applied, refresh, sweep, backfilled, salts_made, as_of,
                          time.monotonic() - began, dead_letters)
 
     def _keep_salts(self, now: datetime) -> int:
@@ -360,7 +421,8 @@ class ScheduledRun:
         total = Applied()
         while True:
             last_pass = drained.is_set()
-            applied = self.applier.apply(deadline, at_least=1 if last_pass else _APPLY_ENTRIES)
+            applied = self.applier.apply(deadline, at_least=1 if last_pass else _APPLY_ENTRIES,
+                                         partition=self.partition)
             total.merge(applied)
             if last_pass or time.monotonic() >= deadline:
                 total.complete = last_pass and applied.complete
@@ -368,28 +430,41 @@ class ScheduledRun:
             drained.wait(_APPLY_IDLE_SECONDS)
 
 
+def partition_asked(raw: str, partitions: int) -> int:
+    """The partition a scheduled run was asked for, ``?partition=n``."""
+    if not raw.isdigit() or int(raw) >= partitions:
+        raise BadRequest(f"partition must be a number from 0 to {partitions - 1} ({AGGREGATE_PARTITIONS}), "
+                         f"not {raw!r}")
+    return int(raw)
+
+
 def build_applier(settings: Settings) -> Applier:
     return Applier(firestore.Client(project=settings.project), timedelta(days=settings.redelivery_horizon_days))
 
 
 def build_drainer(settings: Settings, journal: Journal) -> Drainer:
+    """The drain of ``journal``'s partition."""
     subscriber = pubsub_v1.SubscriberClient()
     return Drainer(
         journal,
         subscriber,
-        subscriber.subscription_path(settings.required(PROJECT), settings.clicks_subscription),
+        subscriber.subscription_path(settings.required(PROJECT),
+                                     subscription_of(settings.clicks_subscription, journal.partition)),
         settings.aggregate_batch_size,
         settings.aggregate_fill_seconds,
+        settings.aggregate_partitions,
     )
 
 
-def build_scheduled_run(settings: Settings, applier: Applier) -> ScheduledRun:
+def build_scheduled_run(settings: Settings, applier: Applier, partition: int) -> ScheduledRun:
     if settings.aggregate_mode not in AGGREGATE_MODES:
         raise ConfigError(f"{AGGREGATE_MODE} must be one of {', '.join(AGGREGATE_MODES)}, "
                           f"not {settings.aggregate_mode!r}")
     db = applier.db
     return ScheduledRun(
-        None if settings.aggregate_mode == "event" else build_drainer(settings, Journal(db)),
+        partition,
+        settings.aggregate_partitions,
+        None if settings.aggregate_mode == "event" else build_drainer(settings, Journal(db, partition=partition)),
         applier,
         TotalsRefresher(db, settings.counter_shards),
         DeletionSweeper(db, timedelta(seconds=settings.delete_grace_seconds), settings.delete_max_documents),

@@ -15,11 +15,12 @@ from visitor_keys import SaltReader, VisitorKeys
 
 from shared.addresses import client_address
 from shared.config import PROJECT, Settings
-from shared.events import MAX_HEADER_CHARS, ClickEvent, Producer
+from shared.events import MAX_HEADER_CHARS, ClickEvent
 from shared.ids import CampaignIds, keyed_ids, may_exist
 from shared.legacy_ids import load_registry
 from shared.logs import get_logger
 from shared.models import Route, parse_campaign_id
+from shared.partitions import Producers
 from shared.platforms import is_platform
 from shared.publishing import GroupPublisher
 from shared.store import CAMPAIGNS, route_from_document
@@ -57,7 +58,7 @@ class Tracker:
         fallback_url: str,
         ids: CampaignIds,
         legacy_ids: frozenset[int] | None,
-        producer: Producer,
+        producers: Producers,
         visitors: VisitorKeys,
         *,
         behind_google_front_end: bool,
@@ -67,7 +68,7 @@ class Tracker:
         self.fallback_url = fallback_url
         self.ids = ids
         self.legacy_ids = legacy_ids
-        self.producer = producer
+        self.producers = producers
         self.visitors = visitors
         self.behind_google_front_end = behind_google_front_end
 
@@ -128,7 +129,7 @@ class Tracker:
     async def _publish(self, request: ClickRequest, campaign_id: int, platform: str | None, user_agent: str,
                        bot: bool, now: datetime, *, inactive: bool, visitor: str = "") -> None:
         await self.publisher.publish(ClickEvent.new(
-            campaign_id, platform, producer=self.producer, user_agent=user_agent, referrer=request.referrer,
+            campaign_id, platform, producer=self.producers.next(), user_agent=user_agent, referrer=request.referrer,
             bot=bot, inactive=inactive, now=now, visitor=visitor))
 
     def _client(self, request: ClickRequest) -> str:
@@ -179,8 +180,10 @@ def build_tracker(settings: Settings, legacy_ids: frozenset[int] | None) -> Trac
         max_in_flight=settings.publish_max_in_flight,
         buffer_max_messages=settings.publish_buffer_max_messages,
         buffer_max_bytes=settings.publish_buffer_max_bytes,
+        partitions=settings.aggregate_partitions,
     )
     visitors = VisitorKeys(SaltReader(db, settings.lookup_timeout_seconds), settings.lookup_timeout_seconds)
     # Built per worker, after the fork: each worker numbers its own events.
-    return Tracker(routes, publisher, settings.fallback_url, keyed_ids(settings), legacy_ids, Producer(), visitors,
+    return Tracker(routes, publisher, settings.fallback_url, keyed_ids(settings), legacy_ids,
+                   Producers(settings.aggregate_partitions), visitors,
                    behind_google_front_end=settings.k_service is not None)

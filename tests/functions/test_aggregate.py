@@ -196,7 +196,7 @@ def test_journal_entries_written_before_inactive_existed_are_applied_as_active_c
     db: Any, store: CampaignStore, campaign_id: int, producer: Producer, event_mode: None
 ) -> None:
     rows = [[producer.id, seq, "", campaign_id, "Android", False, int(T0.timestamp())] for seq in (1, 2, 3)]
-    db.collection("journal").document(new_entry_id()).create(
+    db.collection("journal").document(new_entry_id(0)).create(
         {"events": zlib.compress(json.dumps(rows).encode()), "count": 3})  # as pack wrote them
     assert scheduled_run()["counted"] == 3
     counters = shown(store, campaign_id)
@@ -350,7 +350,7 @@ def test_a_run_while_another_holds_the_lease_applies_but_does_not_drain(
     producer: Producer,
 ) -> None:
     publish(project, pubsub_names[0], [click(campaign_id, producer).encode()])
-    other = Lease(db)
+    other = Lease(db, 0)
     assert other.acquire(60)
     body = scheduled_run()
     assert (body["drained"], body["pulled"], body["as_of"]) == (False, 0, None)

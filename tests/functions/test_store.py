@@ -26,7 +26,7 @@ from shared.errors import BadRequest, NotFound
 from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
 from shared.models import zero_counters
-from shared.store import CampaignStore, campaign_ref, deletion_ref, new_campaign_document
+from shared.store import AS_OF, CampaignStore, campaign_ref, deletion_ref, new_campaign_document, read_as_of, state_ref
 from shared.utc import hour_of
 
 SHARDS = Settings().counter_shards
@@ -348,9 +348,21 @@ def test_legacy_totals_never_go_down_and_as_of_waits_for_a_complete_refresh(
 
 def test_as_of_only_moves_forward(db: Any) -> None:
     later = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
-    assert advance_as_of(db, later) == later
-    assert advance_as_of(db, later - timedelta(minutes=1)) == later
-    assert advance_as_of(db, later + timedelta(seconds=1)) == later + timedelta(seconds=1)
+    assert advance_as_of(db, later, 0, 1) == later
+    assert advance_as_of(db, later - timedelta(minutes=1), 0, 1) == later
+    assert advance_as_of(db, later + timedelta(seconds=1), 0, 1) == later + timedelta(seconds=1)
+
+
+def test_as_of_is_the_earliest_partitions_mark_once_each_has_one(db: Any) -> None:
+    start = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
+    state_ref(db).create({AS_OF: start})  # from before partitions
+    minute = timedelta(minutes=1)
+    assert advance_as_of(db, start + 3 * minute, 1, 3) == start  # partitions 0 and 2 have not run yet
+    assert advance_as_of(db, start + 2 * minute, 0, 3) == start
+    assert advance_as_of(db, start + 5 * minute, 2, 3) == start + 2 * minute  # partition 0's is the earliest
+    assert advance_as_of(db, start + 6 * minute, 0, 3) == start + 3 * minute  # now partition 1's
+    assert read_as_of(db) == start + 3 * minute
+    assert advance_as_of(db, start + 4 * minute, 1, 3) == start + 4 * minute
 
 
 # --- hourly ------------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ def test_entries_journaled_before_visitor_keys_still_count(db: Any, store: Campa
     at = START + timedelta(hours=1)
     # Rows as the journal wrote them before visitor keys: no last element.
     rows = [[producer.id, seq, "", campaign, "IPhone", False, int(at.timestamp())] for seq in (1, 2, 3)]
-    db.collection("journal").document(new_entry_id()).create(
+    db.collection("journal").document(new_entry_id(0)).create(
         {"events": zlib.compress(json.dumps(rows).encode()), "count": 3, "footprint": 3})
     applied = Applier(db, HORIZON).apply(LONG_AGO)
     assert (applied.entries, applied.counted, applied.complete) == (1, 3, True)
