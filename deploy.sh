@@ -2,7 +2,8 @@
 # Deploys o7tracker to a Google Cloud project with gcloud: the four gen2
 # functions and everything they rely on (Pub/Sub, Secret Manager, Firestore
 # TTL, Cloud Scheduler, a service account per function with only what that
-# function uses). Safe to run again: each resource is created only when
+# function uses), and a pull subscription and a scheduler job per partition of
+# the click stream. Safe to run again: each resource is created only when
 # missing, and the functions are redeployed.
 # Needs only bash and gcloud; see usage() for the settings.
 set -euo pipefail
@@ -52,7 +53,7 @@ Environment:
   FALLBACK_URL         redirect for unknown links (default: http://outfit7.com)
   CLICKS_TOPIC         click events topic (default: o7-clicks)
   CLICKS_SUBSCRIPTION  pull subscription drained by aggregate-http, in the scheduled
-                       and both modes (default: o7-clicks-aggregate)
+                       and both modes (default: o7-clicks-aggregate), partition 0's
   DEAD_LETTER_TOPIC    where events the drain failed to fold 10 times go
                        (default: o7-clicks-dead-letter)
   DEAD_LETTER_SUBSCRIPTION
@@ -68,11 +69,18 @@ Environment:
                        but one commit per click, and no pull subscription; both:
                        each event is folded by both (counted once, at twice the
                        cost). What the mode does not use (aggregate-event, the
-                       pull subscription) is deleted, once what replaces it is
+                       pull subscriptions) is deleted, once what replaces it is
                        deployed; switching between scheduled and event goes
-                       through both (README, Aggregate modes). In every mode
-                       the scheduled run refreshes the totals the admin shows
-                       and sweeps deleted campaigns' counters
+                       through both (docs/deploying.md, Aggregate modes). In
+                       every mode the scheduled run refreshes the totals the
+                       admin shows and sweeps deleted campaigns' counters
+  AGGREGATE_PARTITIONS partitions of the click stream, 1 to 32 (default: 1): track
+                       tags each click with one, and each has its own filtered pull
+                       subscription and scheduler job (partition 0's are
+                       CLICKS_SUBSCRIPTION and o7tracker-aggregate, partition n's
+                       the same names plus -pn). It can only be raised: fewer than
+                       are deployed are refused, and so is more than 1 with
+                       AGGREGATE_MODE=event (docs/deploying.md, Partitions)
   AGGREGATE_SCHEDULE   cron schedule of the drain (default: every minute)
   AGGREGATE_MAX_SECONDS
                        time budget of a scheduled run (default: 50)
@@ -131,6 +139,18 @@ case "$AGGREGATE_MODE" in
   scheduled|event|both) ;;
   *) echo "error: AGGREGATE_MODE must be scheduled, event or both, not '$AGGREGATE_MODE'" >&2; exit 2 ;;
 esac
+# shared/config.py's MAX_PARTITIONS (tests/test_deploy.py checks).
+MAX_PARTITIONS=32
+AGGREGATE_PARTITIONS="${AGGREGATE_PARTITIONS:-1}"
+if ! [[ $AGGREGATE_PARTITIONS =~ ^[1-9][0-9]?$ ]] || [ "$AGGREGATE_PARTITIONS" -gt "$MAX_PARTITIONS" ]; then
+  echo "error: AGGREGATE_PARTITIONS must be a whole number from 1 to $MAX_PARTITIONS, not '$AGGREGATE_PARTITIONS'" >&2
+  exit 2
+fi
+if [ "$AGGREGATE_MODE" = event ] && [ "$AGGREGATE_PARTITIONS" != 1 ]; then
+  echo "error: AGGREGATE_PARTITIONS=$AGGREGATE_PARTITIONS needs a drain to split, and AGGREGATE_MODE=event has" \
+    "none: deploy event with 1, or scheduled or both with $AGGREGATE_PARTITIONS" >&2
+  exit 2
+fi
 AGGREGATE_SCHEDULE="${AGGREGATE_SCHEDULE:-* * * * *}"
 AGGREGATE_TIMEOUT="${AGGREGATE_TIMEOUT:-120s}"
 AGGREGATE_MAX_SECONDS="${AGGREGATE_MAX_SECONDS:-50}"
@@ -494,25 +514,65 @@ ensure_topics() {
     --role=roles/pubsub.publisher --format=none
 }
 
-# The pull subscription that aggregate-http drains (not in event mode). Its
-# events outlive a 7-day outage; one that fails 10 deliveries goes to the
-# dead-letter topic, which the Pub/Sub service agent must be allowed to do.
-ensure_subscription() {
-  step "Pub/Sub subscription $CLICKS_SUBSCRIPTION"
-  gc_exists pubsub subscriptions describe "$CLICKS_SUBSCRIPTION" ||
-    gc pubsub subscriptions create "$CLICKS_SUBSCRIPTION" --topic="$CLICKS_TOPIC" \
-      --ack-deadline=60 --message-retention-duration=7d --expiration-period=never \
-      --dead-letter-topic="$DEAD_LETTER_TOPIC" --max-delivery-attempts=10
-  gc pubsub subscriptions add-iam-policy-binding "$CLICKS_SUBSCRIPTION" \
-    --member="serviceAccount:$AGGREGATE_SA" --role=roles/pubsub.subscriber --format=none
+# Partition PARTITION's pull subscription and its filter, as shared/partitions.py's
+# subscription_of and subscription_filter spell them (tests/test_deploy.py checks).
+subscription_of() {
+  if [ "$1" = 0 ]; then echo "$CLICKS_SUBSCRIPTION"; else echo "$CLICKS_SUBSCRIPTION-p$1"; fi
+}
+subscription_filter() {
+  if [ "$1" = 0 ]; then
+    echo 'NOT attributes:partition OR attributes.partition = "0"'
+  else
+    echo "attributes.partition = \"$1\""
+  fi
+}
 
-  local project_number pubsub_agent
+# The pull subscriptions that aggregate-http drains (not in event mode), one per
+# partition, each given only its partition's clicks. Their events outlive a
+# 7-day outage; one that fails 10 deliveries goes to the dead-letter topic,
+# which the Pub/Sub service agent must be allowed to do.
+ensure_subscriptions() {
+  local project_number pubsub_agent partition
   capture project_number '<project-number>' gcloud projects describe "$PROJECT" --format='value(projectNumber)'
   pubsub_agent="serviceAccount:service-$project_number@gcp-sa-pubsub.iam.gserviceaccount.com"
+  for ((partition = 0; partition < AGGREGATE_PARTITIONS; partition++)); do
+    ensure_subscription "$partition" "$pubsub_agent"
+  done
   gc pubsub topics add-iam-policy-binding "$DEAD_LETTER_TOPIC" --member="$pubsub_agent" \
     --role=roles/pubsub.publisher --format=none
-  gc pubsub subscriptions add-iam-policy-binding "$CLICKS_SUBSCRIPTION" --member="$pubsub_agent" \
-    --role=roles/pubsub.subscriber --format=none
+}
+
+# ensure_subscription PARTITION PUBSUB_AGENT
+ensure_subscription() {
+  local partition="$1" pubsub_agent="$2" name
+  name="$(subscription_of "$partition")"
+  step "Pub/Sub subscription $name"
+  if gc_exists pubsub subscriptions describe "$name"; then
+    if [ "$partition" = 0 ] && [ "$AGGREGATE_PARTITIONS" -gt 1 ]; then note_unfiltered_subscription "$name"; fi
+  else
+    gc pubsub subscriptions create "$name" --topic="$CLICKS_TOPIC" \
+      --message-filter="$(subscription_filter "$partition")" \
+      --ack-deadline=60 --message-retention-duration=7d --expiration-period=never \
+      --dead-letter-topic="$DEAD_LETTER_TOPIC" --max-delivery-attempts=10
+  fi
+  local member
+  for member in "serviceAccount:$AGGREGATE_SA" "$pubsub_agent"; do
+    gc pubsub subscriptions add-iam-policy-binding "$name" --member="$member" \
+      --role=roles/pubsub.subscriber --format=none
+  done
+}
+
+# A subscription's filter is fixed when it is made, so partition 0's from
+# before partitions stays unfiltered: harmless, but worth knowing when its
+# drain's figures are read.
+note_unfiltered_subscription() {
+  local filter
+  gc_capture filter '' pubsub subscriptions describe "$1" --format='value(filter)'
+  if [ -z "$filter" ]; then
+    echo "note: $1 has no filter (made before partitions; one cannot be added) and is kept: its drain also" \
+      "receives the other partitions' clicks and acks them uncounted, as each is counted from its own" \
+      "partition's subscription (docs/counting.md, Partitions)" >&2
+  fi
 }
 
 # The admin password goes to gcloud on stdin only, never on a command line.
@@ -588,7 +648,7 @@ deploy_track() {
     PUBLISH_BUFFER_MAX_BYTES PUBLISH_MAX_IN_FLIGHT"
   local env_vars
   env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "CLICKS_TOPIC=$CLICKS_TOPIC" "FALLBACK_URL=$FALLBACK_URL" \
-    "WORKERS=1")"
+    "AGGREGATE_PARTITIONS=$AGGREGATE_PARTITIONS" "WORKERS=1")"
   deploy_function track track track --trigger-http --allow-unauthenticated \
     --memory=512Mi --cpu=1 --concurrency="$TRACK_CONCURRENCY" "$env_vars" \
     --set-secrets="CAMPAIGN_ID_KEY=$ID_KEY_SECRET:1"
@@ -632,7 +692,8 @@ deploy_aggregate_event() {
   step "function aggregate-event"
   local OPTIONAL_SETTINGS="$AGGREGATE_SETTINGS"
   local env_vars
-  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AGGREGATE_MODE=$AGGREGATE_MODE")"
+  env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "AGGREGATE_MODE=$AGGREGATE_MODE" \
+    "AGGREGATE_PARTITIONS=$AGGREGATE_PARTITIONS")"
   deploy_function aggregate-event aggregate aggregate_event \
     --trigger-topic="$CLICKS_TOPIC" --retry --trigger-service-account="$AGGREGATE_SA" "$env_vars"
   gc functions add-invoker-policy-binding aggregate-event --region="$REGION" \
@@ -647,25 +708,43 @@ deploy_aggregate_http() {
   local OPTIONAL_SETTINGS="$AGGREGATE_SETTINGS"
   local env_vars
   env_vars="$(env_flag "GOOGLE_CLOUD_PROJECT=$PROJECT" "CLICKS_SUBSCRIPTION=$CLICKS_SUBSCRIPTION" \
-    "DEAD_LETTER_SUBSCRIPTION=$DEAD_LETTER_SUBSCRIPTION" "AGGREGATE_MODE=$AGGREGATE_MODE")"
+    "DEAD_LETTER_SUBSCRIPTION=$DEAD_LETTER_SUBSCRIPTION" "AGGREGATE_MODE=$AGGREGATE_MODE" \
+    "AGGREGATE_PARTITIONS=$AGGREGATE_PARTITIONS")"
   deploy_function aggregate-http aggregate aggregate_http --trigger-http --no-allow-unauthenticated \
     --timeout="$AGGREGATE_TIMEOUT" "$env_vars"
   gc functions add-invoker-policy-binding aggregate-http --region="$REGION" \
     --member="serviceAccount:$SCHEDULER_SA" --format=none
 }
 
-ensure_scheduler_job() {
-  step "Cloud Scheduler job $SCHEDULER_JOB"
-  local url
+# Partition PARTITION's scheduler job.
+scheduler_job_of() {
+  if [ "$1" = 0 ]; then echo "$SCHEDULER_JOB"; else echo "$SCHEDULER_JOB-p$1"; fi
+}
+
+# A scheduled run per partition, each naming its partition in the query but
+# partition 0's, which is the job from before partitions, unchanged.
+ensure_scheduler_jobs() {
+  local url partition query
   gc_capture url '<aggregate-http url>' functions describe aggregate-http --v2 --region="$REGION" \
     --format='value(serviceConfig.uri)'
-  local flags=(--location="$REGION" --schedule="$AGGREGATE_SCHEDULE" --uri="$url" --http-method=POST
+  for ((partition = 0; partition < AGGREGATE_PARTITIONS; partition++)); do
+    if [ "$partition" = 0 ]; then query=""; else query="?partition=$partition"; fi
+    ensure_scheduler_job "$(scheduler_job_of "$partition")" "$url" "$query"
+  done
+}
+
+# ensure_scheduler_job JOB URL QUERY: the token's audience is the bare URL,
+# the one Cloud Run checks it against.
+ensure_scheduler_job() {
+  local job="$1" url="$2" query="$3"
+  step "Cloud Scheduler job $job"
+  local flags=(--location="$REGION" --schedule="$AGGREGATE_SCHEDULE" --uri="$url$query" --http-method=POST
     --oidc-service-account-email="$SCHEDULER_SA" --oidc-token-audience="$url"
     --attempt-deadline="$AGGREGATE_TIMEOUT")
-  if gc_exists scheduler jobs describe "$SCHEDULER_JOB" --location="$REGION"; then
-    gc scheduler jobs update http "$SCHEDULER_JOB" "${flags[@]}"
+  if gc_exists scheduler jobs describe "$job" --location="$REGION"; then
+    gc scheduler jobs update http "$job" "${flags[@]}"
   else
-    gc scheduler jobs create http "$SCHEDULER_JOB" "${flags[@]}"
+    gc scheduler jobs create http "$job" "${flags[@]}"
   fi
 }
 
@@ -678,27 +757,62 @@ ensure_scheduler_job() {
 # and event switch through both, where every new click takes both paths
 # (folded twice, counted once), and the next deploy deletes the old path once
 # it has caught up. A direct switch is refused before anything is changed.
+# With partitions, the pull path is every partition's subscription.
 check_mode_switch() {
   step "aggregate mode $AGGREGATE_MODE"
-  local subscription=0 event_function=0
-  if gc_exists pubsub subscriptions describe "$CLICKS_SUBSCRIPTION"; then subscription=1; fi
+  local subscriptions=() event_function=0 partition
+  if gc_exists pubsub subscriptions describe "$CLICKS_SUBSCRIPTION"; then subscriptions+=("$CLICKS_SUBSCRIPTION"); fi
   if gc_exists functions describe aggregate-event --v2 --region="$REGION"; then event_function=1; fi
-  if [ "$AGGREGATE_MODE" = event ] && [ "$subscription" = 1 ] && [ "$event_function" = 0 ]; then
-    echo "error: AGGREGATE_MODE=event would delete $CLICKS_SUBSCRIPTION with the clicks the drain has not" \
+  for partition in "${FOUND_PARTITIONS[@]}"; do subscriptions+=("$(subscription_of "$partition")"); done
+  if [ "$AGGREGATE_MODE" = event ] && [ "${#subscriptions[@]}" -gt 0 ] && [ "$event_function" = 0 ]; then
+    echo "error: AGGREGATE_MODE=event would delete ${subscriptions[*]} with the clicks the drain has not" \
       "folded yet: deploy with AGGREGATE_MODE=both first, then with event once the drain has caught up" \
-      "(README, Aggregate modes)" >&2
+      "(docs/deploying.md, Aggregate modes)" >&2
     exit 2
   fi
-  if [ "$AGGREGATE_MODE" = scheduled ] && [ "$event_function" = 1 ] && [ "$subscription" = 0 ]; then
+  if [ "$AGGREGATE_MODE" = scheduled ] && [ "$event_function" = 1 ] && [ "${#subscriptions[@]}" = 0 ]; then
     echo "error: AGGREGATE_MODE=scheduled would delete aggregate-event with the clicks its trigger has not" \
       "delivered yet, which no pull subscription holds: deploy with AGGREGATE_MODE=both first, then with" \
-      "scheduled (README, Aggregate modes)" >&2
+      "scheduled (docs/deploying.md, Aggregate modes)" >&2
+    exit 2
+  fi
+}
+
+# The partitions past 0 whose subscriptions exist, by number, whatever
+# AGGREGATE_PARTITIONS was when they were made.
+FOUND_PARTITIONS=()
+find_partitions() {
+  local names name partition
+  gc_capture names '' pubsub subscriptions list --format='value(name.basename())'
+  while read -r name; do
+    partition="${name#"$CLICKS_SUBSCRIPTION"-p}"
+    if [ "$partition" != "$name" ] && [[ $partition =~ ^[1-9][0-9]*$ ]]; then FOUND_PARTITIONS+=("$partition"); fi
+  done <<<"$names"
+}
+
+# Track instances still running publish to every partition they were deployed
+# with, so a subscription past the new count would go undrained, and deleting
+# it would leave its partition's clicks matching no subscription. In event mode
+# aggregate-event's trigger receives every click, and every partition's
+# subscription goes.
+check_partitions() {
+  [ "$AGGREGATE_MODE" != event ] || return 0
+  local partition highest=0
+  for partition in "${FOUND_PARTITIONS[@]}"; do
+    if [ "$partition" -gt "$highest" ]; then highest="$partition"; fi
+  done
+  if [ "$highest" -ge "$AGGREGATE_PARTITIONS" ]; then
+    echo "error: AGGREGATE_PARTITIONS=$AGGREGATE_PARTITIONS, but $(subscription_of "$highest") exists: the" \
+      "number of partitions can only be raised, as clicks that running track instances publish to the higher" \
+      "partitions would match no subscription; deploy with at least $((highest + 1)) (docs/counting.md," \
+      "Partitions)" >&2
     exit 2
   fi
 }
 
 # The path the mode does not use goes last, once the one that stays counts.
 remove_unused_path() {
+  local partition job name
   case "$AGGREGATE_MODE" in
     scheduled)
       if gc_exists functions describe aggregate-event --v2 --region="$REGION"; then
@@ -706,10 +820,22 @@ remove_unused_path() {
         gc functions delete aggregate-event --region="$REGION"
       fi ;;
     event)
-      if gc_exists pubsub subscriptions describe "$CLICKS_SUBSCRIPTION"; then
-        step "deleting $CLICKS_SUBSCRIPTION: AGGREGATE_MODE=event, nothing drains it"
-        gc pubsub subscriptions delete "$CLICKS_SUBSCRIPTION"
-      fi ;;
+      # Each partition's job before the subscriptions, which are how the next
+      # deploy finds partitions: a job outliving its subscription would stay.
+      for partition in "${FOUND_PARTITIONS[@]}"; do
+        job="$(scheduler_job_of "$partition")"
+        if gc_exists scheduler jobs describe "$job" --location="$REGION"; then
+          step "deleting $job: AGGREGATE_MODE=event, nothing to drain"
+          gc scheduler jobs delete "$job" --location="$REGION"
+        fi
+      done
+      for partition in 0 "${FOUND_PARTITIONS[@]}"; do
+        name="$(subscription_of "$partition")"
+        if gc_exists pubsub subscriptions describe "$name"; then
+          step "deleting $name: AGGREGATE_MODE=event, nothing drains it"
+          gc pubsub subscriptions delete "$name"
+        fi
+      done ;;
   esac
 }
 
@@ -721,14 +847,16 @@ main() {
   else
     step "deploying o7tracker to project $PROJECT in $REGION"
   fi
+  find_partitions
   check_mode_switch
+  check_partitions
   enable_apis
   ensure_firestore_database
   ensure_firestore_ttl
   ensure_firestore_indexes
   ensure_service_accounts
   ensure_topics
-  if [ "$AGGREGATE_MODE" != event ]; then ensure_subscription; fi
+  if [ "$AGGREGATE_MODE" != event ]; then ensure_subscriptions; fi
   ensure_admin_secret
   ensure_campaign_id_key
   # Readers of click events before their writer: an event field a new track function adds
@@ -737,7 +865,7 @@ main() {
   deploy_aggregate_http
   deploy_track
   deploy_admin
-  ensure_scheduler_job
+  ensure_scheduler_jobs
   remove_unused_path
   retire_shared_account
   step "done"

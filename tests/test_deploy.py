@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from shared import config
+from shared.partitions import subscription_filter, subscription_of
 from shared.platforms import PLATFORMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,19 +47,21 @@ FUNCTIONS = {
 # name -> settings its --set-env-vars must hold
 FUNCTION_ENV = {
     "track": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "CLICKS_TOPIC=o7-clicks", "FALLBACK_URL=http://outfit7.com",
-              "WORKERS=1"},
+              "AGGREGATE_PARTITIONS=1", "WORKERS=1"},
     "admin": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "AUTH_USER=admin"},
-    "aggregate-event": {f"GOOGLE_CLOUD_PROJECT={PROJECT}"},
+    "aggregate-event": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "AGGREGATE_PARTITIONS=1"},
     "aggregate-http": {f"GOOGLE_CLOUD_PROJECT={PROJECT}", "CLICKS_SUBSCRIPTION=o7-clicks-aggregate",
                        "DEAD_LETTER_SUBSCRIPTION=o7-clicks-dead-letter-review", "AGGREGATE_MODE=both",
-                       "AGGREGATE_MAX_SECONDS=50"},
+                       "AGGREGATE_MAX_SECONDS=50", "AGGREGATE_PARTITIONS=1"},
 }
 
 # A stand-in for gcloud: logs its arguments, keeps what it got on stdin for
 # the secret commands, notes whether AUTH_PASSWORD reached its environment,
 # answers describe commands as if nothing existed yet (but what FAKE_GCLOUD_EXISTS
 # names, ';'-separated, and the functions every deploy makes, described for their
-# URL), lists FAKE_GCLOUD_FUNCTIONS as the functions found, and succeeds otherwise.
+# URL), lists FAKE_GCLOUD_FUNCTIONS as the functions found and the subscriptions
+# FAKE_GCLOUD_EXISTS describes as the subscriptions found, and succeeds otherwise.
+# An existing subscription is described without a filter.
 FAKE_GCLOUD = """#!/bin/sh
 call="$*"
 printf '%s\\n' "$call" >> "$FAKE_GCLOUD_DIR/calls"
@@ -68,6 +71,14 @@ case "$1 $2 $3" in
   "functions describe aggregate-event") ;;
   "functions describe "*) echo https://aggregate-http-abc123-ew.a.run.app; exit 0 ;;
   "functions list "*) printf '%s' "${FAKE_GCLOUD_FUNCTIONS:-}"; exit 0 ;;
+  "pubsub subscriptions list")
+    IFS=';'
+    for existing in ${FAKE_GCLOUD_EXISTS:-}; do
+      case "$existing" in "pubsub subscriptions describe "*)
+        name="${existing#pubsub subscriptions describe }"; echo "${name% }" ;;
+      esac
+    done
+    exit 0 ;;
   "secrets create "*) cat >> "$FAKE_GCLOUD_DIR/stdin-$3"; exit 0 ;;
   "secrets versions "*) cat >> "$FAKE_GCLOUD_DIR/stdin-$4"; exit 0 ;;
 esac
@@ -171,6 +182,7 @@ def test_dry_run_prints_every_command_and_never_calls_gcloud(dry_run, fake_gclou
     assert {
         "--topic=o7-clicks", "--ack-deadline=60", "--message-retention-duration=7d",
         "--dead-letter-topic=o7-clicks-dead-letter", "--max-delivery-attempts=10",
+        f"--message-filter={subscription_filter(0)}",
     } <= the_one(cmds, "pubsub", "subscriptions", "create", "o7-clicks-aggregate")
 
     assert "--data-file=-" in the_one(cmds, "secrets", "create", "o7tracker-admin-password")
@@ -330,8 +342,9 @@ def test_each_aggregate_mode_makes_only_the_paths_it_uses(fake_gcloud, tmp_path,
         "GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"), "AGGREGATE_MODE": mode})
     assert result.returncode == 0, result.stderr
     cmds = commands(result.stdout)
-    # first of all, what is deployed is looked up: the paths a switch would delete
-    assert cmds[:2] == [
+    # first of all, what is deployed is looked up: the partitions, the paths a switch would delete
+    assert cmds[:3] == [
+        ["pubsub", "subscriptions", "list", "--format=value(name.basename())", f"--project={PROJECT}"],
         ["pubsub", "subscriptions", "describe", "o7-clicks-aggregate", f"--project={PROJECT}"],
         ["functions", "describe", "aggregate-event", "--v2", "--region=europe-west1", f"--project={PROJECT}"],
     ]
@@ -387,8 +400,166 @@ def test_a_direct_switch_between_scheduled_and_event_is_refused_before_anything_
     assert result.returncode == 2
     assert f"AGGREGATE_MODE={mode} would delete" in result.stderr
     assert "deploy with AGGREGATE_MODE=both first" in result.stderr
+    assert_only_looked_up(fake_gcloud)
+
+
+def assert_only_looked_up(fake_gcloud: Path) -> None:
     calls = (fake_gcloud / "calls").read_text().splitlines()
-    assert len(calls) == 2 and all(" describe " in c for c in calls), calls
+    assert calls and all({"describe", "list"} & set(c.split()[:3]) for c in calls), calls
+
+
+CLICKS_SUBSCRIPTION = "o7-clicks-aggregate"
+AGGREGATE_HTTP_URL = "https://aggregate-http-abc123-ew.a.run.app"  # as the fake describes it
+
+
+def subscriptions_of(partitions: range) -> list[str]:
+    return [subscription_of(CLICKS_SUBSCRIPTION, partition) for partition in partitions]
+
+
+def existing_subscriptions(partitions: int) -> str:
+    """FAKE_GCLOUD_EXISTS for the pull subscriptions a deploy with that many partitions made."""
+    return ";".join(f"pubsub subscriptions describe {name} " for name in subscriptions_of(range(partitions)))
+
+
+def click_subscriptions_created(cmds: list[list[str]]) -> list[list[str]]:
+    return [c for c in find(cmds, "pubsub", "subscriptions", "create") if c[3] != "o7-clicks-dead-letter-review"]
+
+
+def real_run(fake_gcloud: Path, tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    """A deploy against the fake gcloud, which prints each command as a dry run does."""
+    return run_deploy(fake_gcloud, env={
+        "GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": SECRET, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"),
+        **settings})
+
+
+def test_each_partition_gets_its_filtered_subscription_and_its_scheduled_run(fake_gcloud, tmp_path):
+    result = real_run(fake_gcloud, tmp_path, AGGREGATE_MODE="both", AGGREGATE_PARTITIONS="3")
+    assert result.returncode == 0, result.stderr
+    cmds = commands(result.stdout)
+    names = subscriptions_of(range(3))
+    creates = click_subscriptions_created(cmds)
+    assert [c[3] for c in creates] == names
+    for partition, create in enumerate(creates):
+        # the filters the code's partitions are spelled for, and otherwise made as partition 0's
+        assert f"--message-filter={subscription_filter(partition)}" in create
+        assert [f for f in create[4:] if not f.startswith("--message-filter=")] == \
+            [f for f in creates[0][4:] if not f.startswith("--message-filter=")]
+    granted = bindings(cmds)
+    for name in names:
+        assert {(m, role) for m, role, on in granted if on == f"subscription {name}"} == {
+            (f"serviceAccount:{AGGREGATE_SA}", "roles/pubsub.subscriber"),
+            ("serviceAccount:service-123456789@gcp-sa-pubsub.iam.gserviceaccount.com", "roles/pubsub.subscriber"),
+        }, name
+    # clicks a new track instance tags with a partition always have its subscription to go to
+    lines = result.stdout.splitlines()
+    assert max(i for i, line in enumerate(lines) if "gcloud pubsub subscriptions create o7-clicks-aggregate" in line) \
+        < next(i for i, line in enumerate(lines) if "gcloud functions deploy track " in line)
+
+    jobs = find(cmds, "scheduler", "jobs", "create", "http")
+    assert [job[4] for job in jobs] == ["o7tracker-aggregate", "o7tracker-aggregate-p1", "o7tracker-aggregate-p2"]
+    uris = [next(f for f in job if f.startswith("--uri=")) for job in jobs]
+    assert uris == [f"--uri={AGGREGATE_HTTP_URL}", f"--uri={AGGREGATE_HTTP_URL}?partition=1",
+                    f"--uri={AGGREGATE_HTTP_URL}?partition=2"]
+    # schedule, deadline, caller and the audience Cloud Run checks: partition 0's
+    assert f"--oidc-token-audience={AGGREGATE_HTTP_URL}" in jobs[0]
+    for job, uri in zip(jobs, uris, strict=True):
+        assert set(job[5:]) - {uri} == set(jobs[0][5:]) - {uris[0]}
+
+    for name in ("track", "aggregate-http", "aggregate-event"):
+        assert "AGGREGATE_PARTITIONS=3" in env_vars(the_one(cmds, "functions", "deploy", name)), name
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_a_partition_0_subscription_from_before_partitions_is_kept_as_it_is(fake_gcloud, tmp_path, partitions):
+    """Without a filter, which cannot be added: its drain acks the other partitions' clicks uncounted."""
+    result = real_run(fake_gcloud, tmp_path, AGGREGATE_PARTITIONS=str(partitions),
+                      FAKE_GCLOUD_EXISTS=existing_subscriptions(1))
+    assert result.returncode == 0, result.stderr
+    cmds = commands(result.stdout)
+    assert [c[3] for c in click_subscriptions_created(cmds)] == subscriptions_of(range(1, partitions))
+    assert any(on == f"subscription {CLICKS_SUBSCRIPTION}" for _, _, on in bindings(cmds))
+    notes = [line for line in result.stderr.splitlines() if line.startswith(f"note: {CLICKS_SUBSCRIPTION} ")]
+    if partitions == 1:
+        assert notes == []
+        return
+    [note] = notes
+    assert "no filter" in note and "docs/counting.md" in note
+
+
+@pytest.mark.parametrize(("partitions", "accepted"), [(1, False), (2, False), (3, True), (5, True)])
+def test_partitions_can_only_be_raised(fake_gcloud, tmp_path, partitions, accepted):
+    """Running track instances publish to every partition they were deployed with."""
+    result = real_run(fake_gcloud, tmp_path, AGGREGATE_PARTITIONS=str(partitions),
+                      FAKE_GCLOUD_EXISTS=existing_subscriptions(3))
+    if not accepted:
+        assert result.returncode == 2
+        [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert f"AGGREGATE_PARTITIONS={partitions}" in error and "o7-clicks-aggregate-p2 exists" in error
+        assert "can only be raised" in error and "docs/counting.md, Partitions" in error
+        assert_only_looked_up(fake_gcloud)
+        return
+    assert result.returncode == 0, result.stderr
+    cmds = commands(result.stdout)
+    assert [c[3] for c in click_subscriptions_created(cmds)] == subscriptions_of(range(3, partitions))
+    assert len(find(cmds, "scheduler", "jobs", "create", "http")) == partitions  # the fake has no job yet
+    assert not [c for c in cmds if "delete" in c[:3]]
+
+
+@pytest.mark.parametrize(("settings", "complaint"), [
+    ({"AGGREGATE_PARTITIONS": "0"}, "must be a whole number from 1 to 32, not '0'"),
+    ({"AGGREGATE_PARTITIONS": str(config.MAX_PARTITIONS + 1)}, f"not '{config.MAX_PARTITIONS + 1}'"),
+    ({"AGGREGATE_PARTITIONS": "two"}, "not 'two'"),
+    ({"AGGREGATE_PARTITIONS": "-1"}, "not '-1'"),
+    ({"AGGREGATE_PARTITIONS": "1.5"}, "not '1.5'"),
+    ({"AGGREGATE_PARTITIONS": "02"}, "not '02'"),
+    # partitions split the drain, and event mode has none
+    ({"AGGREGATE_PARTITIONS": "2", "AGGREGATE_MODE": "event"}, "AGGREGATE_MODE=event"),
+])
+def test_a_bad_number_of_partitions_is_refused_before_anything_is_done(fake_gcloud, tmp_path, settings, complaint):
+    result = real_run(fake_gcloud, tmp_path, **settings)
+    assert result.returncode == 2
+    [error] = result.stderr.splitlines()
+    assert error.startswith("error: AGGREGATE_PARTITIONS") and complaint in error
+    assert not (fake_gcloud / "calls").exists()
+
+
+def test_as_many_partitions_as_the_code_has(fake_gcloud, tmp_path):
+    result = run_deploy(fake_gcloud, "--dry-run", env={
+        "GOOGLE_CLOUD_PROJECT": PROJECT, "DEPLOY_STAGE_DIR": str(tmp_path / "stage"),
+        "AGGREGATE_PARTITIONS": str(config.MAX_PARTITIONS)})
+    assert result.returncode == 0, result.stderr
+    cmds = commands(result.stdout)
+    assert len(click_subscriptions_created(cmds)) == config.MAX_PARTITIONS
+    assert len(find(cmds, "scheduler", "jobs", "create", "http")) == config.MAX_PARTITIONS
+
+
+def test_switching_to_event_deletes_every_partitions_subscription_and_extra_job(fake_gcloud, tmp_path):
+    """From both with 3 partitions: partition 0's job stays, as the scheduled run refreshes totals in every mode."""
+    jobs = ";".join(f"scheduler jobs describe {job} " for job in
+                    ("o7tracker-aggregate", "o7tracker-aggregate-p1", "o7tracker-aggregate-p2"))
+    result = real_run(fake_gcloud, tmp_path, AGGREGATE_MODE="event",
+                      FAKE_GCLOUD_EXISTS=f"{existing_subscriptions(3)};{EVENT_FUNCTION};{jobs}")
+    assert result.returncode == 0, result.stderr
+    calls = (fake_gcloud / "calls").read_text().splitlines()
+    deletes = [i for i, c in enumerate(calls) if c.split()[2] == "delete"]
+    # the jobs first: the next deploy finds partitions by their subscriptions, so no job outlives its own
+    assert [calls[i].split()[:4] for i in deletes] == [
+        ["scheduler", "jobs", "delete", "o7tracker-aggregate-p1"],
+        ["scheduler", "jobs", "delete", "o7tracker-aggregate-p2"],
+        *[["pubsub", "subscriptions", "delete", name] for name in subscriptions_of(range(3))],
+    ]
+    last_deploy = max(i for i, c in enumerate(calls)
+                      if c.startswith(("functions deploy ", "scheduler jobs create ", "scheduler jobs update ")))
+    assert deletes[0] > last_deploy
+
+
+def test_the_direct_switch_to_event_is_refused_for_every_partitions_subscription(fake_gcloud, tmp_path):
+    result = real_run(fake_gcloud, tmp_path, AGGREGATE_MODE="event", FAKE_GCLOUD_EXISTS=existing_subscriptions(3))
+    assert result.returncode == 2
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert all(name in error.split() for name in subscriptions_of(range(3)))
+    assert "deploy with AGGREGATE_MODE=both first" in error
+    assert_only_looked_up(fake_gcloud)
 
 
 @pytest.mark.parametrize(("settings", "accepted"), [
