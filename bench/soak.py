@@ -1,6 +1,6 @@
 """Accuracy and cost soak: many clicks, as deployed, every count checked and every Firestore operation priced.
 
-    python -m bench.soak --clicks 100000 [--rate 2000 --every 60]
+    python -m bench.soak --clicks 100000 [--rate 2000 --every 60] [--partitions 3]
 
 Starts its own Firestore and Pub/Sub emulators (or reuses the pair named by
 ``FIRESTORE_EMULATOR_HOST`` and ``PUBSUB_EMULATOR_HOST``, wiping Firestore
@@ -68,8 +68,10 @@ from local import emulators  # noqa: E402
 from local.stack import wait_serving  # noqa: E402
 from shared import config  # noqa: E402
 from shared.counting import Applier, Journal  # noqa: E402
+from shared.errors import InvalidEvent  # noqa: E402
 from shared.events import ClickEvent, Producer  # noqa: E402
 from shared.ids import keyed_ids  # noqa: E402
+from shared.partitions import PARTITION_ATTRIBUTE, partition_of, subscription_of  # noqa: E402
 from shared.platforms import PLATFORMS  # noqa: E402
 from shared.sketches import VisitorUnion  # noqa: E402
 from shared.store import CLICKS, PRODUCERS, CampaignStore  # noqa: E402
@@ -287,9 +289,9 @@ def create_topic(project: str, topic: str) -> None:
         publisher.create_topic(name=publisher.topic_path(project, topic))
 
 
-def publish_all(project: str, topic: str, payloads: Sequence[bytes], rate: float) -> float:
-    """Publish with client-side batching, at ``rate`` messages a second (0: all at once);
-    returns the seconds taken."""
+def publish_all(project: str, topic: str, payloads: Sequence[bytes], rate: float, partitions: int) -> float:
+    """Publish with client-side batching, at ``rate`` messages a second (0: all at once), each
+    tagged with its partition as the track function tags it; returns the seconds taken."""
     settings = pubsub_v1.types.BatchSettings(max_messages=1000, max_bytes=4_000_000, max_latency=0.05)
     publisher = pubsub_v1.PublisherClient(batch_settings=settings)
     path = publisher.topic_path(project, topic)
@@ -298,7 +300,7 @@ def publish_all(project: str, topic: str, payloads: Sequence[bytes], rate: float
     for i, payload in enumerate(payloads):
         if rate and i % 100 == 0:
             time.sleep(max(0.0, started + i / rate - time.monotonic()))
-        futures.append(publisher.publish(path, payload))
+        futures.append(publisher.publish(path, payload, **partition_attribute(payload, partitions)))
     for future in futures:
         future.result(timeout=300)
     elapsed = time.monotonic() - started
@@ -332,18 +334,30 @@ class Runs:
             self.busy_seconds += report.seconds
 
 
-def settings_for(project: str, subscription: str) -> config.Settings:
+def partition_attribute(payload: bytes, partitions: int) -> dict[str, str]:
+    """The attribute the track function publishes ``payload`` with (none for poison)."""
+    if partitions == 1:
+        return {PARTITION_ATTRIBUTE: "0"}  # without decoding, which a steady wave's drain would compete with
+    try:
+        producer = ClickEvent.decode(payload).producer
+    except InvalidEvent:
+        return {}
+    return {PARTITION_ATTRIBUTE: str(partition_of(producer, partitions))}
+
+
+def settings_for(project: str, subscription: str, partitions: int = 1) -> config.Settings:
     """The aggregate function's settings as deployed, on this soak's subscription."""
-    return config.Settings.from_env({**os.environ, config.PROJECT: project, config.CLICKS_SUBSCRIPTION: subscription})
+    return config.Settings.from_env({**os.environ, config.PROJECT: project, config.CLICKS_SUBSCRIPTION: subscription,
+                                     config.AGGREGATE_PARTITIONS: str(partitions)})
 
 
 def scheduled_runs(settings: config.Settings, counters: list[ReadCounter], published: threading.Event,
-                   every: float) -> Runs:
-    """Call the scheduled run every ``every`` seconds, as Cloud Scheduler does, until the clicks are all
-    published and a run finds nothing left to drain or apply."""
+                   every: float, partition: int) -> Runs:
+    """Call ``partition``'s scheduled run every ``every`` seconds, as Cloud Scheduler does, until the
+    clicks are all published and a run finds nothing left to drain or apply."""
     applier = build_applier(settings)
     counters.append(ReadCounter(applier.db))
-    run = build_scheduled_run(settings, applier, 0)
+    run = build_scheduled_run(settings, applier, partition)
     runs = Runs()
     while True:
         began = time.monotonic()
@@ -575,6 +589,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="clicks pushed one at a time, as the event-triggered function counts them")
     parser.add_argument("--campaigns", type=int, default=50)
     parser.add_argument("--producers", type=int, default=8, help="track workers the clicks come from")
+    parser.add_argument("--partitions", type=int, default=1,
+                        help="AGGREGATE_PARTITIONS: each partition's scheduled runs go on at once (the emulator "
+                             "ignores subscription filters, so every partition pulls every message: exactness, "
+                             "not speed)")
     parser.add_argument("--hot-share", type=float, default=0.40, help="share of clicks on the hot campaign")
     parser.add_argument("--bot-share", type=float, default=0.05)
     parser.add_argument("--duplicate-share", type=float, default=0.05, help="extra copies of clicks, per click")
@@ -601,6 +619,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("wrk is not on PATH")
     if args.clicks < 1 or args.campaigns < 1 or args.producers < 1:
         parser.error("--clicks, --campaigns and --producers must be positive")
+    if not 1 <= args.partitions <= config.MAX_PARTITIONS:
+        parser.error(f"--partitions must be from 1 to {config.MAX_PARTITIONS}")
     if args.every is None:
         args.every = 60.0 if args.rate else 0.0
     return args
@@ -662,38 +682,42 @@ def wave(project: str, campaigns: Sequence[CampaignSpec], args: argparse.Namespa
     """Publish one workload and count it: by the scheduled run alone, or raced by a second aggregator."""
     suffix = uuid.uuid4().hex[:12]
     topic, subscription = f"soak-clicks-{suffix}", f"soak-clicks-agg-{suffix}"
-    emulators.create_topic_and_subscription(project, topic, subscription)
+    for partition in range(args.partitions):
+        emulators.create_topic_and_subscription(project, topic, subscription_of(subscription, partition))
     mix = Mix(clicks, args.producers, args.hot_share, args.bot_share, args.duplicate_share, args.replay_share,
               args.legacy_share, args.poison_share, args.hours)
     workload = make_workload(campaigns, mix, rng, truth)
-    settings = settings_for(project, subscription)
+    settings = settings_for(project, subscription, args.partitions)
     published = threading.Event()
     name = "race: the scheduled run and a second aggregator at once" if race else (
         f"steady at {args.rate:.0f} messages/s, a run every {args.every:.0f} s" if args.rate else
-        "all published, then counted by back-to-back scheduled runs")
+        "all published, then counted by back-to-back scheduled runs") + (
+        f"; {args.partitions} partitions, a scheduled run each" if args.partitions > 1 else "")
     say(f"wave: {workload.sent} clicks ({workload.bots} bots, {workload.legacy} in schema 1) + {workload.duplicates} "
         f"duplicates + {workload.replays} replayed + {workload.poison} poison = {len(workload.payloads)} messages; "
         f"{name}")
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=args.partitions + 2) as pool:
         if args.rate and not race:
-            publishing = pool.submit(publish_all, project, topic, workload.payloads, args.rate)
+            publishing = pool.submit(publish_all, project, topic, workload.payloads, args.rate, args.partitions)
         else:
-            publish_all(project, topic, workload.payloads, 0)
+            publish_all(project, topic, workload.payloads, 0, args.partitions)
             started = time.monotonic()
             publishing = None
         published_at = None
-        running = [pool.submit(scheduled_runs, settings, counters, published, 0 if race else args.every)]
+        running = {f"scheduled run{f' of partition {n}' if args.partitions > 1 else ''}": pool.submit(
+            scheduled_runs, settings, counters, published, 0 if race else args.every, n)
+            for n in range(args.partitions)}
         if race:
-            running.append(pool.submit(bare_aggregator, settings, counters))
+            running["second aggregator"] = pool.submit(bare_aggregator, settings, counters)
         if publishing is not None:
             publishing.result()
             published_at = time.monotonic() - started
         published.set()
-        results = [future.result() for future in running]
+        results = {name: future.result() for name, future in running.items()}
     seconds = time.monotonic() - started
     report_wave(results, seconds, published_at)
-    return Wave(workload, results, seconds)
+    return Wave(workload, list(results.values()), seconds)
 
 
 def event_mode(project: str, campaigns: Sequence[CampaignSpec], clicks: int, rng: random.Random,
@@ -722,8 +746,8 @@ def event_mode(project: str, campaigns: Sequence[CampaignSpec], clicks: int, rng
     return counted == 2 * clicks
 
 
-def report_wave(results: list[Runs], seconds: float, published_at: float | None) -> None:
-    for name, runs in zip(("scheduled run", "second aggregator"), results, strict=False):
+def report_wave(results: dict[str, Runs], seconds: float, published_at: float | None) -> None:
+    for name, runs in results.items():
         longest = max((r.seconds for r in runs.reports), default=0.0)
         lags = [(r.started - r.as_of).total_seconds() for r in runs.reports[1:] if r.as_of]
         say(f"  {name}: {len(runs.reports) or 'loop'} runs, pulled={runs.pulled} counted={runs.counted} "
