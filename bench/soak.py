@@ -17,8 +17,9 @@ compared with a ground truth kept in memory, computed here independently of
 ``shared.counting``, and so are its distinct visitors (an estimate: the
 largest error is reported). Every Firestore operation the aggregators make is counted
 at their clients' transport and priced (bench/prices.py), with the TTL deletes
-the design implies. Last, one track function instance is put under HTTP load,
-so the fold rate can be set against the click rate one instance produces.
+the design implies. Last, the hot path benchmark's hit case is run here too (one
+track instance as deployed, every campaign cached, wrk at 64 connections), so the
+fold rate is set side by side against the click rate that benchmark reports.
 
 It prints figures, the last line a one-line summary, and exits 0 only when
 every count is exact. This is a soak, not a test: it is not run by ./test.sh.
@@ -34,7 +35,6 @@ import logging
 import os
 import random
 import secrets
-import subprocess
 import sys
 import tempfile
 import threading
@@ -61,11 +61,10 @@ from aggregation import RunReport, build_applier, build_drainer, build_scheduled
 from google.api_core import exceptions as gexc  # noqa: E402
 from google.cloud import firestore, pubsub_v1  # noqa: E402
 
-from bench import wrk  # noqa: E402
+from bench import hotpath, wrk  # noqa: E402
 from bench.prices import usd_per_million_clicks  # noqa: E402
 from bench.reads import ReadCounter  # noqa: E402
 from local import emulators  # noqa: E402
-from local.stack import wait_serving  # noqa: E402
 from shared import config  # noqa: E402
 from shared.counting import Applier, Journal  # noqa: E402
 from shared.errors import InvalidEvent  # noqa: E402
@@ -77,7 +76,6 @@ from shared.sketches import VisitorUnion  # noqa: E402
 from shared.store import CLICKS, PRODUCERS, CampaignStore  # noqa: E402
 from shared.utc import as_utc, hour_of  # noqa: E402
 
-TRACK_SERVER_THREADS = 32
 # Not a real host, so a redirect to it is never mistaken for a counted click.
 FALLBACK_URL = "http://fallback.soak.invalid/"
 # The start of the track function's log lines for an unconfirmed click event (failed or outcome unknown).
@@ -462,32 +460,6 @@ class TrackReport:
         return self.ok / self.seconds if self.seconds else 0.0
 
 
-@contextmanager
-def track_server(env: dict[str, str], topic: str, log_path: Path) -> Iterator[int]:
-    """One track instance (uvicorn, one worker, as ./run.sh serves it); yields its port."""
-    port = emulators.free_port()
-    server_env = {
-        **os.environ, **env,
-        config.CLICKS_TOPIC: topic,  # a topic of its own, so these clicks stay out of the soak's counts
-        config.AUTH_PASSWORD: secrets.token_urlsafe(16),  # the gateway's admin part insists on one
-        config.FALLBACK_URL: FALLBACK_URL,
-        "PYTHONPATH": str(ROOT),
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "local.gateway:create_gateway", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-             "--log-level", "warning", "--app-dir", str(ROOT)],
-            env=server_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        wait_serving(port, process)
-        yield port
-    finally:
-        emulators.stop_process_group(process)
-
-
 Target = tuple[str, str]
 """A track path and the Location a counted click on it must answer."""
 
@@ -536,23 +508,33 @@ def python_load(port: int, targets: Sequence[Target], seconds: float, connection
 
 
 def measure_track(
-    env: dict[str, str], campaigns: Sequence[CampaignSpec], generator: str, seconds: float, connections: int,
-    workdir: Path,
+    env: dict[str, str], store: CampaignStore, campaigns: Sequence[CampaignSpec], generator: str, seconds: float,
+    connections: int, workdir: Path,
 ) -> TrackReport:
+    """``./bench.sh hotpath``'s hit case, in this run: one track instance as deploy.sh deploys it, every
+    campaign cached, under wrk as that benchmark drives it, so that the fold rate is set against the
+    very figure the hot path benchmark reports."""
     topic = f"soak-track-{uuid.uuid4().hex[:12]}"
     create_topic(env[config.PROJECT], topic)
-    log_path = workdir / "track-server.log"
     targets = track_targets(campaigns)
-    with track_server(env, topic, log_path) as port:
-        warm_up(port, targets)
+    settings = {config.CACHE_TTL_SECONDS: hotpath.HIT_TTL_SECONDS, config.FALLBACK_URL: FALLBACK_URL}
+    spec = hotpath.deployed_track("track", env[config.PROJECT], topic, workdir, settings)
+    # The hot path benchmark's first click, whose redirect tells it the server is up.
+    probe = store.create({"redirect_url": hotpath.LOCATION, "platforms": ["Android"]})
+    server = hotpath.start_server(spec, env, f"/track/{probe.id}?platform=Android", workdir)
+    try:
+        warm_up(server.port, targets)
         if generator == "wrk":
             # Counts only 307s to a targeted campaign's URL.
-            load = wrk.run_wrk(port, [path for path, _ in targets], {location for _, location in targets},
-                               connections, seconds, workdir, headers={"User-Agent": BROWSER_USER_AGENT})
+            load = wrk.run_wrk(server.port, [path for path, _ in targets], {location for _, location in targets},
+                               connections, seconds, workdir, hotpath.WRK_TIMEOUT_S, threads=min(connections, 2),
+                               headers={"Referer": hotpath.RUN_REFERRER.format(0)})
             ok, sent, elapsed = load.ok, load.requests, load.duration_s
         else:
-            ok, sent, elapsed = python_load(port, targets, seconds, connections)
-    failures = log_path.read_text(errors="replace").count(PUBLISH_FAILED)
+            ok, sent, elapsed = python_load(server.port, targets, seconds, connections)
+    finally:
+        server.stop()
+    failures = server.log_path.read_text(errors="replace").count(PUBLISH_FAILED)
     label = "wrk" if generator == "wrk" else "Python threads + requests.Session" + (
         "" if wrk.available() else " (wrk not on PATH)")
     return TrackReport(f"{label}, {connections} connections", ok, sent, elapsed, failures)
@@ -608,7 +590,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="seconds between scheduled runs (default: back to back when --rate is 0, else 60, "
                              "deploy.sh's schedule)")
     parser.add_argument("--track-seconds", type=float, default=10.0, help="how long to load the track function")
-    parser.add_argument("--connections", type=int, default=TRACK_SERVER_THREADS, help="concurrent track requests")
+    parser.add_argument("--connections", type=int, default=hotpath.SUMMARY_CONNECTIONS,
+                        help="concurrent track requests (default: the hot path benchmark's)")
     parser.add_argument("--seed", type=int, default=None, help="seed for the click mix (click ids stay random)")
     parser.add_argument("--load-generator", choices=("wrk", "python"), default=None,
                         help="default: wrk when it is on PATH, else Python threads with requests")
@@ -656,7 +639,7 @@ def soak(args: argparse.Namespace) -> bool:
         exact = check(store, campaigns, truth, [first, second])
         visitors_error = check_visitors(store, campaigns, truth)
         ttl = implied_ttl_deletes(db)
-        track = measure_track(env, campaigns, args.load_generator, args.track_seconds, args.connections, workdir)
+        track = measure_track(env, store, campaigns, args.load_generator, args.track_seconds, args.connections, workdir)
 
     clicks = first.workload.sent + second.workload.sent
     counted = sum(r.counted for w in (first, second) for r in w.runs)
@@ -791,7 +774,7 @@ def check_visitors(store: CampaignStore, campaigns: Sequence[CampaignSpec], trut
 
 
 def report_track(track: TrackReport, fold_rps: float) -> None:
-    say(f"track: one instance ({TRACK_SERVER_THREADS} threads), {track.generator}: {track.ok} redirects to "
+    say(f"track: one instance as deployed, bench.hotpath's hit case, {track.generator}: {track.ok} redirects to "
         f"campaign URLs of {track.requests} requests in {track.seconds:.1f} s; "
         f"{track.publish_failures} failed publishes")
     ratio = fold_rps / track.rps if track.rps else float("inf")
