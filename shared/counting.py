@@ -173,25 +173,24 @@ class Journal:
 
     def receive(self, deliveries: Sequence[Delivery]) -> Received:
         received = Received()
-        events: list[tuple[str, ClickEvent]] = []
+        rows: list[tuple[str, Row]] = []
         for delivery in deliveries:
             try:
-                events.append((delivery.message_id, ClickEvent.decode(delivery.data)))
+                rows.append((delivery.message_id, Row.of(ClickEvent.decode(delivery.data))))
             except InvalidEvent as exc:
                 log.warning("poison click event acknowledged",
                             extra={"message_ids": [delivery.message_id], "reason": str(exc)})
                 received.poison += 1
                 received.acked.append(delivery.message_id)
-        for entry in _entries(events):
+        for entry in _entries(rows):
             received.merge(self._write(entry))
         return received
 
-    def _write(self, entry: list[tuple[str, ClickEvent]]) -> Received:
+    def _write(self, entry: list[tuple[str, Row]]) -> Received:
         message_ids = [message_id for message_id, _ in entry]
         ref = self.db.collection(JOURNAL).document(new_entry_id(self.partition))
         try:
-            events = [event for _, event in entry]
-            ref.create({"events": pack(events), "count": len(events)}, timeout=self.timeout)
+            ref.create({"events": pack([row for _, row in entry]), "count": len(entry)}, timeout=self.timeout)
         except gexc.GoogleAPIError as exc:
             # A timed-out create may still land: the events then come back from Pub/Sub and are
             # journaled again, which the apply step absorbs.
@@ -201,9 +200,9 @@ class Journal:
         return Received(acked=message_ids, journaled=len(entry), written=[ref])
 
 
-def _entries(events: list[tuple[str, ClickEvent]]) -> list[list[tuple[str, ClickEvent]]]:
+def _entries(rows: list[tuple[str, Row]]) -> list[list[tuple[str, Row]]]:
     """Split so that each entry's apply fits one commit beside the entry's own delete."""
-    return grouped_by_writes(events, lambda item: Row.of(item[1]).touches(), per_item=0, per_group=1)
+    return grouped_by_writes(rows, lambda item: item[1].touches(), per_item=0, per_group=1)
 
 
 def new_entry_id(partition: int) -> str:
@@ -229,9 +228,9 @@ def journal_of(db: firestore.Client, partition: int) -> firestore.Query:
     return query.order_by(DOCUMENT_NAME)
 
 
-def pack(events: Sequence[ClickEvent]) -> bytes:
+def pack(rows: Sequence[Row]) -> bytes:
     """What the apply step needs of each event, compressed: a few bytes a click."""
-    return zlib.compress(json.dumps([Row.of(e) for e in events], separators=(",", ":")).encode())
+    return zlib.compress(json.dumps(rows, separators=(",", ":")).encode())
 
 
 class Row(NamedTuple):

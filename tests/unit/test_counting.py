@@ -6,7 +6,6 @@ import json
 import random
 import zlib
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from shared.counting import MAX_SKETCHES_PER_COMMIT, SKETCH, Ledger, Row, _entries, grouped_by_writes, pack, unpack
 from shared.events import ClickEvent, Producer
@@ -75,7 +74,7 @@ def test_journal_rows_keep_what_counting_needs() -> None:
     events = [ClickEvent.new(7, "IPhone", producer=producer, now=at, visitor="0123456789abcdef"),
               ClickEvent.new(8, None, producer=producer, bot=True, now=at),
               ClickEvent("c" * 32, 9, "Android", at)]  # schema 1: no producer
-    rows = unpack(pack(events))
+    rows = unpack(pack([Row.of(event) for event in events]))
     assert rows == [Row(producer.id, 1, "", 7, "IPhone", False, T, False, "0123456789abcdef"),
                     Row(producer.id, 2, "", 8, None, True, T, False, ""),
                     Row("", 0, "c" * 32, 9, "Android", False, T, False, "")]
@@ -91,7 +90,7 @@ def test_an_inactive_click_counts_apart_per_platform_and_a_bot_stays_a_bot() -> 
     events = [ClickEvent.new(7, "WindowsPhone", producer=producer, now=at, inactive=True, visitor="0123456789abcdef"),
               ClickEvent.new(7, "Android", producer=producer, now=at, bot=True, inactive=True),
               ClickEvent.new(7, None, producer=producer, now=at, bot=True, inactive=True)]
-    rows = unpack(pack(events))
+    rows = unpack(pack([Row.of(event) for event in events]))
     assert [row.inactive for row in rows] == [True, True, True]
     assert [row.counters() for row in rows] == [
         ("inactive_click_count", "windowsphone_inactive_click_count"), ("bot_click_count",), ("bot_click_count",)]
@@ -121,12 +120,12 @@ def test_a_batch_is_cut_into_entries_each_applied_in_one_commit() -> None:
     producer = Producer()
     at = datetime.now(timezone.utc)
     # Every event a campaign of its own: two writes each (the campaign, its day) when applied.
-    events = [(str(i), ClickEvent.new(i + 1, "Android", producer=producer, now=at)) for i in range(1000)]
+    events = [(str(i), Row.of(ClickEvent.new(i + 1, "Android", producer=producer, now=at))) for i in range(1000)]
     entries = _entries(events)
     assert [message_id for entry in entries for message_id, _ in entry] == [str(i) for i in range(1000)]
     assert len(entries) == 5  # 249 campaigns, their 249 days, the producer and the entry's delete: 500
     assert [len(entry) for entry in entries] == [249, 249, 249, 249, 4]
-    one_campaign = [(str(i), ClickEvent.new(1, "Android", producer=producer, now=at)) for i in range(1000)]
+    one_campaign = [(str(i), Row.of(ClickEvent.new(1, "Android", producer=producer, now=at))) for i in range(1000)]
     assert len(_entries(one_campaign)) == 1
 
 
@@ -134,25 +133,21 @@ def test_the_sketches_an_entry_changes_are_bounded_apart_from_its_writes() -> No
     producer = Producer()
     start = datetime.fromtimestamp(T, timezone.utc)
     # One campaign, a click an hour, each a visitor: a sketch each (and a day every 24).
-    events = [(str(i), ClickEvent.new(1, "Android", producer=producer, now=start + timedelta(hours=i),
-                                      visitor=f"{i:016x}")) for i in range(1000)]
+    events = [(str(i), Row.of(ClickEvent.new(1, "Android", producer=producer, now=start + timedelta(hours=i),
+                                             visitor=f"{i:016x}"))) for i in range(1000)]
     entries = _entries(events)
     assert [len(entry) for entry in entries] == [MAX_SKETCHES_PER_COMMIT, 1000 - MAX_SKETCHES_PER_COMMIT]
     for entry in entries:
-        keys = {key for _, e in entry for key in Row.of(e).touches()}
+        keys = {key for _, row in entry for key in row.touches()}
         sketches = {key for key in keys if key[0] == SKETCH}
         assert len(sketches) <= MAX_SKETCHES_PER_COMMIT and len(keys - sketches) + 1 <= MAX_WRITES_PER_COMMIT
-    anonymous = [(i, ClickEvent(**{**vars_of(e), "visitor": ""})) for i, e in events]
+    anonymous = [(i, row._replace(visitor="")) for i, row in events]
     assert len(_entries(anonymous)) == 1  # without visitors: the campaign, its 42 days, the producer
 
 
 def test_a_commit_full_of_sketches_and_a_day_of_them_stay_within_firestores_limits() -> None:
     assert MAX_SKETCHES_PER_COMMIT * MAX_SKETCH_BYTES <= 8 * 2**20  # a commit's request: 10 MiB in all
     assert 24 * 3 * MAX_SKETCH_BYTES < 2**20 * 0.75  # a day document, every hour and platform: 1 MiB
-
-
-def vars_of(event: ClickEvent) -> dict[str, Any]:
-    return {name: getattr(event, name) for name in event.__slots__}
 
 
 def test_a_group_counts_each_document_once_however_many_items_touch_it() -> None:
