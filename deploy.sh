@@ -48,8 +48,8 @@ Environment:
   AGGREGATE_EVENT_MAX_INSTANCES
                        most instances of aggregate-event (default: 10)
   AGGREGATE_HTTP_MAX_INSTANCES
-                       most instances of aggregate-http (default: 1: one drain
-                       at a time empties the backlog)
+                       most instances of aggregate-http (default and least:
+                       AGGREGATE_PARTITIONS, each instance one partition's run)
   FALLBACK_URL         redirect for unknown links (default: http://outfit7.com)
   CLICKS_TOPIC         click events topic (default: o7-clicks)
   CLICKS_SUBSCRIPTION  pull subscription drained by aggregate-http, in the scheduled
@@ -204,13 +204,19 @@ TRACK_CONCURRENCY="${TRACK_CONCURRENCY:-250}"
 TRACK_MAX_INSTANCES="${TRACK_MAX_INSTANCES:-100}"
 ADMIN_MAX_INSTANCES="${ADMIN_MAX_INSTANCES:-2}"
 AGGREGATE_EVENT_MAX_INSTANCES="${AGGREGATE_EVENT_MAX_INSTANCES:-10}"
-AGGREGATE_HTTP_MAX_INSTANCES="${AGGREGATE_HTTP_MAX_INSTANCES:-1}"
+# An instance takes one request at a time: every partition's run must find one.
+AGGREGATE_HTTP_MAX_INSTANCES="${AGGREGATE_HTTP_MAX_INSTANCES:-$AGGREGATE_PARTITIONS}"
 for name in TRACK_MAX_INSTANCES ADMIN_MAX_INSTANCES AGGREGATE_EVENT_MAX_INSTANCES AGGREGATE_HTTP_MAX_INSTANCES; do
   if ! [[ ${!name} =~ ^[1-9][0-9]*$ ]]; then
     echo "error: $name must be a positive whole number, not '${!name}'" >&2
     exit 2
   fi
 done
+if [ "$AGGREGATE_HTTP_MAX_INSTANCES" -lt "$AGGREGATE_PARTITIONS" ]; then
+  echo "error: AGGREGATE_HTTP_MAX_INSTANCES=$AGGREGATE_HTTP_MAX_INSTANCES leaves partitions without an instance" \
+    "for their runs: set it to AGGREGATE_PARTITIONS ($AGGREGATE_PARTITIONS) or more" >&2
+  exit 2
+fi
 ADMIN_ACCESS="${ADMIN_ACCESS:-public}"
 ADMIN_INVOKERS="${ADMIN_INVOKERS:-}"
 case "$ADMIN_ACCESS" in

@@ -5,7 +5,10 @@ picks them in turn, so the partitions share the clicks evenly however few
 workers there are. A producer's events all belong to the partition its id
 maps to, so its ledger (``producers/{id}``) is only ever written by that
 partition's apply step, and each click's message carries its partition as
-the attribute ``partition``. Partition 0 drains ``CLICKS_SUBSCRIPTION``; each
+the attribute ``partition``. Replays (tools/replay.py) are published without
+it, so whatever partitions the replay's settings name, partition 0 takes
+them (its apply step then writes other partitions' ledgers, each write
+conditional, as two drains' always are). Partition 0 drains ``CLICKS_SUBSCRIPTION``; each
 other partition ``{CLICKS_SUBSCRIPTION}-p{n}``, filtered on the attribute
 (deploy.sh). A message without the attribute (from a track instance older
 than partitions) is partition 0's, as is one naming a partition beyond
@@ -38,7 +41,7 @@ def partition_of(producer_id: str, partitions: int) -> int:
 def owner(attributes: Mapping[str, str], partitions: int) -> int:
     """The partition whose drain journals a message with these attributes."""
     raw = attributes.get(PARTITION_ATTRIBUTE, "")
-    partition = int(raw) if raw.isdigit() else 0
+    partition = int(raw) if raw.isascii() and raw.isdigit() else 0
     return partition if partition < partitions else 0
 
 

@@ -33,7 +33,7 @@ from typing import Final, Literal
 from google.api_core import exceptions as gexc
 from google.api_core.retry_async import AsyncRetry, if_exception_type
 from google.pubsub_v1 import PublisherAsyncClient
-from google.pubsub_v1.types import PublishRequest, PubsubMessage
+from google.pubsub_v1.types import PublishRequest
 
 from shared.events import ClickEvent
 from shared.logs import get_logger
@@ -62,7 +62,6 @@ TRANSIENT: Final = (
 # Raw protobuf classes: building a request through proto-plus costs more than
 # the rest of a click (python -m bench.hotpath, py-spy).
 _PublishRequestPb: Final = PublishRequest.pb()
-_PubsubMessagePb: Final = PubsubMessage.pb()
 
 
 class BufferFull(Exception):
@@ -144,8 +143,8 @@ class GroupPublisher:
         self.client = client
         self.topic = topic
         self.partitions = partitions
-        # Each message names its partition (shared/partitions.py); built once, shared by every message.
-        self._attributes = [{PARTITION_ATTRIBUTE: str(partition)} for partition in range(partitions)]
+        # Each message names its partition (shared/partitions.py); the names made once.
+        self._partition_names = [str(partition) for partition in range(partitions)]
         self.wait_seconds = wait_seconds
         self.deadline_seconds = deadline_seconds
         self.batch_max_messages = batch_max_messages
@@ -245,9 +244,12 @@ class GroupPublisher:
 
     async def _send(self, batch: _Batch) -> None:
         batch.sent = True
-        request = _PublishRequestPb(topic=self.topic, messages=[
-            _PubsubMessagePb(data=data, attributes=self._attributes[partition_of(event.producer, self.partitions)])
-            for event, data in zip(batch.events, batch.data, strict=True)])
+        request = _PublishRequestPb(topic=self.topic)
+        add = request.messages.add
+        for event, data in zip(batch.events, batch.data, strict=True):
+            # Set through the map: a message built with an attributes dict costs three times as much.
+            add(data=data).attributes[PARTITION_ATTRIBUTE] = self._partition_names[
+                partition_of(event.producer, self.partitions)]
         try:
             response = await self.client.publish(
                 request=PublishRequest.wrap(request), retry=self.retry, timeout=self.deadline_seconds)

@@ -753,6 +753,16 @@ def test_every_function_has_an_instance_cap_that_can_be_set(fake_gcloud, tmp_pat
     assert not (fake_gcloud / "calls").exists()
 
 
+def test_each_partitions_run_has_an_aggregate_instance_of_its_own(fake_gcloud, tmp_path):
+    env = {"GOOGLE_CLOUD_PROJECT": PROJECT, "AGGREGATE_PARTITIONS": "4", "DEPLOY_STAGE_DIR": str(tmp_path)}
+    result = run_deploy(fake_gcloud, "--dry-run", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "--max-instances=4" in the_one(commands(result.stdout), "functions", "deploy", "aggregate-http")
+    result = run_deploy(fake_gcloud, "--dry-run", env={**env, "AGGREGATE_HTTP_MAX_INSTANCES": "3"})
+    assert result.returncode == 2 and "AGGREGATE_HTTP_MAX_INSTANCES=3" in result.stderr
+    assert not (fake_gcloud / "calls").exists()
+
+
 @pytest.mark.parametrize("password", ["short", "fifteen-chars-x"])
 def test_a_short_password_is_refused_before_anything_is_done(fake_gcloud, password):
     result = run_deploy(fake_gcloud, env={"GOOGLE_CLOUD_PROJECT": PROJECT, "AUTH_PASSWORD": password})

@@ -42,7 +42,6 @@ from shared import config
 from shared.errors import InvalidEvent
 from shared.events import ClickEvent
 from shared.logs import get_logger
-from shared.partitions import PARTITION_ATTRIBUTE, partition_of
 
 log = get_logger("replay")
 
@@ -161,21 +160,17 @@ def click_events(entries: Iterable[Entry], summary: Summary, report: TextIO = sy
 
 
 class Republisher:
-    """Publishes events as the track function sends them, each tagged with its partition, and waits
-    for every outcome."""
+    """Publishes events, the body alone as the track function sends them, and waits for every outcome."""
 
-    def __init__(self, client: pubsub_v1.PublisherClient, topic_path: str, timeout_seconds: float,
-                 partitions: int) -> None:
+    def __init__(self, client: pubsub_v1.PublisherClient, topic_path: str, timeout_seconds: float) -> None:
         self.client = client
         self.topic_path = topic_path
         self.timeout_seconds = timeout_seconds
-        self.partitions = partitions
 
     def republish(self, events: Sequence[ClickEvent]) -> int:
         """Publish all, then wait up to the timeout for them all; the number not confirmed, each logged."""
         futures = [
-            (event, self.client.publish(self.topic_path, event.encode(), timeout=self.timeout_seconds, **{
-                PARTITION_ATTRIBUTE: str(partition_of(event.producer, self.partitions))}))
+            (event, self.client.publish(self.topic_path, event.encode(), timeout=self.timeout_seconds))
             for event in events
         ]
         deadline = time.monotonic() + self.timeout_seconds
@@ -249,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert settings.project is not None  # config.load has required it
     client = pubsub_v1.PublisherClient()
     topic_path = client.topic_path(settings.project, settings.clicks_topic)
-    republisher = Republisher(client, topic_path, args.timeout, settings.aggregate_partitions)
+    republisher = Republisher(client, topic_path, args.timeout)
     for chunk in _chunks(events, CHUNK_EVENTS):
         unconfirmed = republisher.republish(chunk)
         summary.failed += unconfirmed

@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from aggregation import advance_as_of
 from conftest import function_app
 from helpers import Track, pull_all, serve_track
 
@@ -23,7 +25,7 @@ from shared.counting import Applier, Delivery, Journal
 from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
 from shared.partitions import PARTITION_ATTRIBUTE, partition_of, subscription_of
-from shared.store import JOURNAL, CampaignStore
+from shared.store import JOURNAL, PARTITIONS_AS_OF, CampaignStore, read_as_of, state_ref
 
 PARTITIONS = 3
 
@@ -103,7 +105,7 @@ def test_each_partition_counts_its_own_clicks_and_as_of_waits_for_the_slowest(
     assert store.get(campaign_id).counters["click_count"] == 2 * PARTITIONS
 
 
-@pytest.mark.parametrize("partition", [str(PARTITIONS), "-1", "x", ""])
+@pytest.mark.parametrize("partition", [str(PARTITIONS), "-1", "x", "", "²"])
 def test_a_run_of_an_unknown_partition_is_refused(partitioned: list[str], partition: str) -> None:
     status, body = scheduled_run(partition)
     assert status == 400 and "AGGREGATE_PARTITIONS" in body["msg"], body
@@ -127,3 +129,14 @@ def test_each_partitions_apply_step_takes_its_own_journal_entries_and_0_those_fr
     assert store.get(campaign_id).counters["click_count"] == 1
     assert applier.apply(deadline, partition=0).counted == 2
     assert list(db.collection(JOURNAL).stream()) == []
+
+
+def test_every_partitions_as_of_is_recorded_when_all_their_runs_end_at_once(db: Any) -> None:
+    partitions = 12
+    start = datetime.now(timezone.utc)
+    moments = [start + timedelta(seconds=n) for n in range(partitions)]
+    with ThreadPoolExecutor(partitions) as pool:
+        list(pool.map(lambda n: advance_as_of(db, moments[n], n, partitions), range(partitions)))
+    state = state_ref(db).get().to_dict()
+    assert state[PARTITIONS_AS_OF] == {str(n): moments[n] for n in range(partitions)}
+    assert read_as_of(db) == start
