@@ -109,6 +109,18 @@ def utc_now() -> datetime:
 # --- step 1: the journal ------------------------------------------------------------------
 
 
+class Written(NamedTuple):
+    """A journal entry as written: all that applying it needs, without reading it back."""
+
+    reference: firestore.DocumentReference
+    update_time: Any
+    rows: list[Row]
+
+    @property
+    def id(self) -> str:
+        return str(self.reference.id)
+
+
 @dataclass
 class Received:
     """What became of delivered messages."""
@@ -119,7 +131,7 @@ class Received:
     """Message ids whose journal write failed or has an unknown outcome: hand them back."""
     journaled: int = 0
     poison: int = 0
-    written: list[firestore.DocumentReference] = field(default_factory=list)
+    written: list[Written] = field(default_factory=list)
     """The journal entries written."""
 
     def merge(self, other: Received) -> None:
@@ -189,15 +201,16 @@ class Journal:
     def _write(self, entry: list[tuple[str, Row]]) -> Received:
         message_ids = [message_id for message_id, _ in entry]
         ref = self.db.collection(JOURNAL).document(new_entry_id(self.partition))
+        rows = [row for _, row in entry]
         try:
-            ref.create({"events": pack([row for _, row in entry]), "count": len(entry)}, timeout=self.timeout)
+            result = ref.create({"events": pack(rows), "count": len(entry)}, timeout=self.timeout)
         except gexc.GoogleAPIError as exc:
             # A timed-out create may still land: the events then come back from Pub/Sub and are
             # journaled again, which the apply step absorbs.
             log.error("journal write outcome unknown; events handed back for redelivery",
                       extra={"error": repr(exc), "message_ids": message_ids})
             return Received(failed=message_ids)
-        return Received(acked=message_ids, journaled=len(entry), written=[ref])
+        return Received(acked=message_ids, journaled=len(entry), written=[Written(ref, result.update_time, rows)])
 
 
 def _entries(rows: list[tuple[str, Row]]) -> list[list[tuple[str, Row]]]:

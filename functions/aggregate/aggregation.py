@@ -96,7 +96,7 @@ def receive_pushed(journal: Journal, applier: Applier, envelope: dict[str, Any])
     if received.failed:
         raise RetryLater(f"message {message_id} not journaled; Pub/Sub will redeliver it")
     if received.written:
-        applier.apply_entries(list(journal.db.get_all(received.written, timeout=CALL_TIMEOUT_SECONDS)))
+        applier.apply_entries(received.written, {entry.id: entry.rows for entry in received.written})
     return received
 
 

@@ -119,7 +119,7 @@ def test_each_partitions_apply_step_takes_its_own_journal_entries_and_0_those_fr
         event = ClickEvent.new(campaign_id, "Android", producer=producer)
         assert Journal(db, partition=partition).receive([Delivery("m", event.encode())]).journaled == 1
     before_partitions = ClickEvent.new(campaign_id, "Android", producer=producers[2])
-    entry = Journal(db).receive([Delivery("m", before_partitions.encode())]).written[0]
+    entry = Journal(db).receive([Delivery("m", before_partitions.encode())]).written[0].reference
     # As the version before partitions named its entries: by time alone.
     db.collection(JOURNAL).document(f"{time.time_ns():020d}-0badcafe").create(entry.get().to_dict())
     entry.delete()
