@@ -7,7 +7,7 @@ the upkeep (:mod:`legacy_totals`, :mod:`deletions`, :mod:`backfill`, the
 dead-letter check of :mod:`dead_letters`) and moves ``as_of``, all within
 ``AGGREGATE_MAX_SECONDS``. The
 event-triggered function journals and applies each pushed event alone: a
-click is counted within a second, at about eight Firestore operations a click
+click is counted within a second, at about seven Firestore operations a click
 (docs/counting.md, Cost).
 """
 
