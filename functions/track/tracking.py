@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import cast
 
-from classify import detect_platform, is_bot
+from classify import compile_bot_pattern, detect_platform, is_bot
 from forwarding import merge_click_query
 from google.cloud import firestore
 from google.pubsub_v1 import PublisherAsyncClient
+from google.pubsub_v1.services.publisher.transports.grpc_asyncio import PublisherGrpcAsyncIOTransport
 from route_cache import LookupTimeout, RouteCache
 from visitor_keys import SaltReader, VisitorKeys
 
@@ -150,18 +153,27 @@ class CampaignReader:
         return route_from_document(snapshot.to_dict() or {}) if snapshot.exists else None
 
 
-def read_legacy_ids(settings: Settings) -> frozenset[int] | None:
-    """The registry of ids issued before ids were keyed (None: none was read), once per instance."""
-    db = firestore.Client(project=settings.required(PROJECT))
-    try:
-        return load_registry(db)
-    finally:
-        db.close()  # type: ignore[no-untyped-call]  # unannotated in google-cloud-firestore
+async def start_tracker(settings: Settings) -> Tracker:
+    """The instance's tracker, ready for its first click; built as the instance starts, inside the event loop
+    its async clients bind to.
 
-
-def build_tracker(settings: Settings, legacy_ids: frozenset[int] | None) -> Tracker:
-    """The instance's tracker; built inside the event loop, which the async clients bind to."""
+    What the first click would otherwise wait for in turn happens at once:
+    the legacy-id registry is read (which opens the Firestore connection the
+    campaign reads then use), the Pub/Sub connection opens, and the crawler
+    pattern compiles in a thread while they wait on the network (on Cloud Run,
+    for a token and a TLS handshake each).
+    """
     db = firestore.AsyncClient(project=settings.required(PROJECT))
+    publisher = PublisherAsyncClient()
+    # The async client's transport is always gRPC's; the channel connects in the background.
+    cast(PublisherGrpcAsyncIOTransport, publisher.transport).grpc_channel.get_state(try_to_connect=True)
+    legacy_ids, _ = await asyncio.gather(load_registry(db), asyncio.to_thread(compile_bot_pattern))
+    return build_tracker(settings, legacy_ids, db, publisher)
+
+
+def build_tracker(settings: Settings, legacy_ids: frozenset[int] | None, db: firestore.AsyncClient,
+                  publisher: PublisherAsyncClient) -> Tracker:
+    """The tracker over the instance's clients, as its settings shape it."""
     reader = CampaignReader(db, settings.lookup_timeout_seconds)
     routes = RouteCache(
         reader,
@@ -170,8 +182,8 @@ def build_tracker(settings: Settings, legacy_ids: frozenset[int] | None) -> Trac
         negative_ttl=settings.negative_cache_ttl_seconds,
         timeout=settings.lookup_timeout_seconds,
     )
-    publisher = GroupPublisher(
-        PublisherAsyncClient(),
+    group_publisher = GroupPublisher(
+        publisher,
         f"projects/{settings.required(PROJECT)}/topics/{settings.clicks_topic}",
         wait_seconds=settings.publish_wait_seconds,
         deadline_seconds=settings.publish_deadline_seconds,
@@ -182,5 +194,5 @@ def build_tracker(settings: Settings, legacy_ids: frozenset[int] | None) -> Trac
     )
     visitors = VisitorKeys(SaltReader(db, settings.lookup_timeout_seconds), settings.lookup_timeout_seconds)
     # Built per worker, after the fork: each worker numbers its own events.
-    return Tracker(routes, publisher, settings.fallback_url, keyed_ids(settings), legacy_ids, Producer(), visitors,
-                   behind_google_front_end=settings.k_service is not None)
+    return Tracker(routes, group_publisher, settings.fallback_url, keyed_ids(settings), legacy_ids, Producer(),
+                   visitors, behind_google_front_end=settings.k_service is not None)

@@ -7,6 +7,7 @@ Cloud Run; Starlette's test client drives it on one event loop per test.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -158,6 +159,25 @@ def test_a_function_that_raises_still_redirects_to_the_fallback(
     [line] = log_lines(caplog, "click sent to the fallback: RuntimeError('a bug')")
     assert line["severity"] == "ERROR" and line["path"] == "/track/1"
     assert line["logging.googleapis.com/labels"]["execution_id"]  # in the framework's execution context
+
+
+def test_an_instance_whose_start_fails_still_redirects_and_starts_again_on_a_click(
+    campaign: Any, pubsub_names: tuple[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    tmp_path: Any,
+) -> None:
+    monkeypatch.setenv("FALLBACK_URL", FALLBACK)
+    pubsub = os.environ["PUBSUB_EMULATOR_HOST"]
+    # Deployed without credentials, the Pub/Sub client cannot be made.
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    path = f"/track/{campaign.id}?platform=Android"
+    with serve_track() as track:
+        [line] = log_lines(caplog, "the instance's startup hook failed")
+        assert line["severity"] == "ERROR" and "DefaultCredentialsError" in line["exception"]
+        assert track.click(path).headers["Location"] == FALLBACK
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub)
+        monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
+        assert track.click(path).headers["Location"] == campaign.redirect_url
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
