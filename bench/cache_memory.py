@@ -62,7 +62,10 @@ async def measure(campaigns: int) -> None:
     for variable in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
         os.environ.setdefault(variable, "127.0.0.1:9")
     settings = Settings(project="demo-o7tracker", cache_max_size=campaigns, campaign_id_key="cache-memory-bench-key")
-    tracker = build_tracker(settings, None, firestore.AsyncClient(project=settings.project), PublisherAsyncClient())
+    no_registry: asyncio.Future[frozenset[int] | None] = asyncio.get_running_loop().create_future()
+    no_registry.set_result(None)
+    tracker = build_tracker(settings, no_registry, firestore.AsyncClient(project=settings.project),
+                            PublisherAsyncClient())
     compile_bot_pattern()  # as an instance's start does
     gc.collect()
     before = rss_mib()

@@ -19,7 +19,7 @@ from visitor_keys import SaltReader, VisitorKeys
 from shared.addresses import client_address
 from shared.config import PROJECT, Settings
 from shared.events import MAX_HEADER_CHARS, ClickEvent, Producer
-from shared.ids import CampaignIds, keyed_ids, may_exist
+from shared.ids import CampaignIds, in_registry, keyed_ids
 from shared.legacy_ids import load_registry
 from shared.logs import get_logger
 from shared.models import Route, parse_campaign_id
@@ -59,7 +59,7 @@ class Tracker:
         publisher: GroupPublisher,
         fallback_url: str,
         ids: CampaignIds,
-        legacy_ids: frozenset[int] | None,
+        legacy_ids: asyncio.Future[frozenset[int] | None],
         producer: Producer,
         visitors: VisitorKeys,
         *,
@@ -69,6 +69,8 @@ class Tracker:
         self.publisher = publisher
         self.fallback_url = fallback_url
         self.ids = ids
+        # The registry of ids issued before ids were keyed, as its read at the instance's start will
+        # give it (None: no registry, so any id might be one).
         self.legacy_ids = legacy_ids
         self.producer = producer
         self.visitors = visitors
@@ -90,14 +92,18 @@ class Tracker:
         return self.fallback_url
 
     async def aclose(self) -> None:
+        self.legacy_ids.cancel()
         await self.visitors.aclose()
         await self.publisher.aclose()
 
     async def _click(self, request: ClickRequest) -> str:
         campaign_id = campaign_id_from_path(request.path)
         # An id that was never issued must cost no lookup, or a flood of made-up
-        # ids would be a flood of Firestore reads.
-        if campaign_id is None or not may_exist(campaign_id, self.ids, self.legacy_ids):
+        # ids would be a flood of Firestore reads. A keyed id passes on its own;
+        # one that fails the check waits for the registry's read if it is still
+        # under way (shielded: a click that goes away must not cancel it).
+        if campaign_id is None or not (self.ids.verify(campaign_id)
+                                       or in_registry(campaign_id, await asyncio.shield(self.legacy_ids))):
             return self.fallback_url
         route = await self.routes.get(campaign_id)
         if route is None:
@@ -157,22 +163,24 @@ async def start_tracker(settings: Settings) -> Tracker:
     """The instance's tracker, ready for its first click; built as the instance starts, inside the event loop
     its async clients bind to.
 
-    What the first click would otherwise wait for in turn happens at once:
-    the legacy-id registry is read (which opens the Firestore connection the
-    campaign reads then use), the Pub/Sub connection opens, and the crawler
-    pattern compiles in a thread while they wait on the network (on Cloud Run,
-    for a token and a TLS handshake each).
+    While the crawler pattern, which a click with a User-Agent needs,
+    compiles in a thread, the Pub/Sub connection opens and the legacy-id
+    registry's read begins, which opens the Firestore connection the campaign
+    reads then use (on Cloud Run each waits for a token and a TLS handshake).
+    Only a click whose id fails the keyed check needs that registry: the
+    read goes on in the background, and the first such click waits for it.
     """
     db = firestore.AsyncClient(project=settings.required(PROJECT))
     publisher = PublisherAsyncClient()
     # The async client's transport is always gRPC's; the channel connects in the background.
     cast(PublisherGrpcAsyncIOTransport, publisher.transport).grpc_channel.get_state(try_to_connect=True)
-    legacy_ids, _ = await asyncio.gather(load_registry(db), asyncio.to_thread(compile_bot_pattern))
+    legacy_ids = asyncio.get_running_loop().create_task(load_registry(db))
+    await asyncio.to_thread(compile_bot_pattern)
     return build_tracker(settings, legacy_ids, db, publisher)
 
 
-def build_tracker(settings: Settings, legacy_ids: frozenset[int] | None, db: firestore.AsyncClient,
-                  publisher: PublisherAsyncClient) -> Tracker:
+def build_tracker(settings: Settings, legacy_ids: asyncio.Future[frozenset[int] | None],
+                  db: firestore.AsyncClient, publisher: PublisherAsyncClient) -> Tracker:
     """The tracker over the instance's clients, as its settings shape it."""
     reader = CampaignReader(db, settings.lookup_timeout_seconds)
     routes = RouteCache(
