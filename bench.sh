@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one benchmark from a fresh clone; it starts the emulators and servers it needs.
-#   ./bench.sh hotpath [--seconds 5]     one track instance as deployed against bare functions (needs wrk)
+#   ./bench.sh hotpath [--seconds 4]     one track instance as deployed against bare functions (needs wrk)
 #   ./bench.sh soak [--clicks 100000]    counting accuracy and Firestore cost as deployed (needs wrk)
 #   ./bench.sh cache_memory              a track instance's memory with 100,000 campaigns cached
 #   ./bench.sh admin [--campaigns 10000] document reads and latency of the admin's reads, its memory listing all

@@ -19,6 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "functions" / "track")]  # the function's modules import by name
 
+from classify import compile_bot_pattern  # noqa: E402
+from google.cloud import firestore  # noqa: E402
+from google.pubsub_v1 import PublisherAsyncClient  # noqa: E402
 from route_cache import RouteCache  # noqa: E402
 from tracking import build_tracker  # noqa: E402
 
@@ -58,8 +61,12 @@ async def measure(campaigns: int) -> None:
     # them at an emulator address spares them a search for credentials.
     for variable in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
         os.environ.setdefault(variable, "127.0.0.1:9")
-    tracker = build_tracker(Settings(project="demo-o7tracker", cache_max_size=campaigns,
-                                     campaign_id_key="cache-memory-bench-key"), legacy_ids=None)
+    settings = Settings(project="demo-o7tracker", cache_max_size=campaigns, campaign_id_key="cache-memory-bench-key")
+    no_registry: asyncio.Future[frozenset[int] | None] = asyncio.get_running_loop().create_future()
+    no_registry.set_result(None)
+    tracker = build_tracker(settings, no_registry, firestore.AsyncClient(project=settings.project),
+                            PublisherAsyncClient())
+    compile_bot_pattern()  # as an instance's start does
     gc.collect()
     before = rss_mib()
     tracker.routes = RouteCache(campaign, maxsize=campaigns, ttl=3600, negative_ttl=5, timeout=1)

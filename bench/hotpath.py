@@ -1,6 +1,6 @@
 """Hot path benchmark: one track instance as deployed, side by side with bare functions.
 
-    python -m bench.hotpath [--seconds 5] [--connections 1,16,64] [--rounds 3] [--stall-seconds 2] [--profile CASE]
+    python -m bench.hotpath [--seconds 4] [--connections 1,16,64] [--rounds 3] [--stall-seconds 2] [--profile CASE]
 
 Starts the Firestore and Pub/Sub emulators and one server per function, each
 ONE worker started with ``functions-framework --source ... --target ...`` as
@@ -733,7 +733,8 @@ def print_table(table: dict[tuple[str, int], Figures], connections: Sequence[int
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration of each case (default 5)")
+    parser.add_argument("--seconds", type=int, default=4,
+                        help="wrk duration of each case, whole seconds as wrk takes them (default 4)")
     parser.add_argument("--connections", default="1,16,64", help="connection counts (default 1,16,64)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of every case; medians are shown (default 3)")
     parser.add_argument("--campaigns", type=int, default=64, help="campaigns the clicks spread over")

@@ -76,6 +76,10 @@ class CountingProxy:
                 server = socket.create_connection(self._upstream)
             except OSError:
                 return  # closed
+            for sock in (client, server):
+                # Passed on as soon as they come: with Nagle's algorithm, a small write waiting for the ACK of
+                # the one before it (delayed by up to 40 ms) stalled calls the client itself sends at once.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             counter = CallCounter()
             with self._lock:
                 self._counters.append(counter)

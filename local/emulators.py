@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from local.watchdog import living
+
 DEFAULT_PROJECT = "demo-o7tracker"
 INSTALL_HINT = """\
 The Google Cloud emulators are needed (Google Cloud CLI with its emulator components, and Java 17+).
@@ -161,22 +163,16 @@ def _stop_group(process: subprocess.Popen[bytes], grace_seconds: float) -> None:
             return
         try:
             process.wait(timeout=wait)
-            # the wrapper may exit before its JVM; wait for the group to be gone
+            # The wrapper may exit before its JVM; wait for the group to be gone. What is left of
+            # it as zombies (a server's worker, orphaned by its arbiter) is init's to reap, which
+            # some inits do only every few seconds: a zombie holds nothing, so it is not waited for.
             deadline = time.monotonic() + wait
-            while _group_alive(process.pid) and time.monotonic() < deadline:
+            while living({process.pid}) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if not _group_alive(process.pid):
+            if not living({process.pid}):
                 return
         except subprocess.TimeoutExpired:
             continue
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def listening_pid(port: int) -> int:

@@ -18,7 +18,7 @@ The numbers, with 24 tag bits and 29 serial bits:
 Knowing the key is what issuing takes, so it is a secret; changing it turns
 every keyed id issued before into one that fails the check, so it never
 changes. Ids issued before ids were keyed pass only by chance: they are kept
-in a registry (:mod:`shared.legacy_ids`) and :func:`may_exist` accepts them too.
+in a registry (:mod:`shared.legacy_ids`), which :func:`in_registry` reads.
 """
 
 from __future__ import annotations
@@ -63,10 +63,10 @@ def keyed_ids(settings: Settings) -> CampaignIds:
     return CampaignIds(settings.campaign_id_key.encode())
 
 
-def may_exist(campaign_id: int, ids: CampaignIds, legacy: frozenset[int] | None) -> bool:
-    """Whether looking the id up could find a campaign; False means it was never issued.
+def in_registry(campaign_id: int, legacy: frozenset[int] | None) -> bool:
+    """Whether an id that fails the keyed check may still name a campaign: one issued before ids were keyed.
 
-    ``legacy`` holds the ids issued before ids were keyed; ``None`` means no
-    registry of them was found, so any id might be one and each is looked up.
+    ``legacy`` holds those ids; ``None`` means no registry of them was found,
+    so any id might be one and each is looked up.
     """
-    return legacy is None or ids.verify(campaign_id) or campaign_id in legacy
+    return legacy is None or campaign_id in legacy

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from google.api_core.retry import Retry
+from google.api_core.retry import AsyncRetry
 from google.cloud import firestore
 
 from shared.logs import get_logger
@@ -30,30 +30,27 @@ REGISTRY = "id_registry"
 MANIFEST = "legacy"
 # 400 KB of 8-byte integers a document, well under Firestore's 1 MiB limit.
 CHUNK_IDS = 50_000
-# A track instance loads the registry at cold start, which waits for it:
-# retries included, never much longer than this.
+# A track instance loads the registry as it starts, and its first click waits
+# for it: retries included, never much longer than this.
 LOAD_TIMEOUT_SECONDS = 10.0
 
 
-def _manifest_ref(db: firestore.Client) -> firestore.DocumentReference:
-    return db.collection(REGISTRY).document(MANIFEST)
+def _chunk_id(generation: str, k: int) -> str:
+    return f"{MANIFEST}-{generation}-{k}"
 
 
-def _chunk_ref(db: firestore.Client, generation: str, k: int) -> firestore.DocumentReference:
-    return db.collection(REGISTRY).document(f"{MANIFEST}-{generation}-{k}")
-
-
-def load_registry(db: firestore.Client) -> frozenset[int] | None:
+async def load_registry(db: firestore.AsyncClient) -> frozenset[int] | None:
     """The legacy ids, or None when there is no registry or it cannot be read now."""
-    retry = Retry(timeout=LOAD_TIMEOUT_SECONDS)
+    retry = AsyncRetry(timeout=LOAD_TIMEOUT_SECONDS)
+    registry = db.collection(REGISTRY)
     try:
-        manifest = _manifest_ref(db).get(retry=retry, timeout=LOAD_TIMEOUT_SECONDS)
+        manifest = await registry.document(MANIFEST).get(retry=retry, timeout=LOAD_TIMEOUT_SECONDS)
         if not manifest.exists:
             log.warning("no legacy id registry; every campaign id is looked up")
             return None
         generation, chunks = manifest.get("generation"), int(manifest.get("chunks"))
-        refs = [_chunk_ref(db, generation, k) for k in range(chunks)]
-        snapshots = list(db.get_all(refs, retry=retry, timeout=LOAD_TIMEOUT_SECONDS)) if refs else []
+        refs = [registry.document(_chunk_id(generation, k)) for k in range(chunks)]
+        snapshots = [s async for s in db.get_all(refs, retry=retry, timeout=LOAD_TIMEOUT_SECONDS)] if refs else []
     except Exception as exc:  # without the registry a click is still served, by a lookup
         log.warning("legacy id registry not loaded; every campaign id is looked up", extra={"error": repr(exc)})
         return None
@@ -68,13 +65,14 @@ def save_registry(db: firestore.Client, ids: Iterable[int]) -> int:
     ordered = sorted(set(ids))
     generation = uuid.uuid4().hex
     chunks = [ordered[k:k + CHUNK_IDS] for k in range(0, len(ordered), CHUNK_IDS)]
+    registry = db.collection(REGISTRY)
     for k, chunk in enumerate(chunks):
-        _chunk_ref(db, generation, k).set({"ids": chunk})
-    _manifest_ref(db).set({
+        registry.document(_chunk_id(generation, k)).set({"ids": chunk})
+    registry.document(MANIFEST).set({
         "generation": generation, "chunks": len(chunks), "count": len(ordered),
         "written_at": datetime.now(timezone.utc),
     })
-    for ref in db.collection(REGISTRY).list_documents():
+    for ref in registry.list_documents():
         if ref.id != MANIFEST and not ref.id.startswith(f"{MANIFEST}-{generation}-"):
             ref.delete()  # an earlier generation's chunk
     return len(chunks)

@@ -90,7 +90,7 @@ class Track:
 
     @property
     def tracker(self) -> Any:
-        """The instance's tracker, built on the app's event loop as the first request would."""
+        """The instance's tracker, as the app's event loop holds it (built as the instance started)."""
         return self.client.portal.call(self.main.tracker.get)  # type: ignore[union-attr]
 
     def count_reads(self) -> list[int]:

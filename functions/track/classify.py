@@ -6,20 +6,25 @@ hand-kept table is wrong within months. ``ua-parser`` (uap-core's rules, run by
 the ``ua-parser-rs`` native engine) and ``crawlerdetect`` are updated upstream;
 bumping their pins is how this module learns about new devices and bots.
 
-Rules are compiled at import, in about 50 ms of a cold start, except those
-only an iOS User-Agent without ``?platform=`` needs (see ``_os_parser``).
-The same User-Agents repeat all day, so each answer is also cached.
+Rules are compiled when first needed: the crawler pattern, which every click
+with a User-Agent needs, by :func:`compile_bot_pattern` as an instance starts
+(about 15 ms); ua-parser's only for clicks without ``?platform=`` (see
+``_os_parser``). The same User-Agents repeat all day, so each answer is also
+cached.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from functools import cache, lru_cache, partial
-from typing import Final
+from typing import TYPE_CHECKING, Final, Literal
 
 from crawlerdetect import CrawlerDetect  # type: ignore[import-untyped]
-from ua_parser import BasicResolver, Domain, Matchers, Parser, load_builtins, load_lazy_builtins
 
 from shared.platforms import ANDROID, IPHONE, WINDOWS_PHONE
+
+if TYPE_CHECKING:
+    from ua_parser import Matchers, Parser
 
 # Bounds memory on a long-lived instance (each entry is one User-Agent string,
 # about a megabyte per cache when full) while keeping the ones that repeat.
@@ -63,15 +68,22 @@ _HTTP_CLIENTS: Final = frozenset(
 )
 
 
-def _build_parser(domains: Domain) -> Parser:
-    """A parser for ``domains`` only, without ua-parser's own cache: the lru_caches below hold the answers.
+def _build_parser(*domains: Literal["os", "device"]) -> Parser:
+    """A parser for these domains only, without ua-parser's own cache: the lru_caches below hold the answers.
 
     The ua-parser-rs engine is ~18x faster per string than pure Python, and
     compiles every rule it is given when it is built, so rules of the domains
     left out are never compiled. Without its wheel, the pure Python resolver
     gets the same rules, eager so that compiling them does not stall clicks
     (uap-core's eager rules compile all domains at once: no time is saved).
+
+    ua-parser itself is imported here, with the first parser: its import
+    costs a cold start about 8 ms (16 ms where PyYAML is installed, which it
+    then imports too), and an instance whose clicks all carry ?platform=
+    never needs it.
     """
+    from ua_parser import BasicResolver, Parser, load_builtins, load_lazy_builtins
+
     try:
         from ua_parser.regex import Resolver
     except ImportError:  # no ua-parser-rs wheel for this platform: slower, still correct
@@ -79,28 +91,35 @@ def _build_parser(domains: Domain) -> Parser:
     return Parser(Resolver(_only(load_lazy_builtins(), domains)))
 
 
-def _only(matchers: Matchers, domains: Domain) -> Matchers:
-    user_agents, oses, devices = matchers
-    return (
-        user_agents if Domain.USER_AGENT in domains else [],
-        oses if Domain.OS in domains else [],
-        devices if Domain.DEVICE in domains else [],
-    )
+def _only(matchers: Matchers, domains: Collection[str]) -> Matchers:
+    """The rules of ``domains``; never the browser rules, which no answer needs."""
+    _, oses, devices = matchers
+    return [], oses if "os" in domains else [], devices if "device" in domains else []
 
 
-# The OS decides alone for every platform but iOS, so only the OS rules (about
-# 20 ms to compile) are built with the instance. The device rules (about 80 ms,
-# during which the instance's other clicks wait once) are built on the first iOS
-# User-Agent that comes without ?platform=, which the links of the original o7
-# clients always carry; the browser rules, which no answer needs, never.
-_os_parser: Final = _build_parser(Domain.OS)
-_device_parser: Final = cache(partial(_build_parser, Domain.DEVICE))
-_crawlers: Final = CrawlerDetect()
-# crawlerdetect compiles its one large pattern on first use (~20-30 ms); pay
-# that here rather than in the first request of every new instance. The probe
-# must survive its exclusion list (which strips e.g. "Mozilla/5.0" to nothing
-# and then skips the pattern), or nothing would be compiled.
-_crawlers.is_crawler("o7tracker")
+# The User-Agent decides only for clicks without ?platform=, which the links of
+# the original o7 clients always carry, so its rules are compiled on the first
+# such click, not with the instance: the OS rules (about 10 ms), which decide
+# alone for every platform but iOS, and on the first iOS User-Agent, the device
+# rules (about 80 ms, during which the instance's other clicks wait once).
+_os_parser: Final = cache(partial(_build_parser, "os"))
+_device_parser: Final = cache(partial(_build_parser, "device"))
+
+
+@cache
+def _crawlers() -> CrawlerDetect:
+    crawlers = CrawlerDetect()
+    # crawlerdetect compiles its one large pattern (~15 ms) on first use. The
+    # probe must survive its exclusion list (which strips e.g. "Mozilla/5.0" to
+    # nothing and then skips the pattern), or nothing would be compiled.
+    crawlers.is_crawler("o7tracker")
+    return crawlers
+
+
+def compile_bot_pattern() -> None:
+    """Compile the crawler pattern now: every click with a User-Agent is checked against it, so the
+    instance's first click would otherwise wait for it."""
+    _crawlers()
 
 
 @lru_cache(maxsize=CACHE_SIZE)
@@ -110,7 +129,7 @@ def detect_platform(user_agent: str) -> str | None:
     None (iPad, desktop, empty, unparseable) lets the caller fall back to the
     ?platform= parameter or the fallback URL instead of guessing.
     """
-    os = _os_parser.parse_os(user_agent)
+    os = _os_parser().parse_os(user_agent)
     if os is None:
         return None
     if os.family == _IOS:
@@ -133,5 +152,5 @@ def is_bot(user_agent: str) -> bool:
         return False
     if agent.partition("/")[0].casefold() in _HTTP_CLIENTS:
         return False
-    return bool(_crawlers.is_crawler(agent))
+    return bool(_crawlers().is_crawler(agent))
 

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import cast
 
-from classify import detect_platform, is_bot
+from classify import compile_bot_pattern, detect_platform, is_bot
 from forwarding import merge_click_query
 from google.cloud import firestore
 from google.pubsub_v1 import PublisherAsyncClient
+from google.pubsub_v1.services.publisher.transports.grpc_asyncio import PublisherGrpcAsyncIOTransport
 from route_cache import LookupTimeout, RouteCache
 from visitor_keys import SaltReader, VisitorKeys
 
 from shared.addresses import client_address
 from shared.config import PROJECT, Settings
 from shared.events import MAX_HEADER_CHARS, ClickEvent
-from shared.ids import CampaignIds, keyed_ids, may_exist
+from shared.ids import CampaignIds, in_registry, keyed_ids
 from shared.legacy_ids import load_registry
 from shared.logs import get_logger
 from shared.models import Route, parse_campaign_id
@@ -57,7 +60,7 @@ class Tracker:
         publisher: GroupPublisher,
         fallback_url: str,
         ids: CampaignIds,
-        legacy_ids: frozenset[int] | None,
+        legacy_ids: asyncio.Future[frozenset[int] | None],
         producers: Producers,
         visitors: VisitorKeys,
         *,
@@ -67,6 +70,8 @@ class Tracker:
         self.publisher = publisher
         self.fallback_url = fallback_url
         self.ids = ids
+        # The registry of ids issued before ids were keyed, as its read at the instance's start will
+        # give it (None: no registry, so any id might be one).
         self.legacy_ids = legacy_ids
         self.producers = producers
         self.visitors = visitors
@@ -88,14 +93,18 @@ class Tracker:
         return self.fallback_url
 
     async def aclose(self) -> None:
+        self.legacy_ids.cancel()
         await self.visitors.aclose()
         await self.publisher.aclose()
 
     async def _click(self, request: ClickRequest) -> str:
         campaign_id = campaign_id_from_path(request.path)
         # An id that was never issued must cost no lookup, or a flood of made-up
-        # ids would be a flood of Firestore reads.
-        if campaign_id is None or not may_exist(campaign_id, self.ids, self.legacy_ids):
+        # ids would be a flood of Firestore reads. A keyed id passes on its own;
+        # one that fails the check waits for the registry's read if it is still
+        # under way (shielded: a click that goes away must not cancel it).
+        if campaign_id is None or not (self.ids.verify(campaign_id)
+                                       or in_registry(campaign_id, await asyncio.shield(self.legacy_ids))):
             return self.fallback_url
         route = await self.routes.get(campaign_id)
         if route is None:
@@ -151,18 +160,29 @@ class CampaignReader:
         return route_from_document(snapshot.to_dict() or {}) if snapshot.exists else None
 
 
-def read_legacy_ids(settings: Settings) -> frozenset[int] | None:
-    """The registry of ids issued before ids were keyed (None: none was read), once per instance."""
-    db = firestore.Client(project=settings.required(PROJECT))
-    try:
-        return load_registry(db)
-    finally:
-        db.close()  # type: ignore[no-untyped-call]  # unannotated in google-cloud-firestore
+async def start_tracker(settings: Settings) -> Tracker:
+    """The instance's tracker, ready for its first click; built as the instance starts, inside the event loop
+    its async clients bind to.
 
-
-def build_tracker(settings: Settings, legacy_ids: frozenset[int] | None) -> Tracker:
-    """The instance's tracker; built inside the event loop, which the async clients bind to."""
+    While the crawler pattern, which a click with a User-Agent needs,
+    compiles in a thread, the Pub/Sub connection opens and the legacy-id
+    registry's read begins, which opens the Firestore connection the campaign
+    reads then use (on Cloud Run each waits for a token and a TLS handshake).
+    Only a click whose id fails the keyed check needs that registry: the
+    read goes on in the background, and the first such click waits for it.
+    """
     db = firestore.AsyncClient(project=settings.required(PROJECT))
+    publisher = PublisherAsyncClient()
+    # The async client's transport is always gRPC's; the channel connects in the background.
+    cast(PublisherGrpcAsyncIOTransport, publisher.transport).grpc_channel.get_state(try_to_connect=True)
+    legacy_ids = asyncio.get_running_loop().create_task(load_registry(db))
+    await asyncio.to_thread(compile_bot_pattern)
+    return build_tracker(settings, legacy_ids, db, publisher)
+
+
+def build_tracker(settings: Settings, legacy_ids: asyncio.Future[frozenset[int] | None],
+                  db: firestore.AsyncClient, publisher: PublisherAsyncClient) -> Tracker:
+    """The tracker over the instance's clients, as its settings shape it."""
     reader = CampaignReader(db, settings.lookup_timeout_seconds)
     routes = RouteCache(
         reader,
@@ -171,8 +191,8 @@ def build_tracker(settings: Settings, legacy_ids: frozenset[int] | None) -> Trac
         negative_ttl=settings.negative_cache_ttl_seconds,
         timeout=settings.lookup_timeout_seconds,
     )
-    publisher = GroupPublisher(
-        PublisherAsyncClient(),
+    group_publisher = GroupPublisher(
+        publisher,
         f"projects/{settings.required(PROJECT)}/topics/{settings.clicks_topic}",
         wait_seconds=settings.publish_wait_seconds,
         deadline_seconds=settings.publish_deadline_seconds,
@@ -184,6 +204,6 @@ def build_tracker(settings: Settings, legacy_ids: frozenset[int] | None) -> Trac
     )
     visitors = VisitorKeys(SaltReader(db, settings.lookup_timeout_seconds), settings.lookup_timeout_seconds)
     # Built per worker, after the fork: each worker numbers its own events.
-    return Tracker(routes, publisher, settings.fallback_url, keyed_ids(settings), legacy_ids,
+    return Tracker(routes, group_publisher, settings.fallback_url, keyed_ids(settings), legacy_ids,
                    Producers(settings.aggregate_partitions), visitors,
                    behind_google_front_end=settings.k_service is not None)

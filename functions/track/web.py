@@ -63,7 +63,7 @@ async def answer(tracker: Tracker, request: Request) -> Response:
     return redirect(await tracker.click(click))
 
 
-ShutdownHook = Callable[[], Awaitable[None]]
+Hook = Callable[[], Awaitable[None]]
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -83,10 +83,11 @@ class ClickApp:
     traceback here, and the click still gets its redirect, to the fallback.
     """
 
-    def __init__(self, function: Handler, fallback_url: str, on_shutdown: ShutdownHook,
+    def __init__(self, function: Handler, fallback_url: str, on_startup: Hook, on_shutdown: Hook,
                  enable_id_logging: bool) -> None:
         self.function = function
         self.fallback_url = fallback_url
+        self.on_startup = on_startup
         self.on_shutdown = on_shutdown
         # Unannotated in functions-framework.
         self.handler: Handler = aio._http_func_wrapper(  # type: ignore[no-untyped-call]
@@ -110,13 +111,22 @@ class ClickApp:
             return redirect(self.fallback_url)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        """Start at once; on shutdown, once the server has finished its last request, run the hook.
+        """Run the startup hook before the server takes its first request; on shutdown, once the server has
+        finished its last request, run the shutdown hook.
 
-        The server exits by re-raising SIGTERM right after, so nothing runs later.
+        A startup hook that fails is logged and the server starts anyway: its
+        clicks go to the fallback while the function cannot serve them, and an
+        instance that refused to start would only be replaced by one failing
+        alike. The server exits by re-raising SIGTERM right after the shutdown
+        hook, so nothing runs later.
         """
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    await self.on_startup()
+                except Exception:
+                    log.exception("the instance's startup hook failed")
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 try:
@@ -129,7 +139,7 @@ class ClickApp:
                 return
 
 
-_SERVED: dict[Callable[..., Any], tuple[str, ShutdownHook]] = {}
+_SERVED: dict[Callable[..., Any], tuple[str, Hook, Hook]] = {}
 _create_app: Callable[[Any, str, bool], Any] = aio._create_asgi_app_with_function
 
 
@@ -137,20 +147,21 @@ def _create_app_for(function: Any, signature_type: str, enable_id_logging: bool)
     served = _SERVED.get(function)
     if served is None:
         return _create_app(function, signature_type, enable_id_logging)
-    fallback_url, on_shutdown = served
-    app = ClickApp(function, fallback_url, on_shutdown, enable_id_logging)
+    fallback_url, on_startup, on_shutdown = served
+    app = ClickApp(function, fallback_url, on_startup, on_shutdown, enable_id_logging)
     return execution_id.AsgiMiddleware(app)  # type: ignore[no-untyped-call]  # unannotated in functions-framework
 
 
-def serve(*, fallback_url: str, on_shutdown: ShutdownHook) -> Callable[[F], F]:
-    """Have functions-framework serve the function with :class:`ClickApp`, and tell it when the instance stops.
+def serve(*, fallback_url: str, on_startup: Hook, on_shutdown: Hook) -> Callable[[F], F]:
+    """Have functions-framework serve the function with :class:`ClickApp`, and tell it when the instance starts
+    and stops.
 
     Must decorate the function in ``main.py``, which functions-framework
     imports before it builds the app.
     """
 
     def register(function: F) -> F:
-        _SERVED[function] = (fallback_url, on_shutdown)
+        _SERVED[function] = (fallback_url, on_startup, on_shutdown)
         aio._create_asgi_app_with_function = _create_app_for
         return function
 

@@ -147,6 +147,12 @@ def test_paths_the_frameworks_router_answers_itself_reach_the_track_function(tra
     assert (answer.status_code, answer.headers["Location"]) == (307, FALLBACK)
 
 
+def test_the_instances_startup_hook_runs_before_its_first_request(db: Any, pubsub_names: tuple[str, str]) -> None:
+    with serve_track() as track:
+        assert track.client.app.app.on_startup is track.main.startup
+        assert track.main.tracker.built() is not None  # built as the server started, before any click
+
+
 def test_the_instances_shutdown_hook_runs_when_the_server_stops(
     db: Any, pubsub_names: tuple[str, str]
 ) -> None:
@@ -174,10 +180,10 @@ def test_a_request_gets_an_execution_id_and_the_function_runs_in_its_context() -
         seen.append(logs.correlation().get(logs.LABELS, {}).get("execution_id"))
         return Response()
 
-    async def on_shutdown() -> None:
+    async def nothing() -> None:
         pass
 
-    served = web.serve(fallback_url=FALLBACK, on_shutdown=on_shutdown)(function)
+    served = web.serve(fallback_url=FALLBACK, on_startup=nothing, on_shutdown=nothing)(function)
     client = TestClient(aio._create_asgi_app_with_function(served, "http", False))
     client.get("/", headers={"Function-Execution-Id": "exec-7"})
     client.get("/")

@@ -7,6 +7,7 @@ Cloud Run; Starlette's test client drives it on one event loop per test.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -160,6 +161,25 @@ def test_a_function_that_raises_still_redirects_to_the_fallback(
     assert line["logging.googleapis.com/labels"]["execution_id"]  # in the framework's execution context
 
 
+def test_an_instance_whose_start_fails_still_redirects_and_starts_again_on_a_click(
+    campaign: Any, pubsub_names: tuple[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    tmp_path: Any,
+) -> None:
+    monkeypatch.setenv("FALLBACK_URL", FALLBACK)
+    pubsub = os.environ["PUBSUB_EMULATOR_HOST"]
+    # Deployed without credentials, the Pub/Sub client cannot be made.
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    path = f"/track/{campaign.id}?platform=Android"
+    with serve_track() as track:
+        [line] = log_lines(caplog, "the instance's startup hook failed")
+        assert line["severity"] == "ERROR" and "DefaultCredentialsError" in line["exception"]
+        assert track.click(path).headers["Location"] == FALLBACK
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub)
+        monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
+        assert track.click(path).headers["Location"] == campaign.redirect_url
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
 def test_only_get_is_a_click_and_head_a_preview(
     track: Track, campaign: Any, project: str, pubsub_names: tuple[str, str], method: str
@@ -255,6 +275,7 @@ def test_an_unreachable_firestore_sends_to_the_fallback_in_time(
     monkeypatch.setenv("LOOKUP_TIMEOUT_SECONDS", "1")
     with serve_track() as track:
         started = time.monotonic()
+        # Nor does the legacy-id registry's read, retried for 10 s, hold a click whose id passes its check.
         answer = track.click(f"/track/{campaign.id}?platform=Android")
         assert time.monotonic() - started < 1 + 2
     assert answer.status_code == 307 and answer.headers["Location"] == FALLBACK

@@ -9,7 +9,6 @@ import sys
 
 import classify
 import pytest
-from ua_parser import Domain
 
 from shared.platforms import PLATFORMS
 
@@ -228,8 +227,11 @@ def test_repeated_user_agents_are_answered_from_a_bounded_cache(check) -> None: 
 def test_without_the_native_engine_the_pure_python_parser_gives_the_same_answers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Without the wheel ua_parser's package imports without its regex module; hidden only after that import.
+    import ua_parser  # noqa: F401
+
     monkeypatch.setitem(sys.modules, "ua_parser.regex", None)  # as if ua-parser-rs had no wheel here
-    parser = classify._build_parser(Domain.OS | Domain.DEVICE)
+    parser = classify._build_parser("os", "device")
     assert type(parser.resolver).__module__ == "ua_parser.basic"
     os = parser.parse_os(WINDOWS_PHONE_81)
     device = parser.parse_device(IPOD)

@@ -1,0 +1,54 @@
+"""Stopping what local.emulators started: a process group, whoever is left in it."""
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from local import emulators
+
+# The group's leader forks a keeper into a group of its own, which forks a member of the leader's group
+# that exits at once and, its parent living on elsewhere, stays a zombie: as a server's worker does,
+# orphaned by its arbiter, until init reaps it (which some inits do only every few seconds).
+LEAVES_A_ZOMBIE = """
+import os, time
+group = os.getpgrp()
+if os.fork() == 0:
+    os.setpgid(0, 0)
+    if os.fork() == 0:
+        os.setpgid(0, group)
+        os._exit(0)
+    print(os.getpid(), flush=True)
+    time.sleep(60)
+    os._exit(0)
+time.sleep(60)
+"""
+
+
+def states_in_group(group: int) -> list[str]:
+    states = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(pgrp) == group:
+            states.append(state)
+    return states
+
+
+def test_a_stop_does_not_wait_for_the_groups_zombies(tmp_path: Path) -> None:
+    output = tmp_path / "keeper"
+    with output.open("wb") as log:
+        leader = emulators.start_session([sys.executable, "-c", LEAVES_A_ZOMBIE], log=log)
+    while not output.read_text() or "Z" not in states_in_group(leader.pid):
+        time.sleep(0.01)
+    keeper = int(output.read_text())
+    try:
+        began = time.monotonic()
+        emulators.stop_process_group(leader, grace_seconds=5.0)
+        assert leader.returncode is not None and time.monotonic() - began < 2.0
+        assert states_in_group(leader.pid) == ["Z"]  # still there: held by the keeper, not waited for
+    finally:
+        os.killpg(keeper, signal.SIGKILL)
