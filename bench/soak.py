@@ -320,8 +320,10 @@ class Runs:
     pulled: int = 0
     busy_seconds: float = 0.0
     """Seconds spent in runs that pulled something."""
+    busy_cpu_seconds: float = 0.0
+    """This process's CPU in those runs: all of it the runs' while nothing else runs beside them."""
 
-    def add(self, report: RunReport) -> None:
+    def add(self, report: RunReport, cpu_seconds: float = 0.0) -> None:
         self.reports.append(report)
         summary = report.summary()
         self.counted += summary["counted"]
@@ -330,6 +332,7 @@ class Runs:
         self.pulled += summary["pulled"]
         if summary["pulled"]:
             self.busy_seconds += report.seconds
+            self.busy_cpu_seconds += cpu_seconds
 
 
 def partition_attribute(payload: bytes, partitions: int) -> dict[str, str]:
@@ -360,8 +363,9 @@ def scheduled_runs(settings: config.Settings, counters: list[ReadCounter], publi
     while True:
         began = time.monotonic()
         done = published.is_set()
+        cpu = time.process_time()
         report = run.run()
-        runs.add(report)
+        runs.add(report, time.process_time() - cpu)
         if done and report.drained and report.drained.caught_up and not report.drained.pulled \
                 and report.applied.complete:
             return runs
@@ -454,10 +458,16 @@ class TrackReport:
     requests: int
     seconds: float
     publish_failures: int
+    cpu_seconds: float
+    """The track server's CPU under the load."""
 
     @property
     def rps(self) -> float:
         return self.ok / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_click(self) -> float:
+        return 1e6 * self.cpu_seconds / self.ok if self.ok else 0.0
 
 
 Target = tuple[str, str]
@@ -524,6 +534,7 @@ def measure_track(
     server = hotpath.start_server(spec, env, f"/track/{probe.id}?platform=Android", workdir)
     try:
         warm_up(server.port, targets)
+        cpu = server.cpu_seconds()
         if generator == "wrk":
             # Counts only 307s to a targeted campaign's URL.
             load = wrk.run_wrk(server.port, [path for path, _ in targets], {location for _, location in targets},
@@ -532,12 +543,13 @@ def measure_track(
             ok, sent, elapsed = load.ok, load.requests, load.duration_s
         else:
             ok, sent, elapsed = python_load(server.port, targets, seconds, connections)
+        cpu = server.cpu_seconds() - cpu
     finally:
         server.stop()
     failures = server.log_path.read_text(errors="replace").count(PUBLISH_FAILED)
     label = "wrk" if generator == "wrk" else "Python threads + requests.Session" + (
         "" if wrk.available() else " (wrk not on PATH)")
-    return TrackReport(f"{label}, {connections} connections", ok, sent, elapsed, failures)
+    return TrackReport(f"{label}, {connections} connections", ok, sent, elapsed, failures, cpu)
 
 
 @contextmanager
@@ -649,14 +661,16 @@ def soak(args: argparse.Namespace) -> bool:
     usd = usd_per_million_clicks(reads, writes, deletes, clicks)
     single = first.runs[0]
     fold_rps = single.pulled / single.busy_seconds if single.busy_seconds else 0.0
-    report_track(track, fold_rps)
+    fold_cpu_us = 1e6 * single.busy_cpu_seconds / single.pulled if single.pulled else 0.0
+    report_track(track, fold_rps, fold_cpu_us)
     say(f"firestore: {reads} reads, {writes} writes, {deletes} deletes ({ttl} of them by TTL) for {clicks} clicks; "
         f"USD {usd:.4f} per million clicks at list prices (bench/prices.py)")
     say(f"took {time.monotonic() - started:.0f} s; emulator and track server logs in {workdir}")
     say(f"soak: sent={clicks} counted={counted} exact={'yes' if exact else 'no'} fold_rps={fold_rps:.0f} "
         f"track_rps={track.rps:.0f} reads_per_click={reads / clicks:.4f} writes_per_click={writes / clicks:.4f} "
         f"deletes_per_click={deletes / clicks:.4f} usd_per_million={usd:.4f} "
-        f"visitors_max_error={100 * visitors_error:.2f}%")
+        f"visitors_max_error={100 * visitors_error:.2f}% fold_cpu_us={fold_cpu_us:.0f} "
+        f"track_cpu_us={track.cpu_us_per_click:.0f}")
     return exact and counted == clicks
 
 
@@ -773,13 +787,19 @@ def check_visitors(store: CampaignStore, campaigns: Sequence[CampaignSpec], trut
     return max(errors)
 
 
-def report_track(track: TrackReport, fold_rps: float) -> None:
+def report_track(track: TrackReport, fold_rps: float, fold_cpu_us: float) -> None:
     say(f"track: one instance as deployed, bench.hotpath's hit case, {track.generator}: {track.ok} redirects to "
         f"campaign URLs of {track.requests} requests in {track.seconds:.1f} s; "
         f"{track.publish_failures} failed publishes")
     ratio = fold_rps / track.rps if track.rps else float("inf")
     say(f"fold_rps/track_rps = {ratio:.2f} (one scheduled run against one track instance): counting "
         f"{'keeps up' if ratio >= 1 else 'falls behind'}")
+    # Deployed, each function has its vCPU to itself and the emulators' work is Google's: what one
+    # drain's CPU folds against what one track instance's CPU answers is the deployed ratio.
+    say(f"cpu: {fold_cpu_us:.0f} us per event in the scheduled run's process (its first wave; with --rate, "
+        f"the soak's publishing too), {track.cpu_us_per_click:.0f} us per click in the track instance: one "
+        f"drain's CPU counts what {track.cpu_us_per_click / fold_cpu_us if fold_cpu_us else 0:.1f} track "
+        f"instances' CPU answers")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

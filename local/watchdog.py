@@ -40,7 +40,10 @@ def listed_groups(lines: Iterable[bytes]) -> set[int]:
 
 
 def living(groups: set[int]) -> set[int]:
-    """The groups that still have a process that is not a zombie (a zombie holds no port or memory)."""
+    """The groups that still have a process that is not a zombie (a zombie holds no port or memory).
+
+    A process whose main thread has ended shows as a zombie too while its other threads run and hold
+    its sockets: only a zombie with no thread left is passed over."""
     proc = Path("/proc")
     if not proc.is_dir():  # no /proc: ask the kernel, zombies included
         return {group for group in groups if _signal(group, 0)}
@@ -51,9 +54,16 @@ def living(groups: set[int]) -> set[int]:
                 state, _, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
             except (OSError, ValueError):
                 continue  # gone meanwhile
-            if state != "Z" and int(group) in groups:
+            if int(group) in groups and (state != "Z" or _threads(entry) > 1):
                 found.add(int(group))
     return found
+
+
+def _threads(process: Path) -> int:
+    try:
+        return sum(1 for _ in (process / "task").iterdir())
+    except OSError:
+        return 0  # gone meanwhile
 
 
 def stop(groups: set[int], grace_seconds: float = GRACE_SECONDS) -> None:

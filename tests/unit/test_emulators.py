@@ -52,3 +52,30 @@ def test_a_stop_does_not_wait_for_the_groups_zombies(tmp_path: Path) -> None:
         assert states_in_group(leader.pid) == ["Z"]  # still there: held by the keeper, not waited for
     finally:
         os.killpg(keeper, signal.SIGKILL)
+
+
+# A member whose main thread has ended while another thread holds its port shows "Z" as a
+# zombie does; it ignores SIGTERM, as a slow shutdown would. Its leader, a wrapper as gcloud's
+# is, ends on SIGTERM at once.
+HOLDS_A_PORT_AFTER_ITS_MAIN_THREAD = """
+import ctypes, signal, socket, sys, threading, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+server = socket.create_server(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+threading.Thread(target=lambda: time.sleep(3600)).start()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+WRAPPER = ("import subprocess, sys, time; "
+           f"subprocess.Popen([sys.executable, '-c', {HOLDS_A_PORT_AFTER_ITS_MAIN_THREAD!r}]); time.sleep(60)")
+
+
+def test_a_stop_waits_for_a_member_whose_main_thread_ended_while_its_others_run(tmp_path: Path) -> None:
+    output = tmp_path / "port"
+    with output.open("wb") as log:
+        leader = emulators.start_session([sys.executable, "-c", WRAPPER], log=log)
+    while not output.read_text() or "Z" not in states_in_group(leader.pid):
+        time.sleep(0.01)
+    port = int(output.read_text())
+    assert emulators.port_in_use(port)
+    emulators.stop_process_group(leader, grace_seconds=1.0)
+    assert not emulators.port_in_use(port)  # killed, not passed over as a zombie
