@@ -26,6 +26,7 @@ from route_cache import RouteCache  # noqa: E402
 from tracking import build_tracker  # noqa: E402
 
 from shared.config import Settings  # noqa: E402
+from shared.legacy_ids import LegacyIds  # noqa: E402
 from shared.models import Route  # noqa: E402
 from shared.platforms import PLATFORMS  # noqa: E402
 from shared.store import route_from_document  # noqa: E402
@@ -62,10 +63,8 @@ async def measure(campaigns: int) -> None:
     for variable in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
         os.environ.setdefault(variable, "127.0.0.1:9")
     settings = Settings(project="demo-o7tracker", cache_max_size=campaigns, campaign_id_key="cache-memory-bench-key")
-    no_registry: asyncio.Future[frozenset[int] | None] = asyncio.get_running_loop().create_future()
-    no_registry.set_result(None)
-    tracker = build_tracker(settings, no_registry, firestore.AsyncClient(project=settings.project),
-                            PublisherAsyncClient())
+    db = firestore.AsyncClient(project=settings.project)
+    tracker = build_tracker(settings, LegacyIds(db), db, PublisherAsyncClient())
     compile_bot_pattern()  # as an instance's start does
     gc.collect()
     before = rss_mib()

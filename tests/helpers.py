@@ -93,6 +93,11 @@ class Track:
         """The instance's tracker, as the app's event loop holds it (built as the instance started)."""
         return self.client.portal.call(self.main.tracker.get)  # type: ignore[union-attr]
 
+    def registry_loaded(self) -> bool:
+        """Whether the instance has read the legacy-id registry (until then, every id is looked up)."""
+        tracker = self.tracker
+        return self.client.portal.call(lambda: tracker.legacy_ids.current() is not None)  # type: ignore[union-attr]
+
     def count_reads(self) -> list[int]:
         """Campaign ids read from Firestore from now on, through the deployed cache's own reader."""
         routes, reads = self.tracker.routes, []

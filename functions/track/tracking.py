@@ -20,7 +20,7 @@ from shared.addresses import client_address
 from shared.config import PROJECT, Settings
 from shared.events import MAX_HEADER_CHARS, ClickEvent
 from shared.ids import CampaignIds, in_registry, keyed_ids
-from shared.legacy_ids import load_registry
+from shared.legacy_ids import LegacyIds
 from shared.logs import get_logger
 from shared.models import Route, parse_campaign_id
 from shared.partitions import Producers
@@ -60,7 +60,7 @@ class Tracker:
         publisher: GroupPublisher,
         fallback_url: str,
         ids: CampaignIds,
-        legacy_ids: asyncio.Future[frozenset[int] | None],
+        legacy_ids: LegacyIds,
         producers: Producers,
         visitors: VisitorKeys,
         *,
@@ -101,10 +101,10 @@ class Tracker:
         campaign_id = campaign_id_from_path(request.path)
         # An id that was never issued must cost no lookup, or a flood of made-up
         # ids would be a flood of Firestore reads. A keyed id passes on its own;
-        # one that fails the check waits for the registry's read if it is still
-        # under way (shielded: a click that goes away must not cancel it).
+        # one that fails the check is looked up unless the registry, once read,
+        # rules it out.
         if campaign_id is None or not (self.ids.verify(campaign_id)
-                                       or in_registry(campaign_id, await asyncio.shield(self.legacy_ids))):
+                                       or in_registry(campaign_id, self.legacy_ids.current())):
             return self.fallback_url
         route = await self.routes.get(campaign_id)
         if route is None:
@@ -169,18 +169,19 @@ async def start_tracker(settings: Settings) -> Tracker:
     registry's read begins, which opens the Firestore connection the campaign
     reads then use (on Cloud Run each waits for a token and a TLS handshake).
     Only a click whose id fails the keyed check needs that registry: the
-    read goes on in the background, and the first such click waits for it.
+    read goes on in the background, and until it is done such a click is
+    looked up, as on an instance without a registry.
     """
     db = firestore.AsyncClient(project=settings.required(PROJECT))
     publisher = PublisherAsyncClient()
     # The async client's transport is always gRPC's; the channel connects in the background.
     cast(PublisherGrpcAsyncIOTransport, publisher.transport).grpc_channel.get_state(try_to_connect=True)
-    legacy_ids = asyncio.get_running_loop().create_task(load_registry(db))
+    legacy_ids = LegacyIds(db)
     await asyncio.to_thread(compile_bot_pattern)
     return build_tracker(settings, legacy_ids, db, publisher)
 
 
-def build_tracker(settings: Settings, legacy_ids: asyncio.Future[frozenset[int] | None],
+def build_tracker(settings: Settings, legacy_ids: LegacyIds,
                   db: firestore.AsyncClient, publisher: PublisherAsyncClient) -> Tracker:
     """The tracker over the instance's clients, as its settings shape it."""
     reader = CampaignReader(db, settings.lookup_timeout_seconds)
