@@ -2,6 +2,7 @@
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,13 +39,17 @@ def states_in_group(group: int) -> list[str]:
     return states
 
 
-def test_a_stop_does_not_wait_for_the_groups_zombies(tmp_path: Path) -> None:
-    output = tmp_path / "keeper"
+def started_until_a_zombie(script: str, output: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A session running ``script``, once the number it prints is out and its group shows a zombie."""
     with output.open("wb") as log:
-        leader = emulators.start_session([sys.executable, "-c", LEAVES_A_ZOMBIE], log=log)
+        leader = emulators.start_session([sys.executable, "-c", script], log=log)
     while not output.read_text() or "Z" not in states_in_group(leader.pid):
         time.sleep(0.01)
-    keeper = int(output.read_text())
+    return leader, int(output.read_text())
+
+
+def test_a_stop_does_not_wait_for_the_groups_zombies(tmp_path: Path) -> None:
+    leader, keeper = started_until_a_zombie(LEAVES_A_ZOMBIE, tmp_path / "keeper")
     try:
         began = time.monotonic()
         emulators.stop_process_group(leader, grace_seconds=5.0)
@@ -70,12 +75,7 @@ WRAPPER = ("import subprocess, sys, time; "
 
 
 def test_a_stop_waits_for_a_member_whose_main_thread_ended_while_its_others_run(tmp_path: Path) -> None:
-    output = tmp_path / "port"
-    with output.open("wb") as log:
-        leader = emulators.start_session([sys.executable, "-c", WRAPPER], log=log)
-    while not output.read_text() or "Z" not in states_in_group(leader.pid):
-        time.sleep(0.01)
-    port = int(output.read_text())
+    leader, port = started_until_a_zombie(WRAPPER, tmp_path / "port")
     assert emulators.port_in_use(port)
     emulators.stop_process_group(leader, grace_seconds=1.0)
     assert not emulators.port_in_use(port)  # killed, not passed over as a zombie
