@@ -184,7 +184,7 @@ class Settings:
         used_by=("track",),
     )
     aggregate_batch_size: int = setting(
-        AGGREGATE_BATCH_SIZE, 1000, "Most events the drain gathers (over several pulls) into one journal write.",
+        AGGREGATE_BATCH_SIZE, 2000, "Most events the drain gathers (over several pulls) into one journal write.",
         used_by=("aggregate",),
     )
     # Well within the subscription's 60 s ack deadline, so a run never receives its own messages again.

@@ -90,7 +90,7 @@ CLOCK_SKEW = timedelta(hours=1)
 # Firestore calls on the way to a commit, so that a stalled Firestore ends a run within its budget.
 CALL_TIMEOUT_SECONDS = 10.0
 _CONFLICT_RETRIES = 5
-# Journal entries read per page: each is at most one document of 1,000 events.
+# Journal entries read per page: each is at most one document of AGGREGATE_BATCH_SIZE events.
 _ENTRIES_PER_PAGE = 50
 
 
