@@ -38,11 +38,16 @@ def partition_of(producer_id: str, partitions: int) -> int:
     return int(producer_id, 16) % partitions if producer_id else 0
 
 
+def partition_named(raw: str, partitions: int) -> int | None:
+    """The partition ``raw`` names (ASCII digits, below ``partitions``), or None."""
+    if raw.isascii() and raw.isdigit() and int(raw) < partitions:
+        return int(raw)
+    return None
+
+
 def owner(attributes: Mapping[str, str], partitions: int) -> int:
     """The partition whose drain journals a message with these attributes."""
-    raw = attributes.get(PARTITION_ATTRIBUTE, "")
-    partition = int(raw) if raw.isascii() and raw.isdigit() else 0
-    return partition if partition < partitions else 0
+    return partition_named(attributes.get(PARTITION_ATTRIBUTE, ""), partitions) or 0
 
 
 def subscription_of(base: str, partition: int) -> str:

@@ -21,16 +21,19 @@ from __future__ import annotations
 import re
 import zoneinfo
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import cache
+from typing import TypeVar
 
 from shared.errors import BadRequest
 from shared.models import Counters, zero_counters
 from shared.platforms import COUNTER_FIELDS
 from shared.sketches import VisitorUnion
 from shared.utc import as_utc, hour_of
+
+V = TypeVar("V")
 
 HOUR = "hour"
 DAY = "day"
@@ -191,15 +194,21 @@ def _bucket_of(stats_range: StatsRange, starts: list[datetime], hour: datetime) 
     return index if index >= 0 and hour < stats_range.buckets[index].end else None
 
 
-def fold(stats_range: StatsRange, hourly: Mapping[datetime, Counters]) -> list[Counters]:
-    """Each bucket's counters, from counters per UTC hour start; hours outside the range are left out."""
+def _by_bucket(stats_range: StatsRange, hourly: Mapping[datetime, V]) -> Iterator[tuple[int, V]]:
+    """Each hour's value with the index of the bucket holding the hour; hours outside the range are left out."""
     starts = [bucket.start for bucket in stats_range.buckets]
-    folded = [zero_counters() for _ in starts]
-    for hour, counters in hourly.items():
+    for hour, value in hourly.items():
         index = _bucket_of(stats_range, starts, hour)
         if index is not None:
-            for name in COUNTER_FIELDS:
-                folded[index][name] += counters.get(name, 0)
+            yield index, value
+
+
+def fold(stats_range: StatsRange, hourly: Mapping[datetime, Counters]) -> list[Counters]:
+    """Each bucket's counters, from counters per UTC hour start; hours outside the range are left out."""
+    folded = [zero_counters() for _ in stats_range.buckets]
+    for index, counters in _by_bucket(stats_range, hourly):
+        for name in COUNTER_FIELDS:
+            folded[index][name] += counters.get(name, 0)
     return folded
 
 
@@ -209,13 +218,10 @@ def fold_visitors(stats_range: StatsRange, hourly: Mapping[datetime, Iterable[by
     A visitor of several hours (or platforms) of a bucket counts once in it, and once in the range
     however many buckets it shows in: the range's figure is the union of every hour's, not a sum.
     """
-    starts = [bucket.start for bucket in stats_range.buckets]
-    unions = [VisitorUnion() for _ in starts]
-    for hour, sketches in hourly.items():
-        index = _bucket_of(stats_range, starts, hour)
-        if index is not None:
-            for sketch in sketches:
-                unions[index].add(sketch)
+    unions = [VisitorUnion() for _ in stats_range.buckets]
+    for index, sketches in _by_bucket(stats_range, hourly):
+        for sketch in sketches:
+            unions[index].add(sketch)
     whole = VisitorUnion()
     for union in unions:
         whole.merge(union)

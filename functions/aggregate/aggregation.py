@@ -35,7 +35,7 @@ from shared.counting import CALL_TIMEOUT_SECONDS, Applied, Applier, Delivery, Jo
 from shared.errors import BadRequest
 from shared.logs import get_logger
 from shared.models import rfc3339
-from shared.partitions import owner, subscription_of
+from shared.partitions import owner, partition_named, subscription_of
 from shared.store import AS_OF, PARTITIONS_AS_OF, data_of, read_as_of, state_ref
 from shared.utc import as_utc
 from shared.visitors import SaltKeeper
@@ -442,10 +442,11 @@ class ScheduledRun:
 
 def partition_asked(raw: str, partitions: int) -> int:
     """The partition a scheduled run was asked for, ``?partition=n``."""
-    if not (raw.isascii() and raw.isdigit()) or int(raw) >= partitions:
+    partition = partition_named(raw, partitions)
+    if partition is None:
         raise BadRequest(f"partition must be a number from 0 to {partitions - 1} ({AGGREGATE_PARTITIONS}), "
                          f"not {raw!r}")
-    return int(raw)
+    return partition
 
 
 def build_applier(settings: Settings) -> Applier:

@@ -70,8 +70,7 @@ class Tracker:
         self.publisher = publisher
         self.fallback_url = fallback_url
         self.ids = ids
-        # The registry of ids issued before ids were keyed, as its read at the instance's start will
-        # give it (None: no registry, so any id might be one).
+        # The registry of ids issued before ids were keyed, read in the background from the instance's start.
         self.legacy_ids = legacy_ids
         self.producers = producers
         self.visitors = visitors
