@@ -65,6 +65,7 @@ from bench.prices import usd_per_million_clicks  # noqa: E402
 from bench.reads import ReadCounter  # noqa: E402
 from local import emulators  # noqa: E402
 from shared import config  # noqa: E402
+from shared.collector import collect_seldom  # noqa: E402
 from shared.counting import Applier, Journal  # noqa: E402
 from shared.errors import InvalidEvent  # noqa: E402
 from shared.events import ClickEvent, Producer  # noqa: E402
@@ -799,6 +800,7 @@ def report_track(track: TrackReport, fold_rps: float, fold_cpu_us: float) -> Non
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    collect_seldom()  # the scheduled runs run in this process: with the aggregate function's collector
     # Poison events are logged as warnings by the thousand here; only errors are news.
     logging.getLogger("o7tracker").setLevel(logging.ERROR)
     try:

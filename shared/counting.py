@@ -229,13 +229,15 @@ def _entry_prefix(partition: int) -> str:
     return f"p{partition:02d}-"
 
 
-def journal_of(db: firestore.Client, partition: int) -> firestore.Query:
-    """The journal entries of ``partition``, oldest first. Partition 0's include the entries
-    written before partitions, whose ids begin with their time (digits sort before ``p``)."""
+def journal_of(db: firestore.Client, partition: int, before: datetime | None = None) -> firestore.Query:
+    """The journal entries of ``partition`` (written before ``before``, if given), oldest first.
+    Partition 0's include the entries written before partitions, whose ids begin with their time
+    (digits sort before ``p``)."""
     journal = db.collection(JOURNAL)
     prefix = _entry_prefix(partition)
     # "." follows "-": every id that begins with the prefix sorts below the prefix with "." for "-".
-    query = journal.where(filter=firestore.FieldFilter(DOCUMENT_NAME, "<", journal.document(prefix[:-1] + ".")))
+    end = prefix[:-1] + "." if before is None else f"{prefix}{int(before.timestamp() * 1e9):020d}"
+    query = journal.where(filter=firestore.FieldFilter(DOCUMENT_NAME, "<", journal.document(end)))
     if partition:
         query = query.where(filter=firestore.FieldFilter(DOCUMENT_NAME, ">=", journal.document(prefix)))
     return query.order_by(DOCUMENT_NAME)
@@ -396,31 +398,35 @@ class Applier:
         self.horizon = horizon
         self.clock = clock
 
-    def apply(self, deadline: float, at_least: int = 1, partition: int = 0) -> Applied:
-        """Apply ``partition``'s journal entries, oldest first, until none is left or ``deadline``
-        (monotonic) passes.
-
-        With ``at_least``, stop (incomplete) rather than apply fewer entries than that: a commit
-        writes each campaign, day and ledger it touches once, so fewer, larger commits cost less.
-        """
+    def apply(self, deadline: float, partition: int = 0, before: datetime | None = None) -> Applied:
+        """Apply ``partition``'s journal entries (those written before ``before``, if given), oldest
+        first, until none is left or ``deadline`` (monotonic) passes."""
         result = Applied()
         while time.monotonic() < deadline:
-            query = journal_of(self.db, partition).limit(_ENTRIES_PER_PAGE)
+            query = journal_of(self.db, partition, before).limit(_ENTRIES_PER_PAGE)
             entries = list(query.stream(timeout=CALL_TIMEOUT_SECONDS))
             if not entries:
                 result.complete = True
                 return result
-            if len(entries) < at_least:
-                return result
-            rows = {entry.id: unpack(entry.get("events")) for entry in entries}
-            # Entries of one stretch of time touch mostly the same campaigns, days and producers,
-            # so a commit holds many: each document is written once for all of them.
-            touched = [(entry, {key for row in rows[entry.id] for key in row.touches()}) for entry in entries]
-            for group in grouped_by_writes(touched, lambda pair: pair[1], per_item=1, per_group=0):
-                if time.monotonic() >= deadline:
-                    break
-                result.merge(self.apply_entries([entry for entry, _ in group], rows))
+            result.merge(self._apply_grouped(entries, {entry.id: unpack(entry.get("events")) for entry in entries},
+                                             deadline))
         log.warning("journal apply ran out of time; the next run goes on", extra={"entries": result.entries})
+        return result
+
+    def apply_written(self, written: Sequence[Written], deadline: float) -> Applied:
+        """Apply entries as this process wrote them, from the rows it wrote: without reading them back.
+        What ``deadline`` leaves unapplied stays in the journal for :meth:`apply`."""
+        return self._apply_grouped(written, {entry.id: entry.rows for entry in written}, deadline)
+
+    def _apply_grouped(self, entries: Sequence[Any], rows: dict[str, list[Row]], deadline: float) -> Applied:
+        # Entries of one stretch of time touch mostly the same campaigns, days and producers,
+        # so a commit holds many: each document is written once for all of them.
+        touched = [(entry, {key for row in rows[entry.id] for key in row.touches()}) for entry in entries]
+        result = Applied()
+        for group in grouped_by_writes(touched, lambda pair: pair[1], per_item=1, per_group=0):
+            if time.monotonic() >= deadline:
+                break
+            result.merge(self.apply_entries([entry for entry, _ in group], rows))
         return result
 
     def apply_entries(self, entries: Sequence[Any], rows: dict[str, list[Row]] | None = None) -> Applied:
@@ -497,28 +503,38 @@ class Applier:
         return result
 
     def _count(self, batch: firestore.WriteBatch, events: Sequence[Row]) -> None:
-        totals: defaultdict[int, Counter[str]] = defaultdict(Counter)
-        hours: Counter[tuple[int, int, str]] = Counter()  # (campaign, UTC hour as epoch seconds, counter)
-        # (campaign, UTC day as epoch seconds) -> (hour field, platform) -> visitor keys
-        visitors: defaultdict[tuple[int, int], defaultdict[tuple[str, str], set[str]]] = defaultdict(
-            lambda: defaultdict(set))
+        # Per click only tallies: (campaign, UTC hour as epoch seconds, counters) -> clicks, and
+        # (campaign, hour, platform) -> visitor keys. The rest is per tally, far fewer.
+        tallies: Counter[tuple[int, int, tuple[str, ...]]] = Counter()
+        sketched_visitors: defaultdict[tuple[int, int, str], set[str]] = defaultdict(set)
         for event in events:
             hour = event.ts - event.ts % 3600
-            for name in event.counters():
-                totals[event.campaign_id][name] += 1
-                hours[(event.campaign_id, hour, name)] += 1
+            tallies[(event.campaign_id, hour, event.counters())] += 1
             platform = event.sketch()
             if platform is not None:
-                field_name = day_hour_field(from_epoch_seconds(hour))
-                visitors[(event.campaign_id, hour - hour % 86400)][(field_name, platform)].add(event.visitor)
+                sketched_visitors[(event.campaign_id, hour, platform)].add(event.visitor)
+        hour_fields = {hour: day_hour_field(from_epoch_seconds(hour)) for _, hour, _ in tallies}
+        totals: defaultdict[int, Counter[str]] = defaultdict(Counter)
+        # (campaign, UTC day as epoch seconds) -> hour field -> counter -> clicks
+        day_counts: defaultdict[tuple[int, int], defaultdict[str, Counter[str]]] = defaultdict(
+            lambda: defaultdict(Counter))
+        for (campaign_id, hour, names), n in tallies.items():
+            if not names:
+                continue
+            cell = day_counts[(campaign_id, hour - hour % 86400)][hour_fields[hour]]
+            for name in names:
+                totals[campaign_id][name] += n
+                cell[name] += n
+        # (campaign, day) -> (hour field, platform) -> visitor keys
+        visitors: defaultdict[tuple[int, int], dict[tuple[str, str], set[str]]] = defaultdict(dict)
+        for (campaign_id, hour, platform), keys in sketched_visitors.items():
+            visitors[(campaign_id, hour - hour % 86400)][(hour_fields[hour], platform)] = keys
         for campaign_id, deltas in totals.items():
             # update, not set: a campaign deleted since it was read fails the commit, and is not recreated.
             batch.update(campaign_ref(self.db, campaign_id),
                          {f"{COUNTS}.{name}": firestore.Increment(n) for name, n in deltas.items()})
-        days: defaultdict[tuple[int, int], dict[str, dict[str, firestore.Increment]]] = defaultdict(dict)
-        for (campaign_id, hour, name), n in hours.items():
-            field_name = day_hour_field(from_epoch_seconds(hour))
-            days[(campaign_id, hour - hour % 86400)].setdefault(field_name, {})[name] = firestore.Increment(n)
+        days = {day: {h: {name: firestore.Increment(n) for name, n in named.items()} for h, named in hours.items()}
+                for day, hours in day_counts.items()}
         sketched = self._days(visitors)
         for (campaign_id, day), counts in days.items():
             moment = from_epoch_seconds(day)

@@ -14,10 +14,12 @@ click is counted within a second, at about seven Firestore operations a click
 from __future__ import annotations
 
 import base64
+import queue
 import random
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -31,7 +33,7 @@ from google.cloud import firestore, pubsub_v1
 from legacy_totals import RefreshResult, TotalsRefresher
 
 from shared.config import AGGREGATE_MODE, AGGREGATE_PARTITIONS, PROJECT, ConfigError, Settings
-from shared.counting import CALL_TIMEOUT_SECONDS, Applied, Applier, Delivery, Journal, Received
+from shared.counting import CALL_TIMEOUT_SECONDS, Applied, Applier, Delivery, Journal, Received, Written
 from shared.errors import BadRequest
 from shared.logs import get_logger
 from shared.models import rfc3339
@@ -49,7 +51,7 @@ _PULL_WAIT_SECONDS = 2.0
 _PULLS_AT_ONCE = 4
 _PULL_MAX_MESSAGES = 1000  # Pub/Sub's limit for one pull
 # While the drain runs, the apply step waits for this many journal entries (each up to
-# AGGREGATE_BATCH_SIZE events), looking again this often.
+# AGGREGATE_BATCH_SIZE events) to commit together, and sees whether the drain is over this often.
 _APPLY_ENTRIES = 20
 _APPLY_IDLE_SECONDS = 0.5
 # Shares of a run's budget: the drain stops pulling at the first, the apply step at the second;
@@ -95,8 +97,7 @@ def receive_pushed(journal: Journal, applier: Applier, envelope: dict[str, Any])
     received = journal.receive([Delivery(message_id, data)])
     if received.failed:
         raise RetryLater(f"message {message_id} not journaled; Pub/Sub will redeliver it")
-    if received.written:
-        applier.apply_entries(received.written, {entry.id: entry.rows for entry in received.written})
+    applier.apply_written(received.written, time.monotonic() + CALL_TIMEOUT_SECONDS)
     return received
 
 
@@ -128,9 +129,11 @@ class Drainer:
         self._pulls = ThreadPoolExecutor(max_workers=_PULLS_AT_ONCE, thread_name_prefix="pull")
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
 
-    def drain(self, since: datetime, deadline: float) -> Drained:
+    def drain(self, since: datetime, deadline: float,
+              journaled: Callable[[list[Written]], None] = lambda written: None) -> Drained:
         """Journal batches until caught up with ``since``, a journal write fails, or ``deadline``
-        (monotonic) passes.
+        (monotonic) passes; each batch's journal entries, once written, are handed to ``journaled``
+        (they are not kept in the result).
 
         A batch is written when it is full or ``fill_seconds`` after its first pull, so each
         message is acked seconds after its delivery, well within its ack deadline. Each batch is
@@ -153,7 +156,7 @@ class Drainer:
             drained.pulled += len(messages)
             own, foreign = self._split(messages)
             drained.foreign += len(foreign)
-            writing = self._writes.submit(self._journal, own, foreign)
+            writing = self._writes.submit(self._journal, own, foreign, journaled)
             if max(m.message.publish_time.seconds for m in messages) >= since.timestamp():
                 drained.caught_up = True
                 break
@@ -161,10 +164,14 @@ class Drainer:
             self._settled(writing, drained)
         return drained
 
-    def _journal(self, messages: list[Any], foreign: list[str]) -> Received:
-        """Write one batch to the journal, then ack what it holds (and the ``foreign`` ack ids) and
-        hand back what it could not."""
+    def _journal(self, messages: list[Any], foreign: list[str],
+                 journaled: Callable[[list[Written]], None]) -> Received:
+        """Write one batch to the journal, hand its entries to ``journaled``, then ack what it holds
+        (and the ``foreign`` ack ids) and hand back what it could not."""
         received = self.journal.receive([Delivery(m.message.message_id, m.message.data) for m in messages])
+        if received.written:
+            journaled(received.written)
+            received.written = []  # a run's events are many: held until applied, not until the run ends
         ack_ids = {m.message.message_id: m.ack_id for m in messages}
         self._settle([ack_ids[i] for i in received.acked] + foreign, [ack_ids[i] for i in received.failed])
         return received
@@ -391,12 +398,14 @@ class ScheduledRun:
         db = self.applier.db
         drained, lease = None, Lease(db, self.partition)
         draining = threading.Event()
+        journaled: queue.SimpleQueue[list[Written]] = queue.SimpleQueue()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply") as pool:
             # The apply step runs beside the drain, so that a backlog is counted while it is pulled.
-            applying = pool.submit(self._apply_until_drained, draining, began + _APPLY_SHARE * self.max_seconds)
+            applying = pool.submit(self._apply_until_drained, started, draining, journaled,
+                                   began + _APPLY_SHARE * self.max_seconds)
             try:
                 if self.drainer is not None and lease.acquire(self.max_seconds + _ACK_DEADLINE_SECONDS):
-                    drained = self.drainer.drain(started, began + _DRAIN_SHARE * self.max_seconds)
+                    drained = self.drainer.drain(started, began + _DRAIN_SHARE * self.max_seconds, journaled.put)
                     # Not released when the drain raised: messages it pulled may be out until their ack
                     # deadline, and the lease, outliving it, keeps another run from calling them counted.
                     lease.release()
@@ -425,19 +434,30 @@ class ScheduledRun:
             log.error("visitor salts not made; the next run tries again", extra={"error": repr(exc)})
             return 0
 
-    def _apply_until_drained(self, drained: threading.Event, deadline: float) -> Applied:
-        """Apply the journal while the drain fills it, a commit per ``_APPLY_ENTRIES`` entries at
-        least, then all that is left once the drain is over."""
-        total = Applied()
-        while True:
-            last_pass = drained.is_set()
-            applied = self.applier.apply(deadline, at_least=1 if last_pass else _APPLY_ENTRIES,
-                                         partition=self.partition)
-            total.merge(applied)
-            if last_pass or time.monotonic() >= deadline:
-                total.complete = last_pass and applied.complete
-                return total
-            drained.wait(_APPLY_IDLE_SECONDS)
+    def _apply_until_drained(self, started: datetime, drained: threading.Event,
+                             journaled: queue.SimpleQueue[list[Written]], deadline: float) -> Applied:
+        """Apply what earlier runs left in the journal, oldest first; then the entries the drain writes,
+        as it writes them and without reading them back, ``_APPLY_ENTRIES`` to a commit at least;
+        once the drain is over, the rest of them, then whatever else the journal holds (entries
+        whose apply failed, or the event-triggered function's)."""
+        total = self.applier.apply(deadline, partition=self.partition, before=started)
+        pending: list[Written] = []
+        while not drained.is_set() and time.monotonic() < deadline:
+            try:
+                pending += journaled.get(timeout=_APPLY_IDLE_SECONDS)
+            except queue.Empty:
+                continue
+            if len(pending) >= _APPLY_ENTRIES:
+                total.merge(self.applier.apply_written(pending, deadline))
+                pending = []
+        # A drain hands over its entries before it returns: once it is over, all are in the queue.
+        while not journaled.empty():
+            pending += journaled.get_nowait()
+        total.merge(self.applier.apply_written(pending, deadline))
+        rest = self.applier.apply(deadline, partition=self.partition)
+        total.merge(rest)
+        total.complete = rest.complete
+        return total
 
 
 def partition_asked(raw: str, partitions: int) -> int:

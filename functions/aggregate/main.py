@@ -6,6 +6,11 @@ Cloud Scheduler or ``/tasks/update_stats``: it drains the partition's backlog (u
 ``AGGREGATE_MODE=event``) and applies its journal to the counts readers see; partition 0's also
 sweeps deleted campaigns' counters.
 """
+# ruff: noqa: E402  (the collector is tuned before the imports)
+
+from shared.collector import collect_seldom, freeze_imports
+
+collect_seldom()
 
 import flask
 import functions_framework
@@ -18,6 +23,8 @@ from shared.counting import Journal
 from shared.http import json_errors, json_response
 from shared.logs import bind_request
 from shared.shard_guard import guard_counter_shards
+
+freeze_imports()
 
 settings = config.load(config.PROJECT)
 guard_counter_shards(settings)

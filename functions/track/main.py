@@ -1,13 +1,9 @@
 """Track function: ``GET /track/<id>?platform=<Platform>`` answers a 307 redirect."""
 # ruff: noqa: E402  (the collector is tuned before the imports)
 
-import gc
+from shared.collector import collect_seldom, freeze_imports
 
-# What the cold start makes lives as long as the instance: the collector would scan it again and
-# again and free nothing. So it runs seldom from the start (a collection while the imports below
-# allocate cost about 25 ms of a cold start), a click's short-lived objects are collected in fewer,
-# larger passes, and what the imports made is frozen once they are done.
-gc.set_threshold(50_000, 20, 20)
+collect_seldom()
 
 import functions_framework.aio
 import web
@@ -19,7 +15,7 @@ from shared import config
 from shared.clients import AsyncLazy
 from shared.logs import bind_request
 
-gc.freeze()
+freeze_imports()
 
 settings = config.load(config.PROJECT, config.CAMPAIGN_ID_KEY)
 tracker = AsyncLazy(lambda: start_tracker(settings))
