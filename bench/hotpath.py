@@ -72,7 +72,7 @@ from bench import wrk
 from bench.rpc_count import CountingProxy
 from local import emulators
 from shared import config
-from shared.events import ClickEvent
+from shared.events import ClickEvent, split_events
 from tools.replay import Summary, click_events, read_entries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -464,7 +464,8 @@ def pull_waiting(project: str, subscription: str) -> list[ClickEvent]:
             if not answer.received_messages:
                 return events
             # The bench's own subscriptions: anything but a valid click is a bug worth stopping for.
-            events += [ClickEvent.decode(received.message.data) for received in answer.received_messages]
+            events += [ClickEvent.decode(data) for received in answer.received_messages
+                       for data in split_events(received.message.data)]
             subscriber.acknowledge(subscription=path, ack_ids=[r.ack_id for r in answer.received_messages])
 
     try:

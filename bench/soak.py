@@ -18,8 +18,13 @@ compared with a ground truth kept in memory, computed here independently of
 largest error is reported). Every Firestore operation the aggregators make is counted
 at their clients' transport and priced (bench/prices.py), with the TTL deletes
 the design implies. Last, the hot path benchmark's hit case is run here too (one
-track instance as deployed, every campaign cached, wrk at 64 connections), so the
-fold rate is set side by side against the click rate that benchmark reports.
+track instance as deployed, every campaign cached, wrk at 64 connections), and one
+scheduled run folds what that instance published, as it packed it: ``fold_rps``, set
+side by side against the click rate that benchmark reports (``track_rps``).
+
+The waves are published as the track function publishes: the events of one
+Publish call that go to one partition share a message, ``--events-per-message``
+of them on average (a busy instance's figure is printed with its fold).
 
 It prints figures, the last line a one-line summary, and exits 0 only when
 every count is exact. This is a soak, not a test: it is not run by ./test.sh.
@@ -68,7 +73,7 @@ from shared import config  # noqa: E402
 from shared.collector import collect_seldom  # noqa: E402
 from shared.counting import Applier, Journal  # noqa: E402
 from shared.errors import InvalidEvent  # noqa: E402
-from shared.events import ClickEvent, Producer  # noqa: E402
+from shared.events import ClickEvent, Producer, join_events  # noqa: E402
 from shared.ids import keyed_ids  # noqa: E402
 from shared.partitions import PARTITION_ATTRIBUTE, partition_of, subscription_of  # noqa: E402
 from shared.platforms import PLATFORMS  # noqa: E402
@@ -281,23 +286,41 @@ def poison_payload(i: int, rng: random.Random, known: set[int], now: datetime, p
 # --- Pub/Sub ------------------------------------------------------------------------------
 
 
-def publish_all(project: str, topic: str, payloads: Sequence[bytes], rate: float, partitions: int) -> float:
-    """Publish with client-side batching, at ``rate`` messages a second (0: all at once), each
-    tagged with its partition as the track function tags it; returns the seconds taken."""
+def publish_all(project: str, topic: str, payloads: Sequence[bytes], rate: float, partitions: int,
+                per_message: float, rng: random.Random) -> float:
+    """Publish at ``rate`` events a second (0: all at once), packed as the track function packs them:
+    consecutive events of one partition share a message, ``per_message`` of them on average, and each
+    message is tagged with its partition; returns the seconds taken."""
     settings = pubsub_v1.types.BatchSettings(max_messages=1000, max_bytes=4_000_000, max_latency=0.05)
     publisher = pubsub_v1.PublisherClient(batch_settings=settings)
     path = publisher.topic_path(project, topic)
     started = time.monotonic()
     futures = []
+    waiting: defaultdict[str, list[bytes]] = defaultdict(list)
+    sizes: dict[str, int] = {}
     for i, payload in enumerate(payloads):
         if rate and i % 100 == 0:
             time.sleep(max(0.0, started + i / rate - time.monotonic()))
-        futures.append(publisher.publish(path, payload, **partition_attribute(payload, partitions)))
+        partition = partition_attribute(payload, partitions)
+        events = waiting[partition]
+        events.append(payload)
+        if len(events) >= sizes.setdefault(partition, message_size(per_message, rng)):
+            futures.append(publisher.publish(path, join_events(events), **{PARTITION_ATTRIBUTE: partition}))
+            waiting[partition], sizes[partition] = [], message_size(per_message, rng)
+    for partition, events in waiting.items():
+        if events:
+            futures.append(publisher.publish(path, join_events(events), **{PARTITION_ATTRIBUTE: partition}))
     for future in futures:
         future.result(timeout=300)
     elapsed = time.monotonic() - started
     publisher.stop()
     return elapsed
+
+
+def message_size(per_message: float, rng: random.Random) -> int:
+    """Events in the next message: from one to twice ``per_message``, so that messages of one event
+    (a lone click, a replay) are among them."""
+    return rng.randint(1, max(1, round(2 * per_message) - 1))
 
 
 # --- the aggregators ----------------------------------------------------------------------
@@ -312,6 +335,7 @@ class Runs:
     duplicates: int = 0
     poison: int = 0
     pulled: int = 0
+    messages: int = 0
     busy_seconds: float = 0.0
     """Seconds spent in runs that pulled something."""
     busy_cpu_seconds: float = 0.0
@@ -324,20 +348,21 @@ class Runs:
         self.duplicates += summary["duplicates"]
         self.poison += summary["poison"]
         self.pulled += summary["pulled"]
+        self.messages += summary["messages"]
         if summary["pulled"]:
             self.busy_seconds += report.seconds
             self.busy_cpu_seconds += cpu_seconds
 
 
-def partition_attribute(payload: bytes, partitions: int) -> dict[str, str]:
-    """The attribute the track function publishes ``payload`` with (none for poison)."""
+def partition_attribute(payload: bytes, partitions: int) -> str:
+    """The partition the track function tags ``payload``'s message with (partition 0's for poison)."""
     if partitions == 1:
-        return {PARTITION_ATTRIBUTE: "0"}  # without decoding, which a steady wave's drain would compete with
+        return "0"  # without decoding, which a steady wave's drain would compete with
     try:
         producer = ClickEvent.decode(payload).producer
     except InvalidEvent:
-        return {}
-    return {PARTITION_ATTRIBUTE: str(partition_of(producer, partitions))}
+        return "0"
+    return str(partition_of(producer, partitions))
 
 
 def settings_for(project: str, subscription: str, partitions: int = 1) -> config.Settings:
@@ -380,6 +405,13 @@ def bare_aggregator(settings: config.Settings, counters: list[ReadCounter]) -> R
         runs.pulled += drained.pulled
         if not drained.pulled and applied.complete:
             return runs
+
+
+def fold_backlog(project: str, subscription: str) -> Runs:
+    """The scheduled run as deployed, called back to back on ``subscription`` until its backlog is counted."""
+    published = threading.Event()
+    published.set()
+    return scheduled_runs(settings_for(project, subscription), [], published, 0.0, 0)
 
 
 def implied_ttl_deletes(db: firestore.Client) -> int:
@@ -454,6 +486,8 @@ class TrackReport:
     publish_failures: int
     cpu_seconds: float
     """The track server's CPU under the load."""
+    subscription: str
+    """The subscription on the instance's topic: what it published waits there."""
 
     @property
     def rps(self) -> float:
@@ -520,7 +554,7 @@ def measure_track(
     very figure the hot path benchmark reports."""
     topic = f"soak-track-{uuid.uuid4().hex[:12]}"
     # With a subscription, as the hot path benchmark's and every deployed click topic has: Pub/Sub then keeps
-    # each click, which is part of what a publish costs.
+    # each click, which is part of what a publish costs, and the soak folds them afterwards.
     emulators.create_topic_and_subscription(env[config.PROJECT], topic, topic + "-sub")
     targets = track_targets(campaigns)
     settings = {config.CACHE_TTL_SECONDS: hotpath.HIT_TTL_SECONDS, config.FALLBACK_URL: FALLBACK_URL}
@@ -545,7 +579,7 @@ def measure_track(
     failures = server.log_path.read_text(errors="replace").count(PUBLISH_FAILED)
     label = "wrk" if generator == "wrk" else "Python threads + requests.Session" + (
         "" if wrk.available() else " (wrk not on PATH)")
-    return TrackReport(f"{label}, {connections} connections", ok, sent, elapsed, failures, cpu)
+    return TrackReport(f"{label}, {connections} connections", ok, sent, elapsed, failures, cpu, topic + "-sub")
 
 
 @contextmanager
@@ -583,6 +617,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="AGGREGATE_PARTITIONS: each partition's scheduled runs go on at once (the emulator "
                              "ignores subscription filters, so every partition pulls every message: exactness, "
                              "not speed)")
+    parser.add_argument("--events-per-message", type=float, default=20.0,
+                        help="events the waves pack into a message, on average: the track function packs a Publish "
+                             "call's events of one partition into one, about 20 under the hot path benchmark's load")
     parser.add_argument("--hot-share", type=float, default=0.40, help="share of clicks on the hot campaign")
     parser.add_argument("--bot-share", type=float, default=0.05)
     parser.add_argument("--duplicate-share", type=float, default=0.05, help="extra copies of clicks, per click")
@@ -648,17 +685,17 @@ def soak(args: argparse.Namespace) -> bool:
         visitors_error = check_visitors(store, campaigns, truth)
         ttl = implied_ttl_deletes(db)
         track = measure_track(env, store, campaigns, args.load_generator, args.track_seconds, args.connections, workdir)
+        folded = fold_backlog(project, track.subscription)
 
     clicks = first.workload.sent + second.workload.sent
     counted = sum(r.counted for w in (first, second) for r in w.runs)
-    exact = exact and pushed
+    exact = exact and pushed and folded.counted >= track.ok and not folded.poison
     reads, writes = sum(c.reads for c in counters), sum(c.writes for c in counters)
     deletes = sum(c.deletes for c in counters) + ttl
     usd = usd_per_million_clicks(reads, writes, deletes, clicks)
-    single = first.runs[0]
-    fold_rps = single.pulled / single.busy_seconds if single.busy_seconds else 0.0
-    fold_cpu_us = 1e6 * single.busy_cpu_seconds / single.pulled if single.pulled else 0.0
-    report_track(track, fold_rps, fold_cpu_us)
+    fold_rps = folded.pulled / folded.busy_seconds if folded.busy_seconds else 0.0
+    fold_cpu_us = 1e6 * folded.busy_cpu_seconds / folded.pulled if folded.pulled else 0.0
+    report_track(track, folded, fold_rps, fold_cpu_us)
     say(f"firestore: {reads} reads, {writes} writes, {deletes} deletes ({ttl} of them by TTL) for {clicks} clicks; "
         f"USD {usd:.4f} per million clicks at list prices (bench/prices.py)")
     say(f"took {time.monotonic() - started:.0f} s; emulator and track server logs in {workdir}")
@@ -687,14 +724,15 @@ def wave(project: str, campaigns: Sequence[CampaignSpec], args: argparse.Namespa
         "all published, then counted by back-to-back scheduled runs") + (
         f"; {args.partitions} partitions, a scheduled run each" if args.partitions > 1 else "")
     say(f"wave: {workload.sent} clicks ({workload.bots} bots, {workload.legacy} in schema 1) + {workload.duplicates} "
-        f"duplicates + {workload.replays} replayed + {workload.poison} poison = {len(workload.payloads)} messages; "
+        f"duplicates + {workload.replays} replayed + {workload.poison} poison = {len(workload.payloads)} events; "
         f"{name}")
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=args.partitions + 2) as pool:
         if args.rate and not race:
-            publishing = pool.submit(publish_all, project, topic, workload.payloads, args.rate, args.partitions)
+            publishing = pool.submit(publish_all, project, topic, workload.payloads, args.rate, args.partitions,
+                                     args.events_per_message, rng)
         else:
-            publish_all(project, topic, workload.payloads, 0, args.partitions)
+            publish_all(project, topic, workload.payloads, 0, args.partitions, args.events_per_message, rng)
             started = time.monotonic()
             publishing = None
         published_at = None
@@ -783,17 +821,21 @@ def check_visitors(store: CampaignStore, campaigns: Sequence[CampaignSpec], trut
     return max(errors)
 
 
-def report_track(track: TrackReport, fold_rps: float, fold_cpu_us: float) -> None:
+def report_track(track: TrackReport, folded: Runs, fold_rps: float, fold_cpu_us: float) -> None:
     say(f"track: one instance as deployed, bench.hotpath's hit case, {track.generator}: {track.ok} redirects to "
         f"campaign URLs of {track.requests} requests in {track.seconds:.1f} s; "
         f"{track.publish_failures} failed publishes")
+    say(f"fold: the scheduled run as deployed counted what the instance published: {folded.pulled} events in "
+        f"{folded.messages} messages ({folded.pulled / folded.messages if folded.messages else 0:.1f} a message), "
+        f"counted={folded.counted} (every redirect: {'yes' if folded.counted >= track.ok else 'NO'}) "
+        f"poison={folded.poison}, in {len(folded.reports)} runs busy {folded.busy_seconds:.1f} s")
     ratio = fold_rps / track.rps if track.rps else float("inf")
     say(f"fold_rps/track_rps = {ratio:.2f} (one scheduled run against one track instance): counting "
         f"{'keeps up' if ratio >= 1 else 'falls behind'}")
     # Deployed, each function has its vCPU to itself and the emulators' work is Google's: what one
     # drain's CPU folds against what one track instance's CPU answers is the deployed ratio.
-    say(f"cpu: {fold_cpu_us:.0f} us per event in the scheduled run's process (its first wave; with --rate, "
-        f"the soak's publishing too), {track.cpu_us_per_click:.0f} us per click in the track instance: one "
+    say(f"cpu: {fold_cpu_us:.0f} us per event in the scheduled run's process, {track.cpu_us_per_click:.0f} us per "
+        f"click in the track instance: one "
         f"drain's CPU counts what {track.cpu_us_per_click / fold_cpu_us if fold_cpu_us else 0:.1f} track "
         f"instances' CPU answers")
 

@@ -164,7 +164,8 @@ class Settings:
         used_by=("track",),
     )
     publish_batch_max_messages: int = setting(
-        PUBLISH_BATCH_MAX_MESSAGES, 1000, "Most click events in one Publish call (Pub/Sub's own limit is 1,000).",
+        PUBLISH_BATCH_MAX_MESSAGES, 1000, "Most click events in one Publish call (those of one partition go as one "
+        "message).",
         used_by=("track",),
     )
     publish_max_in_flight: int = setting(
@@ -184,7 +185,8 @@ class Settings:
         used_by=("track",),
     )
     aggregate_batch_size: int = setting(
-        AGGREGATE_BATCH_SIZE, 2000, "Most events the drain gathers (over several pulls) into one journal write.",
+        AGGREGATE_BATCH_SIZE, 2000, "Events the drain gathers (over several pulls, in whole messages) into one "
+        "journal write.",
         used_by=("aggregate",),
     )
     # Well within the subscription's 60 s ack deadline, so a run never receives its own messages again.

@@ -58,7 +58,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from shared.errors import InvalidEvent
-from shared.events import ClickEvent
+from shared.events import ClickEvent, split_events
 from shared.logs import get_logger
 from shared.platforms import BOT_FIELD, INACTIVE_FIELD, INACTIVE_PLATFORM_FIELDS, PLATFORM_FIELDS, TOTAL_FIELD
 from shared.sketches import MAX_SKETCH_BYTES, add_visitors
@@ -90,8 +90,10 @@ CLOCK_SKEW = timedelta(hours=1)
 # Firestore calls on the way to a commit, so that a stalled Firestore ends a run within its budget.
 CALL_TIMEOUT_SECONDS = 10.0
 _CONFLICT_RETRIES = 5
-# Journal entries read per page: each is at most one document of AGGREGATE_BATCH_SIZE events.
+# Journal entries read per page.
 _ENTRIES_PER_PAGE = 50
+# Events in one journal entry at most: some 15 bytes each once packed, far within a document's 1 MiB.
+_MOST_ROWS_PER_ENTRY = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,22 +186,33 @@ class Journal:
         self.partition = partition
 
     def receive(self, deliveries: Sequence[Delivery]) -> Received:
+        """Journal the events of these messages; a message is safe to ack once every event of it is
+        written, or poison."""
         received = Received()
         rows: list[tuple[str, Row]] = []
         for delivery in deliveries:
-            try:
-                rows.append((delivery.message_id, Row.of(ClickEvent.decode(delivery.data))))
-            except InvalidEvent as exc:
-                log.warning("poison click event acknowledged",
-                            extra={"message_ids": [delivery.message_id], "reason": str(exc)})
-                received.poison += 1
-                received.acked.append(delivery.message_id)
+            for data in split_events(delivery.data):
+                try:
+                    rows.append((delivery.message_id, Row.of(ClickEvent.decode(data))))
+                except InvalidEvent as exc:
+                    log.warning("poison click event acknowledged",
+                                extra={"message_ids": [delivery.message_id], "reason": str(exc)})
+                    received.poison += 1
+        failed: set[str] = set()
         for entry in _entries(rows):
-            received.merge(self._write(entry))
+            written = self._write(entry)
+            if written is None:
+                failed.update(message_id for message_id, _ in entry)
+            else:
+                received.written.append(written)
+                received.journaled += len(entry)
+        message_ids = list(dict.fromkeys(delivery.message_id for delivery in deliveries))
+        received.acked = [message_id for message_id in message_ids if message_id not in failed]
+        received.failed = [message_id for message_id in message_ids if message_id in failed]
         return received
 
-    def _write(self, entry: list[tuple[str, Row]]) -> Received:
-        message_ids = [message_id for message_id, _ in entry]
+    def _write(self, entry: list[tuple[str, Row]]) -> Written | None:
+        """The entry as written, or None when the write failed or its outcome is unknown."""
         ref = self.db.collection(JOURNAL).document(new_entry_id(self.partition))
         rows = [row for _, row in entry]
         try:
@@ -208,14 +221,17 @@ class Journal:
             # A timed-out create may still land: the events then come back from Pub/Sub and are
             # journaled again, which the apply step absorbs.
             log.error("journal write outcome unknown; events handed back for redelivery",
-                      extra={"error": repr(exc), "message_ids": message_ids})
-            return Received(failed=message_ids)
-        return Received(acked=message_ids, journaled=len(entry), written=[Written(ref, result.update_time, rows)])
+                      extra={"error": repr(exc), "message_ids": sorted({message_id for message_id, _ in entry})})
+            return None
+        return Written(ref, result.update_time, rows)
 
 
 def _entries(rows: list[tuple[str, Row]]) -> list[list[tuple[str, Row]]]:
-    """Split so that each entry's apply fits one commit beside the entry's own delete."""
-    return grouped_by_writes(rows, lambda item: item[1].touches(), per_item=0, per_group=1)
+    """Split so that each entry's apply fits one commit beside the entry's own delete, and each entry
+    is a small document."""
+    return [entry for start in range(0, len(rows), _MOST_ROWS_PER_ENTRY)
+            for entry in grouped_by_writes(rows[start:start + _MOST_ROWS_PER_ENTRY], lambda item: item[1].touches(),
+                                           per_item=0, per_group=1)]
 
 
 def new_entry_id(partition: int) -> str:

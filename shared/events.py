@@ -17,6 +17,13 @@ inactive clicks, and clicks made while the day's salt was unavailable carry none
 
 Either field is in an event only when it has something to say: an event
 without them is as it was before they existed.
+
+A Pub/Sub message carries one event, or several, one per line
+(:func:`join_events`): the track function puts the events of one Publish call
+that go to the same partition into one message, so that what Pub/Sub does per
+message (a publish, a pull, an ack, a push) is done once for them all. An
+encoded event is compact JSON, with no line break in it, so a message from
+before packing is a message of one event.
 """
 
 from __future__ import annotations
@@ -25,15 +32,17 @@ import itertools
 import json
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Final
 
 from shared.errors import InvalidEvent
 from shared.models import MAX_CAMPAIGN_ID
 from shared.platforms import is_platform
 
 SCHEMA_VERSION = 2
+EVENT_SEPARATOR: Final = b"\n"
 _CLICK_ID = re.compile(r"[0-9a-f]{32}")
 _PRODUCER_ID = re.compile(r"[0-9a-f]{16}")
 _VISITOR_KEY = re.compile(r"[0-9a-f]{16}")
@@ -186,3 +195,18 @@ class Producer:
     def next_seq(self) -> int:
         # next() on itertools.count is atomic under the GIL: threads never share a number.
         return next(self._numbers)
+
+
+def join_events(encoded: Sequence[bytes]) -> bytes:
+    """One message's data for these encoded events."""
+    return EVENT_SEPARATOR.join(encoded)
+
+
+def split_events(data: bytes) -> list[bytes]:
+    """The encoded events of one message's data."""
+    return data.split(EVENT_SEPARATOR)
+
+
+def count_events(data: bytes) -> int:
+    """How many events one message's data holds, without decoding them."""
+    return data.count(EVENT_SEPARATOR) + 1

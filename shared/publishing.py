@@ -3,7 +3,9 @@
 One :class:`GroupPublisher` per instance, over the official async client. At
 most ``max_in_flight`` Publish calls run at once; the clicks that arrive while
 they do go into the next one, so under load a round trip carries many events
-and a lone click costs one round trip. Each click waits for its own message id, but at
+and a lone click costs one round trip. A call's events for one partition go
+out as one message (:func:`shared.events.join_events`), so that the aggregator
+pulls, acks or is pushed one message for them all. Each click waits for its own message id, but at
 most ``wait_seconds``: a Cloud Function may lose its CPU once it has answered,
 so it waits for the outcome, yet a stalled Pub/Sub must not hold the redirect.
 
@@ -35,7 +37,7 @@ from google.api_core.retry_async import AsyncRetry, if_exception_type
 from google.pubsub_v1 import PublisherAsyncClient
 from google.pubsub_v1.types import PublishRequest
 
-from shared.events import ClickEvent
+from shared.events import ClickEvent, join_events
 from shared.logs import get_logger
 from shared.partitions import PARTITION_ATTRIBUTE, partition_of
 
@@ -105,7 +107,8 @@ class _Batch:
     out, which bounds every later click's wait too.
     """
 
-    __slots__ = ("events", "data", "size", "detached", "over", "timer", "sent", "message_ids", "error")
+    __slots__ = ("events", "data", "size", "detached", "over", "timer", "sent", "message_ids", "message_of",
+                 "error")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.events: list[ClickEvent] = []
@@ -117,6 +120,8 @@ class _Batch:
         self.timer: asyncio.TimerHandle | None = None
         self.sent = False
         self.message_ids: Sequence[str] | None = None
+        self.message_of: list[int] = []
+        """For each event, the index of the message that carries it."""
         self.error: BaseException | None = None
 
     def end_wait(self) -> None:
@@ -208,7 +213,7 @@ class GroupPublisher:
             # this click's outcome is read as at the end of its wait.
         if batch.message_ids is not None:
             self.unconfirmed_in_a_row = 0
-            return batch.message_ids[index]
+            return batch.message_ids[batch.message_of[index]]
         self.unconfirmed_in_a_row += 1
         error = batch.error or NotConfirmed(f"no answer from Pub/Sub within {self.wait_seconds}s; still trying")
         log_unpublished(event, self.topic, outcome_of(error), error)
@@ -245,11 +250,16 @@ class GroupPublisher:
     async def _send(self, batch: _Batch) -> None:
         batch.sent = True
         request = _PublishRequestPb(topic=self.topic)
-        add = request.messages.add
-        for event, data in zip(batch.events, batch.data, strict=True):
+        partitions = [partition_of(event.producer, self.partitions) for event in batch.events]
+        by_partition: dict[int, list[bytes]] = {}
+        for partition, data in zip(partitions, batch.data, strict=True):
+            by_partition.setdefault(partition, []).append(data)
+        message_of = {partition: number for number, partition in enumerate(by_partition)}
+        batch.message_of = [message_of[partition] for partition in partitions]
+        for partition, events in by_partition.items():
             # Set through the map: a message built with an attributes dict costs three times as much.
-            add(data=data).attributes[PARTITION_ATTRIBUTE] = self._partition_names[
-                partition_of(event.producer, self.partitions)]
+            request.messages.add(data=join_events(events)).attributes[PARTITION_ATTRIBUTE] = self._partition_names[
+                partition]
         try:
             response = await self.client.publish(
                 request=PublishRequest.wrap(request), retry=self.retry, timeout=self.deadline_seconds)

@@ -18,7 +18,7 @@ from conftest import function_app
 from google.cloud import pubsub_v1
 from starlette.testclient import TestClient
 
-from shared.events import ClickEvent
+from shared.events import ClickEvent, split_events
 from shared.logs import JsonFormatter
 
 
@@ -47,7 +47,7 @@ def pull_all(project: str, subscription: str, *, ack: bool = True, max_messages:
 
 
 def pulled_events(project: str, subscription: str) -> list[ClickEvent]:
-    return [ClickEvent.decode(m.message.data) for m in pull_all(project, subscription)]
+    return [ClickEvent.decode(data) for m in pull_all(project, subscription) for data in split_events(m.message.data)]
 
 
 def publish(project: str, topic: str, payloads: list[bytes]) -> list[str]:

@@ -26,7 +26,7 @@ from helpers import log_lines, publish, pull_all
 
 from local import emulators
 from shared.config import Settings
-from shared.events import ClickEvent, Producer
+from shared.events import ClickEvent, Producer, split_events
 from shared.ids import keyed_ids
 from shared.store import CampaignStore
 
@@ -66,7 +66,7 @@ def tool(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def events_on(project: str, subscription: str) -> list[ClickEvent]:
-    return [ClickEvent.decode(m.message.data) for m in pull_all(project, subscription)]
+    return [ClickEvent.decode(data) for m in pull_all(project, subscription) for data in split_events(m.message.data)]
 
 
 # --- count --------------------------------------------------------------------------------------

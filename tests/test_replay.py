@@ -17,7 +17,7 @@ from helpers import pull_all
 
 from local.emulators import free_port
 from shared.config import Settings
-from shared.events import ClickEvent, Producer
+from shared.events import ClickEvent, Producer, split_events
 from shared.ids import keyed_ids
 from shared.store import CampaignStore
 from tools.replay import Summary, click_events, read_entries
@@ -155,14 +155,16 @@ def test_replay_republishes_each_event_with_its_original_click_id(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "replay: read=3 republished=3 duplicates=0 invalid=0 failed=0"
     received = pull_all(project, pubsub_names[1])
-    assert sorted((ClickEvent.decode(m.message.data) for m in received), key=events.index) == events
+    assert sorted((ClickEvent.decode(data) for m in received for data in split_events(m.message.data)),
+                  key=events.index) == events
 
 
 def test_replay_reads_stdin(project: str, pubsub_names: tuple[str, str]) -> None:
     event = click()
     done = replay("-", stdin="some other line\n" + contract_line(event) + "\n")
     assert done.returncode == 0, done.stderr
-    assert [ClickEvent.decode(m.message.data) for m in pull_all(project, pubsub_names[1])] == [event]
+    assert [ClickEvent.decode(d) for m in pull_all(project, pubsub_names[1]) for d in split_events(m.message.data)] == [
+        event]
 
 
 def test_replaying_twice_counts_each_click_once(

@@ -35,6 +35,7 @@ from legacy_totals import RefreshResult, TotalsRefresher
 from shared.config import AGGREGATE_MODE, AGGREGATE_PARTITIONS, PROJECT, ConfigError, Settings
 from shared.counting import CALL_TIMEOUT_SECONDS, Applied, Applier, Delivery, Journal, Received, Written
 from shared.errors import BadRequest
+from shared.events import count_events
 from shared.logs import get_logger
 from shared.models import rfc3339
 from shared.partitions import owner, partition_named, subscription_of
@@ -50,6 +51,9 @@ AGGREGATE_MODES = ("scheduled", "event", "both")
 _PULL_WAIT_SECONDS = 2.0
 _PULLS_AT_ONCE = 4
 _PULL_MAX_MESSAGES = 1000  # Pub/Sub's limit for one pull
+# Events a message holds, until pulls tell: a busy track instance packs some tens into each (one per
+# Publish call and partition); a wrong guess costs a round of pulls too few or a batch too large.
+_EVENTS_PER_MESSAGE_GUESS = 50
 # While the drain runs, the apply step waits for this many journal entries (each up to
 # AGGREGATE_BATCH_SIZE events) to commit together, and sees whether the drain is over this often.
 _APPLY_ENTRIES = 20
@@ -105,8 +109,11 @@ def receive_pushed(journal: Journal, applier: Applier, envelope: dict[str, Any])
 class Drained:
     received: Received = field(default_factory=Received)
     pulled: int = 0
+    """Events pulled."""
+    messages: int = 0
+    """Messages pulled: one for each Publish call's events of this partition."""
     foreign: int = 0
-    """Messages of other partitions, acked unjournaled: their own partition's subscription has them too."""
+    """Events of other partitions, acked unjournaled: their own partition's subscription has them too."""
     caught_up: bool = False
     """A pull came back empty, or brought an event published after the drain's ``since``."""
 
@@ -124,6 +131,8 @@ class Drainer:
     partitions: int
     _pulls: ThreadPoolExecutor = field(init=False, repr=False)
     _writes: ThreadPoolExecutor = field(init=False, repr=False)
+    _events_per_message: int = field(init=False, default=_EVENTS_PER_MESSAGE_GUESS)
+    """As the last pulls found: how many messages to ask for to fill a batch."""
 
     def __post_init__(self) -> None:
         self._pulls = ThreadPoolExecutor(max_workers=_PULLS_AT_ONCE, thread_name_prefix="pull")
@@ -143,7 +152,7 @@ class Drainer:
         drained = Drained()
         writing: Future[Received] | None = None
         while time.monotonic() + _PULL_WAIT_SECONDS <= deadline:
-            messages = self._gather(deadline)
+            messages, events = self._gather(deadline)
             if writing is not None:
                 failed = self._settled(writing, drained).failed
                 writing = None
@@ -153,10 +162,11 @@ class Drainer:
             if not messages:
                 drained.caught_up = self._answers()
                 break
-            drained.pulled += len(messages)
+            drained.pulled += events
+            drained.messages += len(messages)
             own, foreign = self._split(messages)
-            drained.foreign += len(foreign)
-            writing = self._writes.submit(self._journal, own, foreign, journaled)
+            drained.foreign += sum(count_events(m.message.data) for m in foreign)
+            writing = self._writes.submit(self._journal, own, [m.ack_id for m in foreign], journaled)
             if max(m.message.publish_time.seconds for m in messages) >= since.timestamp():
                 drained.caught_up = True
                 break
@@ -176,17 +186,15 @@ class Drainer:
         self._settle([ack_ids[i] for i in received.acked] + foreign, [ack_ids[i] for i in received.failed])
         return received
 
-    def _split(self, messages: list[Any]) -> tuple[list[Any], list[str]]:
-        """This partition's messages, and the ack ids of the others'."""
+    def _split(self, messages: list[Any]) -> tuple[list[Any], list[Any]]:
+        """This partition's messages, and the others'."""
         if self.partitions == 1:
             return messages, []  # every message is partition 0's: no attribute need be read
         own: list[Any] = []
-        foreign: list[str] = []
+        foreign: list[Any] = []
         for message in messages:
-            if owner(message.message.attributes, self.partitions) == self.journal.partition:
-                own.append(message)
-            else:
-                foreign.append(message.ack_id)
+            mine = owner(message.message.attributes, self.partitions) == self.journal.partition
+            (own if mine else foreign).append(message)
         return own, foreign
 
     @staticmethod
@@ -195,8 +203,9 @@ class Drainer:
         drained.received.merge(received)
         return received
 
-    def _gather(self, deadline: float) -> list[Any]:
-        """Up to ``batch_size`` messages (raw protobufs), from pulls made ``_PULLS_AT_ONCE`` at a time.
+    def _gather(self, deadline: float) -> tuple[list[Any], int]:
+        """Messages (raw protobufs) holding about ``batch_size`` events, from pulls made
+        ``_PULLS_AT_ONCE`` at a time; and how many events they hold.
 
         A pull may return far fewer than asked (the emulator never more than
         100), and each is a round trip: one at a time, the drain would spend most
@@ -208,19 +217,25 @@ class Drainer:
         deadline passes (and a pull answers at once when messages wait).
         """
         messages: list[Any] = []
+        events = 0
         fill_until = time.monotonic() + self.fill_seconds
-        while len(messages) < self.batch_size:
+        while events < self.batch_size:
             now = time.monotonic()
             if messages and (now >= fill_until or now + _PULL_WAIT_SECONDS > deadline):
                 break
-            wanted = self.batch_size - len(messages)
+            wanted = -(-(self.batch_size - events) // self._events_per_message)
             share = max(1, min(_PULL_MAX_MESSAGES, -(-wanted // _PULLS_AT_ONCE)))
             sizes = [min(share, wanted - i * share) for i in range(-(-wanted // share))][:_PULLS_AT_ONCE]
             pulls = list(self._pulls.map(self._pull, sizes))
-            messages += [m for pulled in pulls for m in pulled]
+            pulled = [m for answer in pulls for m in answer]
+            if pulled:
+                pulled_events = sum(count_events(m.message.data) for m in pulled)
+                self._events_per_message = max(1, pulled_events // len(pulled))
+                events += pulled_events
+                messages += pulled
             if not all(pulls):
                 break  # a pull came back empty: nothing more is waiting now
-        return messages
+        return messages, events
 
     def _pull(self, max_messages: int) -> list[Any]:
         try:
@@ -360,6 +375,7 @@ class RunReport:
         return {
             "partition": self.partition,
             "pulled": self.drained.pulled if self.drained else 0,
+            "messages": self.drained.messages if self.drained else 0,
             "foreign": self.drained.foreign if self.drained else 0,
             "drained": self.drained is not None,
             "caught_up": bool(self.drained and self.drained.caught_up),

@@ -22,7 +22,7 @@ from helpers import Track, pull_all, serve_track
 from local import emulators
 from shared.config import Settings
 from shared.counting import Applier, Delivery, Journal
-from shared.events import ClickEvent, Producer
+from shared.events import ClickEvent, Producer, split_events
 from shared.ids import keyed_ids
 from shared.partitions import PARTITION_ATTRIBUTE, partition_of, subscription_of
 from shared.store import JOURNAL, PARTITIONS_AS_OF, CampaignStore, read_as_of, state_ref
@@ -69,11 +69,10 @@ def test_a_track_worker_spreads_its_clicks_evenly_each_producer_in_one_partition
 ) -> None:
     for _ in range(4 * PARTITIONS):
         assert track.click(f"/track/{campaign_id}?platform=Android").status_code == 307
-    messages = pull_all(project, partitioned[0])
-    partitions = Counter(int(m.message.attributes[PARTITION_ATTRIBUTE]) for m in messages)
-    assert partitions == {partition: 4 for partition in range(PARTITIONS)}
-    producers = {ClickEvent.decode(m.message.data).producer: int(m.message.attributes[PARTITION_ATTRIBUTE])
-                 for m in messages}
+    tagged = [(ClickEvent.decode(data), int(m.message.attributes[PARTITION_ATTRIBUTE]))
+              for m in pull_all(project, partitioned[0]) for data in split_events(m.message.data)]
+    assert Counter(partition for _, partition in tagged) == {partition: 4 for partition in range(PARTITIONS)}
+    producers = {event.producer: partition for event, partition in tagged}
     assert len(producers) == PARTITIONS  # one producer per partition, each message tagged with its producer's
     assert all(partition_of(producer, PARTITIONS) == tagged for producer, tagged in producers.items())
 

@@ -21,6 +21,7 @@ from helpers import Track, log_lines, pulled_events, serve_track, wait_until
 
 from local import emulators
 from shared.config import Settings
+from shared.events import count_events
 from shared.ids import keyed_ids
 from shared.store import CampaignStore
 from shared.visitors import SaltKeeper
@@ -186,7 +187,7 @@ def record_batches(track: Track) -> list[int]:
     publish = client.publish
 
     async def recorded(request: Any, **kwargs: Any) -> Any:
-        sizes.append(len(request.messages))
+        sizes.append(sum(count_events(message.data) for message in request.messages))
         return await publish(request=request, **kwargs)
 
     client.publish = recorded
