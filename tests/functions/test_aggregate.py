@@ -13,6 +13,7 @@ import time
 import zlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from aggregation import Lease, build_drainer
@@ -22,8 +23,8 @@ from helpers import publish, pull_all, push_cloud_event_headers, push_envelope
 
 from local import emulators
 from shared.config import Settings
-from shared.counting import Applier, Journal, new_entry_id
-from shared.events import ClickEvent, Producer
+from shared.counting import Applier, Delivery, Journal, new_entry_id
+from shared.events import ClickEvent, Producer, join_events
 from shared.ids import keyed_ids
 from shared.models import zero_counters
 from shared.store import CampaignStore, read_as_of
@@ -171,6 +172,43 @@ def test_a_run_counts_good_duplicate_malformed_unknown_and_out_of_horizon_events
     assert hourly == {hour_of(T0): counters}  # one bucket, the clicks' own hour
     assert pull_all(project, subscription) == []  # everything acked
     assert list(db.collection("journal").stream()) == []
+
+
+def test_packed_messages_count_each_event_once_and_a_bad_line_alone_is_poison(
+    store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str], producer: Producer,
+    db: Any,
+) -> None:
+    topic, subscription = pubsub_names
+    events = [click(campaign_id, producer) for _ in range(30)]
+    packed = [join_events([e.encode() for e in events[:10]]),
+              join_events([e.encode() for e in events[10:20]] + [b"junk"]),
+              events[20].encode(),  # as published before packing
+              join_events([e.encode() for e in events[20:]])]  # republished whole, one event again among them
+    publish(project, topic, packed)
+    body = scheduled_run()
+    assert (body["messages"], body["pulled"], body["counted"], body["duplicates"], body["poison"]) == (
+        4, 32, 30, 1, 1)
+    assert shown(store, campaign_id)["click_count"] == 30
+    assert pull_all(project, subscription) == []  # every message acked, the one with the bad line too
+    assert list(db.collection("journal").stream()) == []
+
+
+def test_a_message_with_an_event_not_written_goes_back_whole(db: Any, campaign_id: int, producer: Producer) -> None:
+    # A fake for a fault that cannot be staged for real: the second of a batch's two journal writes fails.
+    events = [click(campaign_id, producer) for _ in range(4)]
+    deliveries = [Delivery("written", events[0].encode()),
+                  Delivery("spans", join_events([e.encode() for e in events[1:]]))]
+    journal = Journal(db)
+    write, writes = journal._write, []
+
+    def second_fails(entry: Any) -> Any:
+        writes.append(entry)
+        return write(entry) if len(writes) == 1 else None
+
+    journal._write = second_fails  # type: ignore[method-assign]
+    with patch("shared.counting._MOST_ROWS_PER_ENTRY", 3):  # entries of "written" and two of "spans", then one
+        received = journal.receive(deliveries)
+    assert (received.acked, received.failed, received.journaled) == (["written"], ["spans"], 3)
 
 
 def test_inactive_clicks_count_apart_per_platform_in_the_totals_and_the_hours(

@@ -493,6 +493,26 @@ def test_concurrent_clicks_on_a_cold_campaign_make_one_read(
     assert len(pulled_events(project, pubsub_names[1])) == 64
 
 
+def test_clicks_that_share_a_publish_call_share_its_message_one_event_a_line(
+    track: Track, campaign: Any, project: str, pubsub_names: tuple[str, str]
+) -> None:
+    client, requests = track.tracker.publisher.client, []
+    publish = client.publish
+
+    async def recorded(request: Any, **kwargs: Any) -> Any:
+        requests.append(request)
+        return await publish(request=request, **kwargs)
+
+    client.publish = recorded
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda _: track.click(f"/track/{campaign.id}?platform=Android"), range(64)))
+    assert all(len(request.messages) == 1 for request in requests)  # one partition: one message a call
+    messages = pull_all(project, pubsub_names[1])
+    assert len(messages) == len(requests) < 64  # calls made while others ran carried several clicks
+    events = [ClickEvent.decode(data) for m in messages for data in split_events(m.message.data)]
+    assert len({e.click_id for e in events}) == 64
+
+
 def test_a_huge_user_agent_is_classified_and_kept_truncated(
     track: Track, campaign: Any, project: str, pubsub_names: tuple[str, str]
 ) -> None:

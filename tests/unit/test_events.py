@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import pytest
 
 from shared.errors import InvalidEvent
-from shared.events import ClickEvent, Producer
+from shared.events import ClickEvent, Producer, count_events, join_events, split_events
 
 PRODUCER = Producer()
 
@@ -120,3 +120,11 @@ def test_an_event_of_schema_1_still_decodes_without_a_producer() -> None:
     event = ClickEvent.decode(json.dumps(schema_1).encode())
     assert (event.producer, event.seq, event.click_id) == ("", 0, "a" * 32)
     assert ClickEvent.decode(event.encode()) == event  # replayed from an old log, it is still schema 1
+
+
+def test_a_message_carries_its_events_one_a_line_and_a_message_from_before_packing_is_one_event() -> None:
+    events = [ClickEvent.new(1, "Android", producer=PRODUCER, user_agent="line\nbreak\r\n", referrer="a\nb")
+              for _ in range(3)]
+    data = join_events([e.encode() for e in events])
+    assert count_events(data) == 3 and [ClickEvent.decode(d) for d in split_events(data)] == events
+    assert split_events(events[0].encode()) == [events[0].encode()] and count_events(events[0].encode()) == 1
