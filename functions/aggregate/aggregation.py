@@ -178,7 +178,13 @@ class Drainer:
                  journaled: Callable[[list[Written]], None]) -> Received:
         """Write one batch to the journal, hand its entries to ``journaled``, then ack what it holds
         (and the ``foreign`` ack ids) and hand back what it could not."""
-        received = self.journal.receive([Delivery(m.message.message_id, m.message.data) for m in messages])
+        try:
+            received = self.journal.receive([Delivery(m.message.message_id, m.message.data) for m in messages])
+        except Exception:  # noqa: BLE001  # a fault of this code, not a failed write (the journal answers those)
+            # Handled as a failed write: the batch goes back now, not at its ack deadline, and the drain
+            # ends; what of it was written counts once all the same.
+            log.exception("journal raised; the batch is handed back for redelivery", extra={"messages": len(messages)})
+            received = Received(failed=[m.message.message_id for m in messages])
         if received.written:
             journaled(received.written)
             received.written = []  # a run's events are many: held until applied, not until the run ends

@@ -343,6 +343,22 @@ def test_a_drain_killed_between_journal_write_and_ack_costs_only_a_redelivery(
     assert shown(store, campaign_id)["click_count"] == 40
 
 
+def test_a_journal_that_raises_hands_the_batch_back_at_once_as_a_failed_write(
+    db: Any, campaign_id: int, project: str, pubsub_names: tuple[str, str], producer: Producer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A fake for a fault no emulator produces: a bug, not a failed write, in the journal.
+    publish(project, pubsub_names[0], [click(campaign_id, producer).encode() for _ in range(5)])
+
+    class Broken(Journal):
+        def receive(self, deliveries: Any) -> Any:
+            raise RuntimeError("a bug")
+
+    drained = build_drainer(Settings.from_env(), Broken(db)).drain(datetime.now(timezone.utc), time.monotonic() + 30)
+    assert len(drained.received.failed) == 5 and not drained.caught_up
+    assert len(pull_all(project, pubsub_names[1])) == 5  # back now, not after the 60 s ack deadline
+
+
 def test_a_run_ends_within_its_budget_and_the_next_one_goes_on(
     store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str], producer: Producer,
     monkeypatch: pytest.MonkeyPatch,
