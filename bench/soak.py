@@ -630,7 +630,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--poison-share", type=float, default=0.01, help="poison events, per click")
     parser.add_argument("--hours", type=float, default=6.0, help="clicks are spread over this many past hours")
     parser.add_argument("--rate", type=float, default=0.0,
-                        help="messages published per second (0: all at once, then counted)")
+                        help="events published per second (0: all at once, then counted)")
     parser.add_argument("--every", type=float, default=None,
                         help="seconds between scheduled runs (default: back to back when --rate is 0, else 60, "
                              "deploy.sh's schedule)")
@@ -720,7 +720,7 @@ def wave(project: str, campaigns: Sequence[CampaignSpec], args: argparse.Namespa
     settings = settings_for(project, subscription, args.partitions)
     published = threading.Event()
     name = "race: the scheduled run and a second aggregator at once" if race else (
-        f"steady at {args.rate:.0f} messages/s, a run every {args.every:.0f} s" if args.rate else
+        f"steady at {args.rate:.0f} events/s, a run every {args.every:.0f} s" if args.rate else
         "all published, then counted by back-to-back scheduled runs") + (
         f"; {args.partitions} partitions, a scheduled run each" if args.partitions > 1 else "")
     say(f"wave: {workload.sent} clicks ({workload.bots} bots, {workload.legacy} in schema 1) + {workload.duplicates} "
@@ -783,7 +783,7 @@ def report_wave(results: dict[str, Runs], seconds: float, published_at: float | 
         lags = [(r.started - r.as_of).total_seconds() for r in runs.reports[1:] if r.as_of]
         say(f"  {name}: {len(runs.reports) or 'loop'} runs, pulled={runs.pulled} counted={runs.counted} "
             f"duplicates={runs.duplicates} poison={runs.poison}; busy {runs.busy_seconds:.1f} s "
-            f"({runs.pulled / runs.busy_seconds if runs.busy_seconds else 0:.0f} messages/s)"
+            f"({runs.pulled / runs.busy_seconds if runs.busy_seconds else 0:.0f} events/s)"
             + (f"; longest run {longest:.1f} s; as_of at most {max(lags, default=0):.1f} s behind a run's start"
                if runs.reports else ""))
     say(f"  counted in {seconds:.1f} s" + (f" (published over {published_at:.1f} s)" if published_at else ""))
