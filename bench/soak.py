@@ -289,8 +289,9 @@ def poison_payload(i: int, rng: random.Random, known: set[int], now: datetime, p
 def publish_all(project: str, topic: str, payloads: Sequence[bytes], rate: float, partitions: int,
                 per_message: float, rng: random.Random) -> float:
     """Publish at ``rate`` events a second (0: all at once), packed as the track function packs them:
-    consecutive events of one partition share a message, ``per_message`` of them on average, and each
-    message is tagged with its partition; returns the seconds taken."""
+    consecutive events of one partition share a message, ``per_message`` of them on average (at a
+    steady rate, no more than came since the last tick: no event waits for its message to fill), and
+    each message is tagged with its partition; returns the seconds taken."""
     settings = pubsub_v1.types.BatchSettings(max_messages=1000, max_bytes=4_000_000, max_latency=0.05)
     publisher = pubsub_v1.PublisherClient(batch_settings=settings)
     path = publisher.topic_path(project, topic)
@@ -298,18 +299,23 @@ def publish_all(project: str, topic: str, payloads: Sequence[bytes], rate: float
     futures = []
     waiting: defaultdict[str, list[bytes]] = defaultdict(list)
     sizes: dict[str, int] = {}
+
+    def send(partition: str) -> None:
+        if waiting[partition]:
+            futures.append(publisher.publish(path, join_events(waiting[partition]), **{PARTITION_ATTRIBUTE: partition}))
+        waiting[partition], sizes[partition] = [], message_size(per_message, rng)
+
     for i, payload in enumerate(payloads):
         if rate and i % 100 == 0:
+            for partition in list(waiting):
+                send(partition)
             time.sleep(max(0.0, started + i / rate - time.monotonic()))
         partition = partition_attribute(payload, partitions)
-        events = waiting[partition]
-        events.append(payload)
-        if len(events) >= sizes.setdefault(partition, message_size(per_message, rng)):
-            futures.append(publisher.publish(path, join_events(events), **{PARTITION_ATTRIBUTE: partition}))
-            waiting[partition], sizes[partition] = [], message_size(per_message, rng)
-    for partition, events in waiting.items():
-        if events:
-            futures.append(publisher.publish(path, join_events(events), **{PARTITION_ATTRIBUTE: partition}))
+        waiting[partition].append(payload)
+        if len(waiting[partition]) >= sizes.setdefault(partition, message_size(per_message, rng)):
+            send(partition)
+    for partition in list(waiting):
+        send(partition)
     for future in futures:
         future.result(timeout=300)
     elapsed = time.monotonic() - started

@@ -118,7 +118,8 @@ class Settings:
     )
     dead_letter_subscription: str = setting(
         DEAD_LETTER_SUBSCRIPTION, "o7-clicks-dead-letter-review", "Subscription on the dead-letter topic, where "
-        "click events the drain failed to fold 10 times wait (python -m tools.dead_letters counts and requeues them).",
+        "messages of click events the drain failed to fold 10 times wait (python -m tools.dead_letters counts and "
+        "requeues them).",
         used_by=("aggregate",),
     )
     fallback_url: str = setting(

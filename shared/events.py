@@ -43,6 +43,10 @@ from shared.platforms import is_platform
 
 SCHEMA_VERSION = 2
 EVENT_SEPARATOR: Final = b"\n"
+# Most events, and bytes, of one message: its aggregator holds a pulled message's events at once, and an
+# event-triggered function is handed a message of at most 512 KB, base64-encoded.
+MAX_EVENTS_PER_MESSAGE: Final = 100
+MAX_MESSAGE_BYTES: Final = 256_000
 _CLICK_ID = re.compile(r"[0-9a-f]{32}")
 _PRODUCER_ID = re.compile(r"[0-9a-f]{16}")
 _VISITOR_KEY = re.compile(r"[0-9a-f]{16}")

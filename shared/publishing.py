@@ -37,7 +37,7 @@ from google.api_core.retry_async import AsyncRetry, if_exception_type
 from google.pubsub_v1 import PublisherAsyncClient
 from google.pubsub_v1.types import PublishRequest
 
-from shared.events import ClickEvent, join_events
+from shared.events import MAX_EVENTS_PER_MESSAGE, MAX_MESSAGE_BYTES, ClickEvent, join_events
 from shared.logs import get_logger
 from shared.partitions import PARTITION_ATTRIBUTE, partition_of
 
@@ -97,6 +97,26 @@ def log_unpublished(event: ClickEvent, topic: str, outcome: Outcome, error: Base
         extra={"outcome": outcome, "click_id": event.click_id, "event": event.fields(),
                "topic": topic, "error": repr(error)},
     )
+
+
+def packed(partitions: Sequence[int], encoded: Sequence[bytes]) -> tuple[list[tuple[int, bytes]], list[int]]:
+    """The messages of one Publish call, as (partition, data): the events of a partition together, at most
+    ``MAX_EVENTS_PER_MESSAGE`` and ``MAX_MESSAGE_BYTES`` a message; and for each event, its message's index."""
+    taking: dict[int, int] = {}  # partition -> index of its message that takes more events
+    messages: list[tuple[int, list[bytes]]] = []
+    sizes: list[int] = []
+    message_of: list[int] = []
+    for partition, data in zip(partitions, encoded, strict=True):
+        index = taking.get(partition)
+        if index is None or len(messages[index][1]) >= MAX_EVENTS_PER_MESSAGE or (
+                sizes[index] + len(data) + 1 > MAX_MESSAGE_BYTES):
+            index = taking[partition] = len(messages)
+            messages.append((partition, []))
+            sizes.append(0)
+        messages[index][1].append(data)
+        sizes[index] += len(data) + 1
+        message_of.append(index)
+    return [(partition, join_events(events)) for partition, events in messages], message_of
 
 
 class _Batch:
@@ -250,16 +270,11 @@ class GroupPublisher:
     async def _send(self, batch: _Batch) -> None:
         batch.sent = True
         request = _PublishRequestPb(topic=self.topic)
-        partitions = [partition_of(event.producer, self.partitions) for event in batch.events]
-        by_partition: dict[int, list[bytes]] = {}
-        for partition, data in zip(partitions, batch.data, strict=True):
-            by_partition.setdefault(partition, []).append(data)
-        message_of = {partition: number for number, partition in enumerate(by_partition)}
-        batch.message_of = [message_of[partition] for partition in partitions]
-        for partition, events in by_partition.items():
+        messages, batch.message_of = packed(
+            [partition_of(event.producer, self.partitions) for event in batch.events], batch.data)
+        for partition, data in messages:
             # Set through the map: a message built with an attributes dict costs three times as much.
-            request.messages.add(data=join_events(events)).attributes[PARTITION_ATTRIBUTE] = self._partition_names[
-                partition]
+            request.messages.add(data=data).attributes[PARTITION_ATTRIBUTE] = self._partition_names[partition]
         try:
             response = await self.client.publish(
                 request=PublishRequest.wrap(request), retry=self.retry, timeout=self.deadline_seconds)

@@ -6,8 +6,8 @@ batch at a time (one journal write per batch), applies the journal, then does
 the upkeep (:mod:`legacy_totals`, :mod:`deletions`, :mod:`backfill`, the
 dead-letter check of :mod:`dead_letters`) and moves ``as_of``, all within
 ``AGGREGATE_MAX_SECONDS``. The
-event-triggered function journals and applies each pushed event alone: a
-click is counted within a second, at about seven Firestore operations a click
+event-triggered function journals and applies each pushed message (a Publish call's events of one
+partition) at once: a click is counted within a second, at about seven Firestore operations a message
 (docs/counting.md, Cost).
 """
 
@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -35,7 +36,7 @@ from legacy_totals import RefreshResult, TotalsRefresher
 from shared.config import AGGREGATE_MODE, AGGREGATE_PARTITIONS, PROJECT, ConfigError, Settings
 from shared.counting import CALL_TIMEOUT_SECONDS, Applied, Applier, Delivery, Journal, Received, Written
 from shared.errors import BadRequest
-from shared.events import count_events
+from shared.events import MAX_EVENTS_PER_MESSAGE, count_events
 from shared.logs import get_logger
 from shared.models import rfc3339
 from shared.partitions import owner, partition_named, subscription_of
@@ -51,13 +52,17 @@ AGGREGATE_MODES = ("scheduled", "event", "both")
 _PULL_WAIT_SECONDS = 2.0
 _PULLS_AT_ONCE = 4
 _PULL_MAX_MESSAGES = 1000  # Pub/Sub's limit for one pull
-# Events a message holds, until pulls tell: a busy track instance packs some tens into each (one per
-# Publish call and partition); a wrong guess costs a round of pulls too few or a batch too large.
-_EVENTS_PER_MESSAGE_GUESS = 50
+# A drain asks for messages as if each held as many events as the largest of the last round (the most
+# a message holds, to begin with), but never as if fewer than this: a batch gathers at most ten times
+# AGGREGATE_BATCH_SIZE events, and messages of one event, from before packing, still fill it fast.
+_LEAST_EVENTS_PER_MESSAGE = 10
 # While the drain runs, the apply step waits for this many journal entries (each up to
 # AGGREGATE_BATCH_SIZE events) to commit together, and sees whether the drain is over this often.
 _APPLY_ENTRIES = 20
 _APPLY_IDLE_SECONDS = 0.5
+# Batches the drain hands the apply step to count from memory, at most: past that (the apply step behind,
+# taking what earlier runs left), their entries wait in the journal, and memory stays bounded.
+_MOST_BATCHES_HELD = 50
 # Shares of a run's budget: the drain stops pulling at the first, the apply step at the second;
 # the rest is the upkeep's.
 _DRAIN_SHARE = 0.8
@@ -131,8 +136,8 @@ class Drainer:
     partitions: int
     _pulls: ThreadPoolExecutor = field(init=False, repr=False)
     _writes: ThreadPoolExecutor = field(init=False, repr=False)
-    _events_per_message: int = field(init=False, default=_EVENTS_PER_MESSAGE_GUESS)
-    """As the last pulls found: how many messages to ask for to fill a batch."""
+    _events_per_message: int = field(init=False, default=MAX_EVENTS_PER_MESSAGE)
+    """What the drain reckons a message holds, to ask for as many messages as fill a batch."""
 
     def __post_init__(self) -> None:
         self._pulls = ThreadPoolExecutor(max_workers=_PULLS_AT_ONCE, thread_name_prefix="pull")
@@ -151,6 +156,7 @@ class Drainer:
         """
         drained = Drained()
         writing: Future[Received] | None = None
+        self._events_per_message = MAX_EVENTS_PER_MESSAGE
         while time.monotonic() + _PULL_WAIT_SECONDS <= deadline:
             messages, events = self._gather(deadline)
             if writing is not None:
@@ -235,9 +241,9 @@ class Drainer:
             pulls = list(self._pulls.map(self._pull, sizes))
             pulled = [m for answer in pulls for m in answer]
             if pulled:
-                pulled_events = sum(count_events(m.message.data) for m in pulled)
-                self._events_per_message = max(1, pulled_events // len(pulled))
-                events += pulled_events
+                held = [count_events(m.message.data) for m in pulled]
+                self._events_per_message = max(_LEAST_EVENTS_PER_MESSAGE, *held)
+                events += sum(held)
                 messages += pulled
             if not all(pulls):
                 break  # a pull came back empty: nothing more is waiting now
@@ -420,14 +426,15 @@ class ScheduledRun:
         db = self.applier.db
         drained, lease = None, Lease(db, self.partition)
         draining = threading.Event()
-        journaled: queue.SimpleQueue[list[Written]] = queue.SimpleQueue()
+        journaled: queue.Queue[list[Written]] = queue.Queue(maxsize=_MOST_BATCHES_HELD)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply") as pool:
             # The apply step runs beside the drain, so that a backlog is counted while it is pulled.
             applying = pool.submit(self._apply_until_drained, started, draining, journaled,
                                    began + _APPLY_SHARE * self.max_seconds)
             try:
                 if self.drainer is not None and lease.acquire(self.max_seconds + _ACK_DEADLINE_SECONDS):
-                    drained = self.drainer.drain(started, began + _DRAIN_SHARE * self.max_seconds, journaled.put)
+                    drained = self.drainer.drain(started, began + _DRAIN_SHARE * self.max_seconds,
+                                                 lambda written: _hold_for_apply(journaled, written))
                     # Not released when the drain raised: messages it pulled may be out until their ack
                     # deadline, and the lease, outliving it, keeps another run from calling them counted.
                     lease.release()
@@ -457,7 +464,7 @@ class ScheduledRun:
             return 0
 
     def _apply_until_drained(self, started: datetime, drained: threading.Event,
-                             journaled: queue.SimpleQueue[list[Written]], deadline: float) -> Applied:
+                             journaled: queue.Queue[list[Written]], deadline: float) -> Applied:
         """Apply what earlier runs left in the journal, oldest first; then the entries the drain writes,
         as it writes them and without reading them back, ``_APPLY_ENTRIES`` to a commit at least;
         once the drain is over, the rest of them, then whatever else the journal holds (entries
@@ -480,6 +487,12 @@ class ScheduledRun:
         total.merge(rest)
         total.complete = rest.complete
         return total
+
+
+def _hold_for_apply(journaled: queue.Queue[list[Written]], written: list[Written]) -> None:
+    # When the apply step is behind, these entries wait in the journal for its last pass.
+    with suppress(queue.Full):
+        journaled.put_nowait(written)
 
 
 def partition_asked(raw: str, partitions: int) -> int:

@@ -97,6 +97,17 @@ def test_a_pushed_event_is_counted_once_however_often_it_is_delivered(
     assert list(db.collection("journal").stream()) == []  # each push counted at once
 
 
+def test_a_pushed_message_of_many_events_counts_each_once_and_its_bad_line_apart(
+    push_client: Any, store: CampaignStore, campaign_id: int, producer: Producer, db: Any
+) -> None:
+    events = [click(campaign_id, producer) for _ in range(25)]
+    data = join_events([e.encode() for e in events] + [b"junk"])
+    for _ in range(2):  # and once more, as a redelivery
+        assert push(push_client, data, "m-packed").status_code == 200
+    assert shown(store, campaign_id)["click_count"] == 25
+    assert list(db.collection("journal").stream()) == []
+
+
 @pytest.mark.parametrize("data", [b"not json", b'{"click_id": 1}', b"",
                                   json.dumps({"click_id": "a" * 32, "campaign_id": 7, "platform": "Android",
                                               "ts": "9999-12-31T23:00-14:00"}).encode()])
