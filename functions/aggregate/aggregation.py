@@ -52,9 +52,10 @@ AGGREGATE_MODES = ("scheduled", "event", "both")
 _PULL_WAIT_SECONDS = 2.0
 _PULLS_AT_ONCE = 4
 _PULL_MAX_MESSAGES = 1000  # Pub/Sub's limit for one pull
-# A drain asks for messages as if each held as many events as the largest of the last round (the most
-# a message holds, to begin with), but never as if fewer than this: a batch gathers at most ten times
-# AGGREGATE_BATCH_SIZE events, and messages of one event, from before packing, still fill it fast.
+# A drain asks for messages as if each held as many events as those of its last round did on average
+# (the most a message holds, to begin with), but never as if fewer than this: as no message holds more
+# than MAX_EVENTS_PER_MESSAGE, a batch gathers at most ten times AGGREGATE_BATCH_SIZE events, and
+# messages of one event, from before packing, still fill it in a few rounds.
 _LEAST_EVENTS_PER_MESSAGE = 10
 # While the drain runs, the apply step waits for this many journal entries (each up to
 # AGGREGATE_BATCH_SIZE events) to commit together, and sees whether the drain is over this often.
@@ -242,7 +243,7 @@ class Drainer:
             pulled = [m for answer in pulls for m in answer]
             if pulled:
                 held = [count_events(m.message.data) for m in pulled]
-                self._events_per_message = max(_LEAST_EVENTS_PER_MESSAGE, *held)
+                self._events_per_message = max(_LEAST_EVENTS_PER_MESSAGE, sum(held) // len(held))
                 events += sum(held)
                 messages += pulled
             if not all(pulls):
