@@ -73,7 +73,7 @@ from shared import config  # noqa: E402
 from shared.collector import collect_seldom  # noqa: E402
 from shared.counting import Applier, Journal  # noqa: E402
 from shared.errors import InvalidEvent  # noqa: E402
-from shared.events import ClickEvent, Producer, join_events  # noqa: E402
+from shared.events import MAX_EVENTS_PER_MESSAGE, ClickEvent, Producer, join_events  # noqa: E402
 from shared.ids import keyed_ids  # noqa: E402
 from shared.partitions import PARTITION_ATTRIBUTE, partition_of, subscription_of  # noqa: E402
 from shared.platforms import PLATFORMS  # noqa: E402
@@ -325,8 +325,8 @@ def publish_all(project: str, topic: str, payloads: Sequence[bytes], rate: float
 
 def message_size(per_message: float, rng: random.Random) -> int:
     """Events in the next message: from one to twice ``per_message``, so that messages of one event
-    (a lone click, a replay) are among them."""
-    return rng.randint(1, max(1, round(2 * per_message) - 1))
+    (a lone click, a replay) are among them, and never more than the track function puts in one."""
+    return min(MAX_EVENTS_PER_MESSAGE, rng.randint(1, max(1, round(2 * per_message) - 1)))
 
 
 # --- the aggregators ----------------------------------------------------------------------

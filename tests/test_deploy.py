@@ -586,8 +586,8 @@ def test_the_run_budget_must_leave_a_margin_under_the_timeout(fake_gcloud, tmp_p
     cmds = commands(result.stdout)
     timeout = settings.get("AGGREGATE_TIMEOUT", "120s")
     flags = the_one(cmds, "functions", "deploy", "aggregate-http")
-    # the budget checked is the one deployed
-    assert f"--timeout={timeout}" in flags
+    # the budget checked is the one deployed, on the vCPU and memory the drain is sized for
+    assert f"--timeout={timeout}" in flags and "--cpu=1" in flags and "--memory=1Gi" in flags
     assert f"AGGREGATE_MAX_SECONDS={settings.get('AGGREGATE_MAX_SECONDS', '50')}" in env_vars(flags)
     assert f"--attempt-deadline={timeout}" in the_one(cmds, "scheduler", "jobs", "create", "http")
 

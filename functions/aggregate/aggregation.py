@@ -14,14 +14,12 @@ partition) at once: a click is counted within a second, at about seven Firestore
 from __future__ import annotations
 
 import base64
-import queue
 import random
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -53,17 +51,17 @@ _PULL_WAIT_SECONDS = 2.0
 _PULLS_AT_ONCE = 4
 _PULL_MAX_MESSAGES = 1000  # Pub/Sub's limit for one pull
 # A drain asks for messages as if each held as many events as those of its last round did on average
-# (the most a message holds, to begin with), but never as if fewer than this: as no message holds more
-# than MAX_EVENTS_PER_MESSAGE, a batch gathers at most ten times AGGREGATE_BATCH_SIZE events, and
-# messages of one event, from before packing, still fill it in a few rounds.
-_LEAST_EVENTS_PER_MESSAGE = 10
+# (the most a message holds, to begin with), but never as if fewer than this, and for at least one a
+# pull: as no message holds more than MAX_EVENTS_PER_MESSAGE, a batch gathers at most 50 times
+# AGGREGATE_BATCH_SIZE events, and messages of one event still fill it in a few rounds.
+_LEAST_EVENTS_PER_MESSAGE = 1
 # While the drain runs, the apply step waits for this many journal entries (each up to
 # AGGREGATE_BATCH_SIZE events) to commit together, and sees whether the drain is over this often.
 _APPLY_ENTRIES = 20
 _APPLY_IDLE_SECONDS = 0.5
-# Batches the drain hands the apply step to count from memory, at most: past that (the apply step behind,
-# taking what earlier runs left), their entries wait in the journal, and memory stays bounded.
-_MOST_BATCHES_HELD = 50
+# Events the drain hands the apply step to count from memory, at most (some 400 bytes each): past that
+# (the apply step behind, taking what earlier runs left), their entries wait in the journal.
+_MOST_ROWS_HELD = 200_000
 # Shares of a run's budget: the drain stops pulling at the first, the apply step at the second;
 # the rest is the upkeep's.
 _DRAIN_SHARE = 0.8
@@ -236,7 +234,7 @@ class Drainer:
             now = time.monotonic()
             if messages and (now >= fill_until or now + _PULL_WAIT_SECONDS > deadline):
                 break
-            wanted = -(-(self.batch_size - events) // self._events_per_message)
+            wanted = max(_PULLS_AT_ONCE, -(-(self.batch_size - events) // self._events_per_message))
             share = max(1, min(_PULL_MAX_MESSAGES, -(-wanted // _PULLS_AT_ONCE)))
             sizes = [min(share, wanted - i * share) for i in range(-(-wanted // share))][:_PULLS_AT_ONCE]
             pulls = list(self._pulls.map(self._pull, sizes))
@@ -427,15 +425,14 @@ class ScheduledRun:
         db = self.applier.db
         drained, lease = None, Lease(db, self.partition)
         draining = threading.Event()
-        journaled: queue.Queue[list[Written]] = queue.Queue(maxsize=_MOST_BATCHES_HELD)
+        journaled = _Held(_MOST_ROWS_HELD)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply") as pool:
             # The apply step runs beside the drain, so that a backlog is counted while it is pulled.
             applying = pool.submit(self._apply_until_drained, started, draining, journaled,
                                    began + _APPLY_SHARE * self.max_seconds)
             try:
                 if self.drainer is not None and lease.acquire(self.max_seconds + _ACK_DEADLINE_SECONDS):
-                    drained = self.drainer.drain(started, began + _DRAIN_SHARE * self.max_seconds,
-                                                 lambda written: _hold_for_apply(journaled, written))
+                    drained = self.drainer.drain(started, began + _DRAIN_SHARE * self.max_seconds, journaled.offer)
                     # Not released when the drain raised: messages it pulled may be out until their ack
                     # deadline, and the lease, outliving it, keeps another run from calling them counted.
                     lease.release()
@@ -464,8 +461,8 @@ class ScheduledRun:
             log.error("visitor salts not made; the next run tries again", extra={"error": repr(exc)})
             return 0
 
-    def _apply_until_drained(self, started: datetime, drained: threading.Event,
-                             journaled: queue.Queue[list[Written]], deadline: float) -> Applied:
+    def _apply_until_drained(self, started: datetime, drained: threading.Event, journaled: _Held,
+                             deadline: float) -> Applied:
         """Apply what earlier runs left in the journal, oldest first; then the entries the drain writes,
         as it writes them and without reading them back, ``_APPLY_ENTRIES`` to a commit at least;
         once the drain is over, the rest of them, then whatever else the journal holds (entries
@@ -473,16 +470,12 @@ class ScheduledRun:
         total = self.applier.apply(deadline, partition=self.partition, before=started)
         pending: list[Written] = []
         while not drained.is_set() and time.monotonic() < deadline:
-            try:
-                pending += journaled.get(timeout=_APPLY_IDLE_SECONDS)
-            except queue.Empty:
-                continue
+            pending += journaled.take(_APPLY_IDLE_SECONDS)
             if len(pending) >= _APPLY_ENTRIES:
                 total.merge(self.applier.apply_written(pending, deadline))
                 pending = []
-        # A drain hands over its entries before it returns: once it is over, all are in the queue.
-        while not journaled.empty():
-            pending += journaled.get_nowait()
+        # A drain hands over its entries before it returns: once it is over, all are held.
+        pending += journaled.take(0)
         total.merge(self.applier.apply_written(pending, deadline))
         rest = self.applier.apply(deadline, partition=self.partition)
         total.merge(rest)
@@ -490,10 +483,30 @@ class ScheduledRun:
         return total
 
 
-def _hold_for_apply(journaled: queue.Queue[list[Written]], written: list[Written]) -> None:
-    # When the apply step is behind, these entries wait in the journal for its last pass.
-    with suppress(queue.Full):
-        journaled.put_nowait(written)
+class _Held:
+    """The journal entries a drain hands the apply step, up to ``most_rows`` events: past that, they wait
+    in the journal for the apply step's last pass."""
+
+    def __init__(self, most_rows: int) -> None:
+        self._entries: list[Written] = []
+        self._rows = 0
+        self._most_rows = most_rows
+        self._changed = threading.Condition()
+
+    def offer(self, written: list[Written]) -> None:
+        rows = sum(len(entry.rows) for entry in written)
+        with self._changed:
+            if self._rows + rows <= self._most_rows:
+                self._entries += written
+                self._rows += rows
+                self._changed.notify()
+
+    def take(self, wait_seconds: float) -> list[Written]:
+        """Every entry held, once there is one or ``wait_seconds`` have passed."""
+        with self._changed:
+            self._changed.wait_for(lambda: bool(self._entries), timeout=wait_seconds)
+            entries, self._entries, self._rows = self._entries, [], 0
+            return entries
 
 
 def partition_asked(raw: str, partitions: int) -> int:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from unittest.mock import patch
 
+import aggregation
 import pytest
 from aggregation import Lease, build_drainer
 from conftest import ROOT, function_app
@@ -24,7 +25,7 @@ from helpers import publish, pull_all, push_cloud_event_headers, push_envelope
 from local import emulators
 from shared.config import Settings
 from shared.counting import Applier, Delivery, Journal, new_entry_id
-from shared.events import ClickEvent, Producer, join_events
+from shared.events import MAX_EVENTS_PER_MESSAGE, ClickEvent, Producer, join_events
 from shared.ids import keyed_ids
 from shared.models import zero_counters
 from shared.store import CampaignStore, read_as_of
@@ -202,6 +203,32 @@ def test_packed_messages_count_each_event_once_and_a_bad_line_alone_is_poison(
     assert shown(store, campaign_id)["click_count"] == 30
     assert pull_all(project, subscription) == []  # every message acked, the one with the bad line too
     assert list(db.collection("journal").stream()) == []
+
+
+def test_a_batch_takes_whole_messages_and_at_most_fifty_times_its_size_however_messages_change(
+    db: Any, campaign_id: int, project: str, pubsub_names: tuple[str, str], producer: Producer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AGGREGATE_BATCH_SIZE", "20")
+    publish(project, pubsub_names[0], [click(campaign_id, producer).encode() for _ in range(200)])
+    events = [click(campaign_id, producer).encode() for _ in range(30 * MAX_EVENTS_PER_MESSAGE)]
+    publish(project, pubsub_names[0], [join_events(events[i:i + MAX_EVENTS_PER_MESSAGE])
+                                       for i in range(0, len(events), MAX_EVENTS_PER_MESSAGE)])
+    drained = build_drainer(Settings.from_env(), Journal(db)).drain(NOW + timedelta(hours=1), time.monotonic() + 60)
+    assert (drained.messages, drained.pulled, drained.received.journaled) == (230, 3200, 3200)
+    batches = [entry.get("count") for entry in db.collection("journal").stream()]
+    assert sum(batches) == 3200 and max(batches) <= 50 * 20  # one entry a batch: one campaign, few rows
+
+
+def test_entries_the_apply_step_cannot_hold_are_counted_from_the_journal(
+    store: CampaignStore, campaign_id: int, project: str, pubsub_names: tuple[str, str], producer: Producer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(aggregation, "_MOST_ROWS_HELD", 0)  # as if the apply step were far behind
+    publish(project, pubsub_names[0], [click(campaign_id, producer).encode() for _ in range(50)])
+    body = scheduled_run()
+    assert (body["counted"], body["journal_complete"], body["caught_up"]) == (50, True, True)
+    assert shown(store, campaign_id)["click_count"] == 50 and body["as_of"] is not None
 
 
 def test_a_message_with_an_event_not_written_goes_back_whole(db: Any, campaign_id: int, producer: Producer) -> None:

@@ -23,3 +23,12 @@ def test_a_message_holds_at_most_its_share_of_events_and_bytes() -> None:
     large = [b"y" * (MAX_MESSAGE_BYTES // 3)] * 4
     messages, message_of = packed([0] * len(large), large)
     assert message_of == [0, 0, 1, 1] and all(len(data) <= MAX_MESSAGE_BYTES for _, data in messages)
+
+
+def test_a_partition_whose_message_is_full_opens_another_while_the_others_stay_open() -> None:
+    partitions = [0] * MAX_EVENTS_PER_MESSAGE + [1, 0, 1, 2]
+    encoded = [f"{i}".encode() for i in range(len(partitions))]
+    messages, message_of = packed(partitions, encoded)
+    assert [(partition, len(split_events(data))) for partition, data in messages] == [
+        (0, MAX_EVENTS_PER_MESSAGE), (1, 2), (0, 1), (2, 1)]
+    assert [messages[index][0] for index in message_of] == partitions
