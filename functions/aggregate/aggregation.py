@@ -53,8 +53,8 @@ _PULL_MAX_MESSAGES = 1000  # Pub/Sub's limit for one pull
 # A drain asks for messages as if each held as many events as those of its last round did on average
 # (the most a message holds, to begin with), but never as if fewer than this, and for at least one a
 # pull: as no message holds more than MAX_EVENTS_PER_MESSAGE, a batch gathers at most 50 times
-# AGGREGATE_BATCH_SIZE events, and messages of one event still fill it in a few rounds.
-_LEAST_EVENTS_PER_MESSAGE = 1
+# AGGREGATE_BATCH_SIZE events (and a message), and messages of one event still fill it in a few rounds.
+_LEAST_EVENTS_PER_MESSAGE = 2
 # While the drain runs, the apply step waits for this many journal entries (each up to
 # AGGREGATE_BATCH_SIZE events) to commit together, and sees whether the drain is over this often.
 _APPLY_ENTRIES = 20
