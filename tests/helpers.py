@@ -46,8 +46,13 @@ def pull_all(project: str, subscription: str, *, ack: bool = True, max_messages:
         subscriber.close()
 
 
+def events_in(messages: list[Any]) -> list[ClickEvent]:
+    """The click events these pulled messages carry, one or more each."""
+    return [ClickEvent.decode(data) for m in messages for data in split_events(m.message.data)]
+
+
 def pulled_events(project: str, subscription: str) -> list[ClickEvent]:
-    return [ClickEvent.decode(data) for m in pull_all(project, subscription) for data in split_events(m.message.data)]
+    return events_in(pull_all(project, subscription))
 
 
 def publish(project: str, topic: str, payloads: list[bytes]) -> list[str]:

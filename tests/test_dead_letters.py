@@ -22,11 +22,11 @@ import pytest
 from conftest import function_app
 from dead_letters import DeadLetterCheck, build_dead_letter_check
 from google.cloud import pubsub_v1
-from helpers import log_lines, publish, pull_all
+from helpers import log_lines, publish, pull_all, pulled_events
 
 from local import emulators
 from shared.config import Settings
-from shared.events import ClickEvent, Producer, split_events
+from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
 from shared.store import CampaignStore
 
@@ -65,10 +65,6 @@ def tool(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120)
 
 
-def events_on(project: str, subscription: str) -> list[ClickEvent]:
-    return [ClickEvent.decode(data) for m in pull_all(project, subscription) for data in split_events(m.message.data)]
-
-
 # --- count --------------------------------------------------------------------------------------
 
 
@@ -81,7 +77,7 @@ def test_count_says_how_many_wait_and_leaves_them_there(project: str, dead_lette
         done = tool("count")
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"dead letters: waiting 3 on {path}"
-    assert sorted(e.click_id for e in events_on(project, subscription)) == sorted(e.click_id for e in events)
+    assert sorted(e.click_id for e in pulled_events(project, subscription)) == sorted(e.click_id for e in events)
 
 
 def test_count_stops_at_max_and_says_at_least(project: str, dead_letters: tuple[str, str]) -> None:

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 from conftest import function_app
-from helpers import pull_all
+from helpers import pull_all, pulled_events
 
 from local.emulators import free_port
 from shared.config import Settings
-from shared.events import ClickEvent, Producer, split_events
+from shared.events import ClickEvent, Producer
 from shared.ids import keyed_ids
 from shared.store import CampaignStore
 from tools.replay import Summary, click_events, read_entries
@@ -154,17 +154,14 @@ def test_replay_republishes_each_event_with_its_original_click_id(
     done = replay(str(stderr_log), str(gcloud_json))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "replay: read=3 republished=3 duplicates=0 invalid=0 failed=0"
-    received = pull_all(project, pubsub_names[1])
-    assert sorted((ClickEvent.decode(data) for m in received for data in split_events(m.message.data)),
-                  key=events.index) == events
+    assert sorted(pulled_events(project, pubsub_names[1]), key=events.index) == events
 
 
 def test_replay_reads_stdin(project: str, pubsub_names: tuple[str, str]) -> None:
     event = click()
     done = replay("-", stdin="some other line\n" + contract_line(event) + "\n")
     assert done.returncode == 0, done.stderr
-    assert [ClickEvent.decode(d) for m in pull_all(project, pubsub_names[1]) for d in split_events(m.message.data)] == [
-        event]
+    assert pulled_events(project, pubsub_names[1]) == [event]
 
 
 def test_replaying_twice_counts_each_click_once(

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import pull_all
+from helpers import pulled_events
 from test_stack import AUTH, ROOT, Stack, start_stack
 
 from local import emulators
 from shared.config import Settings
-from shared.events import ClickEvent, split_events
 from tools.replay import Summary, click_events, read_entries
 
 PLAN = ["Android"] * 6 + ["IPhone"] * 4
@@ -84,8 +83,7 @@ def test_clicks_while_pubsub_is_stalled_are_replayed_from_the_log_and_counted_on
     published: set[str] = set()
     deadline = time.monotonic() + 60
     while True:
-        published |= {ClickEvent.decode(data).click_id for m in pull_all(project, AUDIT_SUBSCRIPTION)
-                      for data in split_events(m.message.data)}
+        published |= {event.click_id for event in pulled_events(project, AUDIT_SUBSCRIPTION)}
         logged = logged_click_ids(log)
         if len(published | logged) >= answered or time.monotonic() > deadline:
             break

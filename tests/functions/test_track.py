@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 from conftest import function_app
-from helpers import Track, log_lines, pull_all, pulled_events, serve_track, wait_until
+from helpers import Track, events_in, log_lines, pull_all, pulled_events, serve_track, wait_until
 
 from shared.config import Settings
-from shared.events import ClickEvent, split_events
+from shared.events import ClickEvent
 from shared.ids import keyed_ids
 from shared.logs import JsonFormatter
 from shared.store import CampaignStore
@@ -390,8 +390,7 @@ def test_a_click_carries_its_clients_visitor_key_of_the_day_never_its_address(
     # a click the campaign cannot count (an untargeted platform) counts apart, so is no visitor either
     track.click(f"/track/{campaign.id}?platform=WindowsPhone", **{"User-Agent": ANDROID_UA})
     messages = pull_all(project, pubsub_names[1])
-    events = sorted((ClickEvent.decode(data) for m in messages for data in split_events(m.message.data)),
-                    key=lambda e: e.seq)
+    events = sorted(events_in(messages), key=lambda e: e.seq)
     peer = "testclient"  # the test client's address, as Starlette gives it
     assert [e.visitor for e in events] == [key_of(salts, events[0], peer, ANDROID_UA)] * 2 + [
         key_of(salts, events[2], peer, IPHONE_UA), "", ""]
@@ -509,7 +508,7 @@ def test_clicks_that_share_a_publish_call_share_its_message_one_event_a_line(
     assert all(len(request.messages) == 1 for request in requests)  # one partition: one message a call
     messages = pull_all(project, pubsub_names[1])
     assert len(messages) == len(requests) < 64  # calls made while others ran carried several clicks
-    events = [ClickEvent.decode(data) for m in messages for data in split_events(m.message.data)]
+    events = events_in(messages)
     assert len({e.click_id for e in events}) == 64
 
 
