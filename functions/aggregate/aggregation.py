@@ -135,8 +135,6 @@ class Drainer:
     partitions: int
     _pulls: ThreadPoolExecutor = field(init=False, repr=False)
     _writes: ThreadPoolExecutor = field(init=False, repr=False)
-    _events_per_message: int = field(init=False, default=MAX_EVENTS_PER_MESSAGE)
-    """What the drain reckons a message holds, to ask for as many messages as fill a batch."""
 
     def __post_init__(self) -> None:
         self._pulls = ThreadPoolExecutor(max_workers=_PULLS_AT_ONCE, thread_name_prefix="pull")
@@ -155,9 +153,9 @@ class Drainer:
         """
         drained = Drained()
         writing: Future[Received] | None = None
-        self._events_per_message = MAX_EVENTS_PER_MESSAGE
+        per_message = MAX_EVENTS_PER_MESSAGE  # what a message holds, as the drain reckons it
         while time.monotonic() + _PULL_WAIT_SECONDS <= deadline:
-            messages, events = self._gather(deadline)
+            messages, events, per_message = self._gather(deadline, per_message)
             if writing is not None:
                 failed = self._settled(writing, drained).failed
                 writing = None
@@ -214,9 +212,10 @@ class Drainer:
         drained.received.merge(received)
         return received
 
-    def _gather(self, deadline: float) -> tuple[list[Any], int]:
+    def _gather(self, deadline: float, per_message: int) -> tuple[list[Any], int, int]:
         """Messages (raw protobufs) holding about ``batch_size`` events, from pulls made
-        ``_PULLS_AT_ONCE`` at a time; and how many events they hold.
+        ``_PULLS_AT_ONCE`` at a time, asked for as if each held ``per_message``; how many events
+        they hold; and what a message holds as the last round found.
 
         A pull may return far fewer than asked (the emulator never more than
         100), and each is a round trip: one at a time, the drain would spend most
@@ -234,19 +233,19 @@ class Drainer:
             now = time.monotonic()
             if messages and (now >= fill_until or now + _PULL_WAIT_SECONDS > deadline):
                 break
-            wanted = max(_PULLS_AT_ONCE, -(-(self.batch_size - events) // self._events_per_message))
+            wanted = max(_PULLS_AT_ONCE, -(-(self.batch_size - events) // per_message))
             share = max(1, min(_PULL_MAX_MESSAGES, -(-wanted // _PULLS_AT_ONCE)))
             sizes = [min(share, wanted - i * share) for i in range(-(-wanted // share))][:_PULLS_AT_ONCE]
             pulls = list(self._pulls.map(self._pull, sizes))
             pulled = [m for answer in pulls for m in answer]
             if pulled:
                 held = [count_events(m.message.data) for m in pulled]
-                self._events_per_message = max(_LEAST_EVENTS_PER_MESSAGE, sum(held) // len(held))
+                per_message = max(_LEAST_EVENTS_PER_MESSAGE, sum(held) // len(held))
                 events += sum(held)
                 messages += pulled
             if not all(pulls):
                 break  # a pull came back empty: nothing more is waiting now
-        return messages, events
+        return messages, events, per_message
 
     def _pull(self, max_messages: int) -> list[Any]:
         try:
