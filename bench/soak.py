@@ -22,9 +22,9 @@ track instance as deployed, every campaign cached, wrk at 64 connections), and o
 scheduled run folds what that instance published, as it packed it: ``fold_rps``, set
 side by side against the click rate that benchmark reports (``track_rps``).
 
-The waves are published as the track function publishes: the events of one
-Publish call that go to one partition share a message, ``--events-per-message``
-of them on average (a busy instance's figure is printed with its fold).
+The waves are published as the track function publishes: in Publish calls of
+``--events-per-call`` events on average (a busy instance's figure is printed with
+its fold), a call's events that go to one partition sharing a message.
 
 It prints figures, the last line a one-line summary, and exits 0 only when
 every count is exact. This is a soak, not a test: it is not run by ./test.sh.
@@ -73,10 +73,11 @@ from shared import config  # noqa: E402
 from shared.collector import collect_seldom  # noqa: E402
 from shared.counting import Applier, Journal  # noqa: E402
 from shared.errors import InvalidEvent  # noqa: E402
-from shared.events import MAX_EVENTS_PER_MESSAGE, ClickEvent, Producer, join_events  # noqa: E402
+from shared.events import ClickEvent, Producer  # noqa: E402
 from shared.ids import keyed_ids  # noqa: E402
 from shared.partitions import PARTITION_ATTRIBUTE, partition_of, subscription_of  # noqa: E402
 from shared.platforms import PLATFORMS  # noqa: E402
+from shared.publishing import packed  # noqa: E402
 from shared.sketches import VisitorUnion  # noqa: E402
 from shared.store import CLICKS, PRODUCERS, CampaignStore  # noqa: E402
 from shared.utc import as_utc, hour_of  # noqa: E402
@@ -287,35 +288,37 @@ def poison_payload(i: int, rng: random.Random, known: set[int], now: datetime, p
 
 
 def publish_all(project: str, topic: str, payloads: Sequence[bytes], rate: float, partitions: int,
-                per_message: float, rng: random.Random) -> float:
-    """Publish at ``rate`` events a second (0: all at once), packed as the track function packs them:
-    consecutive events of one partition share a message, ``per_message`` of them on average (at a
-    steady rate, no more than came since the last tick: no event waits for its message to fill), and
-    each message is tagged with its partition; returns the seconds taken."""
+                per_call: float, rng: random.Random) -> float:
+    """Publish at ``rate`` events a second (0: all at once) as the track function publishes them:
+    consecutive events go in Publish calls of ``per_call`` on average (at a steady rate, none reaching
+    past a tick: no event waits for the next), each call's events packed as the track function packs
+    them (:func:`shared.publishing.packed`), each message tagged with its partition; returns the seconds
+    taken."""
     settings = pubsub_v1.types.BatchSettings(max_messages=1000, max_bytes=4_000_000, max_latency=0.05)
     publisher = pubsub_v1.PublisherClient(batch_settings=settings)
     path = publisher.topic_path(project, topic)
     started = time.monotonic()
     futures = []
-    waiting: defaultdict[str, list[bytes]] = defaultdict(list)
-    sizes: dict[str, int] = {}
+    call: list[bytes] = []
+    size = call_size(per_call, rng)
 
-    def send(partition: str) -> None:
-        if waiting[partition]:
-            futures.append(publisher.publish(path, join_events(waiting[partition]), **{PARTITION_ATTRIBUTE: partition}))
-        waiting[partition], sizes[partition] = [], message_size(per_message, rng)
+    def send() -> None:
+        nonlocal call, size
+        messages, _ = packed([partition_for(payload, partitions) for payload in call], call)
+        futures.extend(publisher.publish(path, data, **{PARTITION_ATTRIBUTE: str(partition)})
+                       for partition, data in messages)
+        call, size = [], call_size(per_call, rng)
 
     for i, payload in enumerate(payloads):
         if rate and i % 100 == 0:
-            for partition in list(waiting):
-                send(partition)
+            if call:
+                send()
             time.sleep(max(0.0, started + i / rate - time.monotonic()))
-        partition = partition_attribute(payload, partitions)
-        waiting[partition].append(payload)
-        if len(waiting[partition]) >= sizes.setdefault(partition, message_size(per_message, rng)):
-            send(partition)
-    for partition in list(waiting):
-        send(partition)
+        call.append(payload)
+        if len(call) >= size:
+            send()
+    if call:
+        send()
     for future in futures:
         future.result(timeout=300)
     elapsed = time.monotonic() - started
@@ -323,10 +326,10 @@ def publish_all(project: str, topic: str, payloads: Sequence[bytes], rate: float
     return elapsed
 
 
-def message_size(per_message: float, rng: random.Random) -> int:
-    """Events in the next message: from one to twice ``per_message``, so that messages of one event
-    (a lone click, a replay) are among them, and never more than the track function puts in one."""
-    return min(MAX_EVENTS_PER_MESSAGE, rng.randint(1, max(1, round(2 * per_message) - 1)))
+def call_size(per_call: float, rng: random.Random) -> int:
+    """Events in the next Publish call: from one to twice ``per_call``, so that lone clicks (and
+    replays, a message each) are among them."""
+    return rng.randint(1, max(1, round(2 * per_call) - 1))
 
 
 # --- the aggregators ----------------------------------------------------------------------
@@ -360,15 +363,15 @@ class Runs:
             self.busy_cpu_seconds += cpu_seconds
 
 
-def partition_attribute(payload: bytes, partitions: int) -> str:
-    """The partition the track function tags ``payload``'s message with (partition 0's for poison)."""
+def partition_for(payload: bytes, partitions: int) -> int:
+    """The partition the track function publishes ``payload`` to (partition 0 for poison)."""
     if partitions == 1:
-        return "0"  # without decoding, which a steady wave's drain would compete with
+        return 0  # without decoding, which a steady wave's drain would compete with
     try:
         producer = ClickEvent.decode(payload).producer
     except InvalidEvent:
-        return "0"
-    return str(partition_of(producer, partitions))
+        return 0
+    return partition_of(producer, partitions)
 
 
 def settings_for(project: str, subscription: str, partitions: int = 1) -> config.Settings:
@@ -623,9 +626,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="AGGREGATE_PARTITIONS: each partition's scheduled runs go on at once (the emulator "
                              "ignores subscription filters, so every partition pulls every message: exactness, "
                              "not speed)")
-    parser.add_argument("--events-per-message", type=float, default=20.0,
-                        help="events the waves pack into a message, on average: the track function packs a Publish "
-                             "call's events of one partition into one, about 20 under the hot path benchmark's load")
+    parser.add_argument("--events-per-call", type=float, default=20.0,
+                        help="events of a Publish call of the waves, on average: the track function packs a call's "
+                             "events of one partition into one message, about 20 under the hot path benchmark's load")
     parser.add_argument("--hot-share", type=float, default=0.40, help="share of clicks on the hot campaign")
     parser.add_argument("--bot-share", type=float, default=0.05)
     parser.add_argument("--duplicate-share", type=float, default=0.05, help="extra copies of clicks, per click")
@@ -736,9 +739,9 @@ def wave(project: str, campaigns: Sequence[CampaignSpec], args: argparse.Namespa
     with ThreadPoolExecutor(max_workers=args.partitions + 2) as pool:
         if args.rate and not race:
             publishing = pool.submit(publish_all, project, topic, workload.payloads, args.rate, args.partitions,
-                                     args.events_per_message, rng)
+                                     args.events_per_call, rng)
         else:
-            publish_all(project, topic, workload.payloads, 0, args.partitions, args.events_per_message, rng)
+            publish_all(project, topic, workload.payloads, 0, args.partitions, args.events_per_call, rng)
             started = time.monotonic()
             publishing = None
         published_at = None
